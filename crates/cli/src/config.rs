@@ -1,0 +1,159 @@
+//! `statecast serve` settings: flags, then `STATECAST_*` environment variables, then the
+//! TOML file, then defaults. clap handles the first two; the file fills what they leave.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `statecast serve`; each may also come from its environment variable.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "STATECAST_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded store [default: ./statecast-data]
+    #[arg(long, env = "STATECAST_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML file with any of these settings (flags and environment variables win)
+    #[arg(long, env = "STATECAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Interval of WebSocket pings; a connection silent for 2.5 intervals is closed [default: 25000]
+    #[arg(long, env = "STATECAST_HEARTBEAT_MS", value_name = "N")]
+    pub heartbeat_ms: Option<u64>,
+    /// Changes kept per topic so reconnecting clients get patches, not snapshots [default: 128]
+    #[arg(long, env = "STATECAST_HISTORY_LEN", value_name = "N")]
+    pub history_len: Option<usize>,
+    /// Largest state or event accepted, in bytes of JSON [default: 262144]
+    #[arg(long, env = "STATECAST_MAX_STATE_BYTES", value_name = "N")]
+    pub max_state_bytes: Option<usize>,
+    /// Largest WebSocket message accepted; larger ones close the connection with 1009 [default: 1048576]
+    #[arg(long, env = "STATECAST_MAX_FRAME_BYTES", value_name = "N")]
+    pub max_frame_bytes: Option<usize>,
+    /// Messages queued per client before its pending patches are conflated [default: 4096]
+    #[arg(long, env = "STATECAST_OUTBOX_MESSAGES", value_name = "N")]
+    pub outbox_messages: Option<usize>,
+    /// Bytes queued per client before its pending patches are conflated [default: 4194304]
+    #[arg(long, env = "STATECAST_OUTBOX_BYTES", value_name = "N")]
+    pub outbox_bytes: Option<usize>,
+    /// Run simulated devices (an output controller, two microphones) to watch live changes
+    #[arg(long, env = "STATECAST_DEMO")]
+    pub demo: bool,
+}
+
+/// The same settings as they appear in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub heartbeat_ms: Option<u64>,
+    pub history_len: Option<usize>,
+    pub max_state_bytes: Option<usize>,
+    pub max_frame_bytes: Option<usize>,
+    pub outbox_messages: Option<usize>,
+    pub outbox_bytes: Option<usize>,
+    pub demo: Option<bool>,
+}
+
+/// Every setting, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub heartbeat_ms: u64,
+    pub history_len: usize,
+    pub max_state_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub outbox_messages: usize,
+    pub outbox_bytes: usize,
+    pub demo: bool,
+}
+
+impl Settings {
+    pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let settings = Settings {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./statecast-data")),
+            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(25_000),
+            history_len: args.history_len.or(file.history_len).unwrap_or(128),
+            max_state_bytes: args
+                .max_state_bytes
+                .or(file.max_state_bytes)
+                .unwrap_or(256 << 10),
+            max_frame_bytes: args
+                .max_frame_bytes
+                .or(file.max_frame_bytes)
+                .unwrap_or(1 << 20),
+            outbox_messages: args
+                .outbox_messages
+                .or(file.outbox_messages)
+                .unwrap_or(4096),
+            outbox_bytes: args.outbox_bytes.or(file.outbox_bytes).unwrap_or(4 << 20),
+            demo: args.demo || file.demo.unwrap_or(false),
+        };
+        if settings.heartbeat_ms == 0 {
+            return Err("heartbeat_ms must be at least 1".into());
+        }
+        if settings.outbox_messages == 0 || settings.outbox_bytes == 0 {
+            return Err("outbox_messages and outbox_bytes must be at least 1".into());
+        }
+        Ok(settings)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("statecast.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nheartbeat_ms = 500\nhistory_len = 7\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            heartbeat_ms: Some(1000),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.heartbeat_ms, 1000);
+        assert_eq!(s.history_len, 7);
+        assert_eq!(s.max_state_bytes, 256 << 10);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("statecast.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let err = Settings::resolve(args).unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+//! The `statecast` binary: `statecast serve` runs the hub with its embedded store.
+
+mod config;
+mod demo;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use statecast_core::{Hub, HubConfig, OutboxLimits};
+use statecast_server::ServerConfig;
+use statecast_store::RedbEngine;
+
+use crate::config::{ServeArgs, Settings};
+
+/// statecast: a real-time state hub. Devices and apps write JSON state to topics; every
+/// subscribed client gets each change pushed over WebSocket (or Server-Sent Events) within
+/// milliseconds, as a minimal patch with a per-topic revision.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: WebSocket at /ws, REST at /api, SSE at /api/stream, metrics at /metrics.
+    ///
+    /// Settings come from flags, then STATECAST_* environment variables, then the TOML file
+    /// given with --config (keys named like the flags, with underscores), then defaults.
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STATECAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => Settings::resolve(args).and_then(serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("statecast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let engine = RedbEngine::open(&settings.data_dir).map_err(|e| e.to_string())?;
+    let hub_config = HubConfig {
+        history_len: settings.history_len,
+        max_state_bytes: settings.max_state_bytes,
+        outbox: OutboxLimits {
+            max_messages: settings.outbox_messages,
+            max_bytes: settings.outbox_bytes,
+        },
+        ..HubConfig::default()
+    };
+    let hub = Hub::open(engine, hub_config).map_err(|e| e.to_string())?;
+    let server_config = ServerConfig {
+        heartbeat_ms: settings.heartbeat_ms,
+        max_frame_bytes: settings.max_frame_bytes,
+    };
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(
+            "statecast {} listening on http://{addr} (WebSocket ws://{addr}/ws), store {}",
+            env!("CARGO_PKG_VERSION"),
+            settings.data_dir.display()
+        );
+        if settings.demo {
+            demo::start(hub.clone());
+            tracing::info!("demo devices running: subscribe to demo/#");
+        }
+        statecast_server::serve(listener, hub, server_config, shutdown_signal())
+            .await
+            .map_err(|e| format!("server error: {e}"))?;
+        tracing::info!("statecast stopped; every acknowledged write is stored");
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: closing connections and flushing the store");
+}

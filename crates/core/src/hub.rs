@@ -1,0 +1,1266 @@
+//! The [`Hub`]: topic state, revs, history and fan-out, shared by every transport.
+//!
+//! A write takes this path:
+//! 1. [`Hub::submit`] validates it and, under the `writes` lock, diffs it against the latest
+//!    state, assigns the next rev and a hub-wide sequence number, serializes the outgoing
+//!    message once and queues it for the commit thread. Nothing is visible to readers yet.
+//! 2. The commit thread takes every queued write, makes the batch durable through the
+//!    [`Engine`] (one group commit), then, under the `published` lock, updates the published
+//!    state and history and pushes the shared bytes into the outbox of every client whose
+//!    pattern matches (found through the pattern index). Only then are writers answered.
+//! 3. Each transport drains its client's outbox ([`Client::drain`]) and writes a batch of
+//!    frames at once.
+//!
+//! Publishing only what is durable keeps the contract's promises across a crash: a rev a
+//! client has seen is never reused, and nothing acknowledged is lost.
+//!
+//! Locks are `std` locks held for short, non-async sections, in the order
+//! `writes` → `published` → an outbox.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::{Future, poll_fn};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::engine::{Engine, Record};
+use crate::error::{ErrorCode, HubError};
+use crate::index::{PatternIndex, TopicTree};
+use crate::merge::{self, Diff};
+use crate::message;
+use crate::outbox::{Item, Outbox, OutboxLimits};
+use crate::stats::Stats;
+use crate::topic::{Pattern, Topic};
+
+/// Settings of a hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Changes kept per topic for resuming clients.
+    pub history_len: usize,
+    /// Bytes of history kept per topic.
+    pub history_bytes: usize,
+    /// Largest state (or event) accepted, serialized.
+    pub max_state_bytes: usize,
+    /// Bounds of each client's outbound queue.
+    pub outbox: OutboxLimits,
+    /// Writes waiting for the store before new ones are refused with `unavailable`.
+    pub max_pending: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            history_len: 128,
+            history_bytes: 1 << 20,
+            max_state_bytes: 256 << 10,
+            outbox: OutboxLimits::default(),
+            max_pending: 65_536,
+        }
+    }
+}
+
+/// How a client wants changes: as merge patches, or as whole states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Patch,
+    Full,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Default)]
+pub enum Since {
+    /// From the current state: a snapshot of each matching topic.
+    #[default]
+    Now,
+    /// From the revs the client holds (`since` of the WebSocket `subscribe`).
+    Revs(HashMap<String, u64>),
+    /// From a stream cursor (`Last-Event-ID` of the SSE stream).
+    Cursor(u64),
+}
+
+/// One write, as [`Hub::submit`] takes it.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Replace the state. `if_rev`: only if the topic exists at this rev.
+    Set {
+        topic: Topic,
+        state: Value,
+        if_rev: Option<u64>,
+    },
+    /// Apply an RFC 7396 merge patch (to `{}` if the topic does not exist).
+    Patch {
+        topic: Topic,
+        patch: Value,
+        if_rev: Option<u64>,
+    },
+    /// Remove the topic (its rev is kept).
+    Delete { topic: Topic, if_rev: Option<u64> },
+    /// Publish an event to current subscribers; nothing is stored.
+    Event { topic: Topic, data: Value },
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The topic's rev after the write (0 for events).
+    pub rev: u64,
+    /// Whether the state changed (a write equal to the current state is not a change).
+    pub changed: bool,
+}
+
+/// A write accepted by the hub; [`Submitted::wait`] resolves once it is durable and
+/// published.
+#[must_use = "a write is acknowledged only once `wait` returns"]
+pub struct Submitted {
+    outcome: Outcome,
+    done: Option<oneshot::Receiver<Result<(), HubError>>>,
+}
+
+impl Submitted {
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// Waits until the write is durable and has been handed to every subscriber.
+    pub fn wait(self) -> impl Future<Output = Result<Outcome, HubError>> + Send + 'static {
+        let Submitted { outcome, done } = self;
+        async move {
+            match done {
+                None => Ok(outcome),
+                Some(rx) => match rx.await {
+                    Ok(Ok(())) => Ok(outcome),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(HubError::new(
+                        ErrorCode::Unavailable,
+                        "the hub is shutting down",
+                    )),
+                },
+            }
+        }
+    }
+}
+
+/// A topic's published state.
+#[derive(Debug, Clone)]
+pub struct TopicState {
+    pub topic: Topic,
+    pub rev: u64,
+    /// The state as serialized JSON.
+    pub state: Bytes,
+}
+
+/// A message for a transport to send as one frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub bytes: Bytes,
+}
+
+/// What [`Client::drain`] found.
+#[derive(Debug, Clone, Copy)]
+pub struct Drained {
+    /// The client was closed (by [`Hub::shutdown`]); send nothing more.
+    pub closed: bool,
+    /// The stream position the client reached with these frames, when it is a safe point
+    /// to resume from (nothing older is still queued or awaiting a resync).
+    pub cursor: Option<u64>,
+}
+
+/// The hub. Cheap to clone; all clones share one state. See the module docs.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+    _commit: Arc<CommitThread>,
+}
+
+struct Shared {
+    config: HubConfig,
+    engine: Box<dyn Engine>,
+    writes: Mutex<WriteSide>,
+    commit_wanted: Condvar,
+    published: RwLock<Published>,
+    stats: Stats,
+    epoch: String,
+    stopped: AtomicBool,
+    clients: AtomicU64,
+}
+
+struct WriteSide {
+    topics: HashMap<Topic, Latest>,
+    /// The sequence number of the last change queued.
+    seq: u64,
+    pending: VecDeque<Pending>,
+    stopping: bool,
+}
+
+/// The newest state of a topic, possibly not yet committed.
+struct Latest {
+    rev: u64,
+    state: Option<Arc<Value>>,
+    /// Sequence number of the topic's last change.
+    seq: u64,
+}
+
+struct Pending {
+    topic: Topic,
+    seq: u64,
+    what: PendingWhat,
+    done: Option<oneshot::Sender<Result<(), HubError>>>,
+    queued: Instant,
+}
+
+enum PendingWhat {
+    Change {
+        rev: u64,
+        /// Serialized state, `None` for a removal.
+        state: Option<Bytes>,
+        /// The `patch` message, when a merge patch expresses the change.
+        patch: Option<Bytes>,
+    },
+    Event {
+        message: Bytes,
+    },
+    /// Answers a write that changed nothing once the changes before it are durable.
+    Barrier,
+}
+
+struct Published {
+    slot_of: HashMap<Topic, u32>,
+    slots: Vec<Slot>,
+    tree: TopicTree,
+    subscriptions: PatternIndex<u32>,
+    clients: Vec<Option<ClientEntry>>,
+    free_clients: Vec<u32>,
+    /// The sequence number of the last change published.
+    seq: u64,
+    /// Numbers each fan-out, so a change matching several patterns of a client is queued once.
+    deliveries: u64,
+    live_topics: usize,
+}
+
+struct Slot {
+    topic: Topic,
+    rev: u64,
+    state: Option<Bytes>,
+    snapshot: OnceLock<Bytes>,
+    seq: u64,
+    history: VecDeque<HistoryEntry>,
+    history_bytes: usize,
+    /// The sequence number of the newest change no longer in `history`.
+    floor_seq: u64,
+}
+
+struct HistoryEntry {
+    rev: u64,
+    seq: u64,
+    message: Bytes,
+}
+
+struct ClientEntry {
+    outbox: Arc<Outbox>,
+    patterns: Vec<Pattern>,
+    mode: Mode,
+}
+
+struct CommitThread {
+    shared: Arc<Shared>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Slot {
+    fn snapshot(&self) -> Option<&Bytes> {
+        let state = self.state.as_ref()?;
+        Some(
+            self.snapshot
+                .get_or_init(|| message::snapshot(&self.topic, self.rev, state)),
+        )
+    }
+
+    /// The message that brings a client to this slot's current rev from nothing.
+    fn current_message(&self) -> Bytes {
+        match self.snapshot() {
+            Some(s) => s.clone(),
+            None => message::removed(&self.topic, self.rev),
+        }
+    }
+
+    /// The history entries after `rev`, if history still holds all of them.
+    fn history_after_rev(&self, rev: u64) -> Option<impl Iterator<Item = &HistoryEntry>> {
+        let first = self.history.front()?;
+        (first.rev <= rev + 1).then(|| self.history.iter().filter(move |e| e.rev > rev))
+    }
+
+    /// The history entries after sequence number `seq`, if history holds all of them.
+    fn history_after_seq(&self, seq: u64) -> Option<impl Iterator<Item = &HistoryEntry>> {
+        (self.floor_seq <= seq).then(|| self.history.iter().filter(move |e| e.seq > seq))
+    }
+}
+
+impl Hub {
+    /// Opens a hub over `engine`, loading what it holds.
+    ///
+    /// ```
+    /// use statecast_core::{Hub, HubConfig, MemoryEngine, Topic};
+    /// use serde_json::json;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let hub = Hub::open(MemoryEngine, HubConfig::default()).unwrap();
+    /// let topic = Topic::new("railhub/esp32-01").unwrap();
+    /// let first = hub.set(&topic, json!({"uptime": 1})).await.unwrap();
+    /// assert_eq!((first.rev, first.changed), (1, true));
+    /// let again = hub.set(&topic, json!({"uptime": 1})).await.unwrap();
+    /// assert_eq!((again.rev, again.changed), (1, false));
+    /// # });
+    /// ```
+    pub fn open(engine: impl Engine, config: HubConfig) -> Result<Hub, HubError> {
+        let loaded = engine.load().map_err(|e| {
+            HubError::new(ErrorCode::Unavailable, format!("loading the store: {e}"))
+        })?;
+        let mut writes = WriteSide {
+            topics: HashMap::with_capacity(loaded.topics.len()),
+            seq: loaded.seq,
+            pending: VecDeque::new(),
+            stopping: false,
+        };
+        let mut published = Published {
+            slot_of: HashMap::with_capacity(loaded.topics.len()),
+            slots: Vec::with_capacity(loaded.topics.len()),
+            tree: TopicTree::default(),
+            subscriptions: PatternIndex::default(),
+            clients: Vec::new(),
+            free_clients: Vec::new(),
+            seq: loaded.seq,
+            deliveries: 0,
+            live_topics: 0,
+        };
+        for stored in loaded.topics {
+            let topic = Topic::new(&stored.topic).map_err(|e| {
+                HubError::new(
+                    ErrorCode::Internal,
+                    format!("the store holds an invalid topic {:?}: {e}", stored.topic),
+                )
+            })?;
+            let state = match &stored.state {
+                Some(json) => Some(Arc::new(serde_json::from_slice::<Value>(json).map_err(
+                    |e| {
+                        HubError::new(
+                            ErrorCode::Internal,
+                            format!("the store holds invalid JSON for {topic}: {e}"),
+                        )
+                    },
+                )?)),
+                None => None,
+            };
+            writes.seq = writes.seq.max(stored.seq);
+            writes.topics.insert(
+                topic.clone(),
+                Latest {
+                    rev: stored.rev,
+                    state,
+                    seq: stored.seq,
+                },
+            );
+            let slot = published.slots.len() as u32;
+            published.tree.insert(&topic, slot);
+            published.slot_of.insert(topic.clone(), slot);
+            published.live_topics += usize::from(stored.state.is_some());
+            published.slots.push(Slot {
+                topic,
+                rev: stored.rev,
+                state: stored.state.map(Bytes::from),
+                snapshot: OnceLock::new(),
+                seq: stored.seq,
+                history: VecDeque::new(),
+                history_bytes: 0,
+                floor_seq: stored.seq,
+            });
+        }
+        published.seq = writes.seq;
+        let shared = Arc::new(Shared {
+            config,
+            engine: Box::new(engine),
+            writes: Mutex::new(writes),
+            commit_wanted: Condvar::new(),
+            published: RwLock::new(published),
+            stats: Stats::default(),
+            epoch: loaded.epoch,
+            stopped: AtomicBool::new(false),
+            clients: AtomicU64::new(0),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("statecast-commit".into())
+            .spawn(move || commit_loop(&thread_shared))
+            .map_err(|e| {
+                HubError::new(
+                    ErrorCode::Internal,
+                    format!("starting the commit thread: {e}"),
+                )
+            })?;
+        Ok(Hub {
+            _commit: Arc::new(CommitThread {
+                shared: Arc::clone(&shared),
+                handle: Mutex::new(Some(handle)),
+            }),
+            shared,
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Identifies the store's history (part of SSE cursors).
+    pub fn epoch(&self) -> &str {
+        &self.shared.epoch
+    }
+
+    /// Number of live topics (removed ones not counted).
+    pub fn topic_count(&self) -> usize {
+        self.published().live_topics
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> u64 {
+        self.shared.clients.load(Ordering::Relaxed)
+    }
+
+    /// Replaces a topic's state.
+    pub async fn set(&self, topic: &Topic, state: Value) -> Result<Outcome, HubError> {
+        let write = Write::Set {
+            topic: topic.clone(),
+            state,
+            if_rev: None,
+        };
+        self.submit(write)?.wait().await
+    }
+
+    /// Applies a merge patch to a topic's state.
+    pub async fn patch(&self, topic: &Topic, patch: Value) -> Result<Outcome, HubError> {
+        let write = Write::Patch {
+            topic: topic.clone(),
+            patch,
+            if_rev: None,
+        };
+        self.submit(write)?.wait().await
+    }
+
+    /// Removes a topic; `not_found` if it does not exist.
+    pub async fn delete(&self, topic: &Topic) -> Result<Outcome, HubError> {
+        let write = Write::Delete {
+            topic: topic.clone(),
+            if_rev: None,
+        };
+        self.submit(write)?.wait().await
+    }
+
+    /// Publishes an event to the topic's current subscribers.
+    pub async fn event(&self, topic: &Topic, data: Value) -> Result<(), HubError> {
+        let write = Write::Event {
+            topic: topic.clone(),
+            data,
+        };
+        self.submit(write)?.wait().await.map(|_| ())
+    }
+
+    /// Validates and queues a write; see the module docs. Fails at once with the reason a
+    /// write is refused; a refused write changes nothing.
+    pub fn submit(&self, write: Write) -> Result<Submitted, HubError> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(HubError::new(
+                ErrorCode::Unavailable,
+                "the hub is shutting down",
+            ));
+        }
+        let max = self.shared.config.max_state_bytes;
+        // Serialize outside the lock what does not depend on the current state.
+        let (topic, op, if_rev) = match write {
+            Write::Set {
+                topic,
+                state,
+                if_rev,
+            } => {
+                if state.is_null() {
+                    return Err(null_state());
+                }
+                let json = to_json(&state);
+                check_size(json.len(), max, "state")?;
+                (topic, Op::Set(state, json), if_rev)
+            }
+            Write::Patch {
+                topic,
+                patch,
+                if_rev,
+            } => (topic, Op::Patch(patch), if_rev),
+            Write::Delete { topic, if_rev } => (topic, Op::Delete, if_rev),
+            Write::Event { topic, data } => {
+                let json = to_json(&data);
+                check_size(json.len(), max, "event")?;
+                let message = message::event(&topic, &json);
+                return self.enqueue_event(topic, message);
+            }
+        };
+        let mut writes = self.lock_writes();
+        if writes.pending.len() >= self.shared.config.max_pending {
+            return Err(HubError::new(
+                ErrorCode::Unavailable,
+                "the store is behind; try again shortly",
+            ));
+        }
+        let latest = writes.topics.get(&topic);
+        let current_rev = latest.map_or(0, |l| l.rev);
+        let current = latest.and_then(|l| l.state.clone());
+        if let Some(expected) = if_rev
+            && (current.is_none() || current_rev != expected)
+        {
+            return Err(HubError::new(
+                ErrorCode::Conflict,
+                match current {
+                    None => format!("{topic} does not exist (expected rev {expected})"),
+                    Some(_) => format!("{topic} is at rev {current_rev}, not {expected}"),
+                },
+            ));
+        }
+        let (new_state, json, diff) = match op {
+            Op::Set(state, json) => {
+                let diff = match &current {
+                    Some(old) => merge::diff(old, &state),
+                    None => Diff::Replace,
+                };
+                (Some(state), Some(json), diff)
+            }
+            Op::Patch(patch) => {
+                let mut state = current
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default()));
+                merge::apply(&mut state, &patch);
+                if state.is_null() {
+                    return Err(null_state());
+                }
+                let diff = match &current {
+                    Some(old) => merge::diff(old, &state),
+                    None => Diff::Replace,
+                };
+                if diff == Diff::Same {
+                    (Some(state), None, diff)
+                } else {
+                    let json = to_json(&state);
+                    check_size(json.len(), max, "state")?;
+                    (Some(state), Some(json), diff)
+                }
+            }
+            Op::Delete => {
+                if current.is_none() {
+                    return Err(HubError::new(
+                        ErrorCode::NotFound,
+                        format!("{topic} does not exist"),
+                    ));
+                }
+                (None, None, Diff::Replace)
+            }
+        };
+        if diff == Diff::Same {
+            let seq = latest.map_or(0, |l| l.seq);
+            let outcome = Outcome {
+                rev: current_rev,
+                changed: false,
+            };
+            // Answer at once unless the change this one equals is not yet durable.
+            if seq <= self.published().seq {
+                return Ok(Submitted {
+                    outcome,
+                    done: None,
+                });
+            }
+            let (done, rx) = oneshot::channel();
+            let pending = Pending {
+                topic,
+                seq,
+                what: PendingWhat::Barrier,
+                done: Some(done),
+                queued: Instant::now(),
+            };
+            self.queue(writes, pending);
+            return Ok(Submitted {
+                outcome,
+                done: Some(rx),
+            });
+        }
+        let rev = current_rev + 1;
+        writes.seq += 1;
+        let seq = writes.seq;
+        let patch = match diff {
+            Diff::Patch(p) => Some(message::patch(&topic, rev, &p)),
+            _ => None,
+        };
+        let state_json = json.map(Bytes::from);
+        writes.topics.insert(
+            topic.clone(),
+            Latest {
+                rev,
+                state: new_state.map(Arc::new),
+                seq,
+            },
+        );
+        let (done, rx) = oneshot::channel();
+        let pending = Pending {
+            topic,
+            seq,
+            what: PendingWhat::Change {
+                rev,
+                state: state_json,
+                patch,
+            },
+            done: Some(done),
+            queued: Instant::now(),
+        };
+        self.queue(writes, pending);
+        Ok(Submitted {
+            outcome: Outcome { rev, changed: true },
+            done: Some(rx),
+        })
+    }
+
+    fn enqueue_event(&self, topic: Topic, message: Bytes) -> Result<Submitted, HubError> {
+        let writes = self.lock_writes();
+        if writes.pending.len() >= self.shared.config.max_pending {
+            return Err(HubError::new(
+                ErrorCode::Unavailable,
+                "the hub is behind; try again shortly",
+            ));
+        }
+        let (done, rx) = oneshot::channel();
+        let pending = Pending {
+            topic,
+            seq: writes.seq,
+            what: PendingWhat::Event { message },
+            done: Some(done),
+            queued: Instant::now(),
+        };
+        self.queue(writes, pending);
+        Ok(Submitted {
+            outcome: Outcome {
+                rev: 0,
+                changed: false,
+            },
+            done: Some(rx),
+        })
+    }
+
+    fn queue(&self, mut writes: MutexGuard<'_, WriteSide>, pending: Pending) {
+        let was_empty = writes.pending.is_empty();
+        writes.pending.push_back(pending);
+        drop(writes);
+        if was_empty {
+            self.shared.commit_wanted.notify_one();
+        }
+    }
+
+    /// The published state of one topic, `None` if it does not exist (or was removed).
+    pub fn get(&self, topic: &str) -> Option<TopicState> {
+        let published = self.published();
+        let slot = &published.slots[*published.slot_of.get(topic)? as usize];
+        Some(TopicState {
+            topic: slot.topic.clone(),
+            rev: slot.rev,
+            state: slot.state.clone()?,
+        })
+    }
+
+    /// The published state of every live topic matching `pattern`, sorted by topic.
+    pub fn get_matching(&self, pattern: &Pattern) -> Vec<TopicState> {
+        let published = self.published();
+        let mut found = Vec::new();
+        published.tree.for_each_match(pattern, |slot| {
+            let slot = &published.slots[slot as usize];
+            if let Some(state) = &slot.state {
+                found.push(TopicState {
+                    topic: slot.topic.clone(),
+                    rev: slot.rev,
+                    state: state.clone(),
+                });
+            }
+        });
+        found.sort_by(|a, b| a.topic.cmp(&b.topic));
+        found
+    }
+
+    /// Registers a client with its own outbox. Dropping the [`Client`] unregisters it.
+    pub fn connect(&self) -> Client {
+        let outbox = Arc::new(Outbox::new(self.shared.config.outbox));
+        let mut published = self.published_mut();
+        let entry = ClientEntry {
+            outbox: Arc::clone(&outbox),
+            patterns: Vec::new(),
+            mode: Mode::Patch,
+        };
+        let key = match published.free_clients.pop() {
+            Some(key) => {
+                published.clients[key as usize] = Some(entry);
+                key
+            }
+            None => {
+                published.clients.push(Some(entry));
+                (published.clients.len() - 1) as u32
+            }
+        };
+        drop(published);
+        self.shared.clients.fetch_add(1, Ordering::Relaxed);
+        Client {
+            hub: self.clone(),
+            key,
+            outbox,
+            cursor: AtomicU64::new(0),
+        }
+    }
+
+    /// Stops taking writes, makes the queued ones durable and closes every client.
+    /// Idempotent; called on server shutdown.
+    pub fn shutdown(&self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        self._commit.stop();
+        let published = self.published();
+        for client in published.clients.iter().flatten() {
+            client.outbox.close();
+        }
+    }
+
+    fn lock_writes(&self) -> MutexGuard<'_, WriteSide> {
+        self.shared.lock_writes()
+    }
+
+    fn published(&self) -> std::sync::RwLockReadGuard<'_, Published> {
+        self.shared
+            .published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn published_mut(&self) -> std::sync::RwLockWriteGuard<'_, Published> {
+        self.shared.published_mut()
+    }
+}
+
+impl Shared {
+    fn lock_writes(&self) -> MutexGuard<'_, WriteSide> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn published_mut(&self) -> std::sync::RwLockWriteGuard<'_, Published> {
+        self.published.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+enum Op {
+    Set(Value, Vec<u8>),
+    Patch(Value),
+    Delete,
+}
+
+fn null_state() -> HubError {
+    HubError::new(
+        ErrorCode::BadRequest,
+        "a state cannot be null; delete the topic to remove it",
+    )
+}
+
+fn to_json(value: &Value) -> Vec<u8> {
+    // Serializing a `Value` into memory cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn check_size(len: usize, max: usize, what: &str) -> Result<(), HubError> {
+    if len > max {
+        return Err(HubError::new(
+            ErrorCode::TooLarge,
+            format!("the {what} is {len} bytes serialized, at most {max} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+impl CommitThread {
+    fn stop(&self) {
+        self.shared.lock_writes().stopping = true;
+        self.shared.commit_wanted.notify_one();
+        let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for CommitThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Most writes one group commit takes.
+const MAX_BATCH: usize = 4096;
+
+fn commit_loop(shared: &Shared) {
+    loop {
+        let batch: Vec<Pending> = {
+            let mut writes = shared.lock_writes();
+            while writes.pending.is_empty() && !writes.stopping {
+                writes = shared
+                    .commit_wanted
+                    .wait(writes)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            if writes.pending.is_empty() {
+                return;
+            }
+            let n = writes.pending.len().min(MAX_BATCH);
+            writes.pending.drain(..n).collect()
+        };
+        let records: Vec<Record<'_>> = batch
+            .iter()
+            .filter_map(|p| match &p.what {
+                PendingWhat::Change { rev, state, .. } => Some(Record {
+                    topic: &p.topic,
+                    rev: *rev,
+                    seq: p.seq,
+                    state: state.as_deref(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let result = if records.is_empty() {
+            Ok(())
+        } else {
+            let last_seq = records.last().map_or(0, |r| r.seq);
+            let started = Instant::now();
+            let result = shared.engine.commit(&records, last_seq);
+            shared
+                .stats
+                .observe_commit(started.elapsed(), records.len());
+            result
+        };
+        drop(records);
+        match result {
+            Ok(()) => {
+                publish(shared, &batch);
+                let now = Instant::now();
+                for pending in batch {
+                    shared
+                        .stats
+                        .observe_write(now.duration_since(pending.queued));
+                    if let Some(done) = pending.done {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+            }
+            Err(e) => fail(shared, batch, &e.to_string()),
+        }
+    }
+}
+
+/// The store refused a batch: refuse it and everything queued after it (it was diffed
+/// against states that never became durable) and roll the latest states back.
+fn fail(shared: &Shared, batch: Vec<Pending>, why: &str) {
+    let error = HubError::new(
+        ErrorCode::Unavailable,
+        format!("the store could not take the write: {why}"),
+    );
+    let mut writes = shared.lock_writes();
+    let queued: Vec<Pending> = writes.pending.drain(..).collect();
+    let published = shared.published.read().unwrap_or_else(|e| e.into_inner());
+    let mut touched = HashSet::new();
+    for pending in batch.iter().chain(&queued) {
+        touched.insert(pending.topic.clone());
+    }
+    for topic in touched {
+        let restored = published.slot_of.get(&topic).map(|&s| {
+            let slot = &published.slots[s as usize];
+            Latest {
+                rev: slot.rev,
+                state: slot
+                    .state
+                    .as_ref()
+                    .and_then(|json| serde_json::from_slice(json).ok())
+                    .map(Arc::new),
+                seq: slot.seq,
+            }
+        });
+        match restored {
+            Some(latest) => writes.topics.insert(topic, latest),
+            None => writes.topics.remove(&topic),
+        };
+    }
+    drop(published);
+    drop(writes);
+    shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+    for pending in batch.into_iter().chain(queued) {
+        if let Some(done) = pending.done {
+            let _ = done.send(Err(error.clone()));
+        }
+    }
+}
+
+/// Applies a committed batch to the published state and fans it out.
+fn publish(shared: &Shared, batch: &[Pending]) {
+    let config = &shared.config;
+    let stats = &shared.stats;
+    let mut guard = shared.published_mut();
+    let published = &mut *guard;
+    for pending in batch {
+        let (rev, state, patch) = match &pending.what {
+            PendingWhat::Change { rev, state, patch } => (*rev, state, patch),
+            PendingWhat::Event { message } => {
+                published.deliveries += 1;
+                let delivery = published.deliveries;
+                let seq = published.seq;
+                let clients = &published.clients;
+                stats.events.fetch_add(1, Ordering::Relaxed);
+                published
+                    .subscriptions
+                    .for_each_match(&pending.topic, |key| {
+                        if let Some(client) = &clients[key as usize] {
+                            stats.count(client.outbox.push_event(message, seq, delivery));
+                        }
+                    });
+                continue;
+            }
+            PendingWhat::Barrier => continue,
+        };
+        let slot_id = match published.slot_of.get(&pending.topic) {
+            Some(&id) => id,
+            None => {
+                let id = published.slots.len() as u32;
+                published.slots.push(Slot {
+                    topic: pending.topic.clone(),
+                    rev: 0,
+                    state: None,
+                    snapshot: OnceLock::new(),
+                    seq: 0,
+                    history: VecDeque::new(),
+                    history_bytes: 0,
+                    floor_seq: 0,
+                });
+                published.slot_of.insert(pending.topic.clone(), id);
+                published.tree.insert(&pending.topic, id);
+                id
+            }
+        };
+        let slot = &mut published.slots[slot_id as usize];
+        let was_live = slot.state.is_some();
+        slot.rev = rev;
+        slot.state = state.clone();
+        slot.snapshot = OnceLock::new();
+        slot.seq = pending.seq;
+        let message = match patch {
+            Some(patch) => patch.clone(),
+            None => slot.current_message(),
+        };
+        slot.history_bytes += message.len();
+        slot.history.push_back(HistoryEntry {
+            rev,
+            seq: pending.seq,
+            message: message.clone(),
+        });
+        while slot.history.len() > config.history_len
+            || (slot.history_bytes > config.history_bytes && slot.history.len() > 1)
+        {
+            if let Some(old) = slot.history.pop_front() {
+                slot.history_bytes -= old.message.len();
+                slot.floor_seq = old.seq;
+            }
+        }
+        match (was_live, state.is_some()) {
+            (false, true) => published.live_topics += 1,
+            (true, false) => published.live_topics -= 1,
+            _ => {}
+        }
+        published.seq = pending.seq;
+        published.deliveries += 1;
+        let delivery = published.deliveries;
+        stats.changes.fetch_add(1, Ordering::Relaxed);
+        let slot = &published.slots[slot_id as usize];
+        let clients = &published.clients;
+        published
+            .subscriptions
+            .for_each_match(&pending.topic, |key| {
+                let Some(client) = &clients[key as usize] else {
+                    return;
+                };
+                let bytes = match (client.mode, slot.snapshot()) {
+                    (Mode::Full, Some(snapshot)) => snapshot,
+                    _ => &message,
+                };
+                stats.count(
+                    client
+                        .outbox
+                        .push_state(slot_id, bytes, pending.seq, delivery, true),
+                );
+            });
+    }
+}
+
+/// One subscriber: a WebSocket or SSE connection, or an in-process consumer.
+///
+/// Requests go in through its methods; everything for the client (snapshots, patches,
+/// events, replies) comes out of [`Client::drain`], in order.
+pub struct Client {
+    hub: Hub,
+    key: u32,
+    outbox: Arc<Outbox>,
+    cursor: AtomicU64,
+}
+
+impl Client {
+    /// Adds subscriptions and queues what brings the client in sync (see the contract's
+    /// delivery rules). `mode`, when given, applies to all of the client's subscriptions.
+    /// Returns the number of topics for which something was queued.
+    pub fn subscribe(&self, patterns: &[Pattern], since: &Since, mode: Option<Mode>) -> usize {
+        let mut guard = self.hub.published_mut();
+        let published = &mut *guard;
+        let Some(entry) = published.clients[self.key as usize].as_mut() else {
+            return 0;
+        };
+        if let Some(mode) = mode {
+            entry.mode = mode;
+        }
+        let mode = entry.mode;
+        let held: Vec<Pattern> = entry.patterns.clone();
+        let mut added: Vec<&Pattern> = Vec::new();
+        for pattern in patterns {
+            if !held.contains(pattern) && !added.contains(&pattern) {
+                added.push(pattern);
+            }
+        }
+        let mut slots = Vec::new();
+        let mut seen = HashSet::new();
+        for pattern in &added {
+            published.tree.for_each_match(pattern, |slot| {
+                if seen.insert(slot) {
+                    slots.push(slot);
+                }
+            });
+        }
+        slots.sort_unstable();
+        let mut items: Vec<(u32, Bytes, u64)> = Vec::new();
+        let mut topics_sent = 0;
+        for &slot_id in &slots {
+            let slot = &published.slots[slot_id as usize];
+            if held.iter().any(|p| p.matches(&slot.topic)) {
+                continue;
+            }
+            let before = items.len();
+            initial_messages(slot, slot_id, since, mode, &mut items);
+            topics_sent += usize::from(items.len() > before);
+        }
+        // A `since` naming a matching topic the hub never held: it is gone.
+        let mut replies = Vec::new();
+        if let Since::Revs(revs) = since {
+            for name in revs.keys() {
+                if !published.slot_of.contains_key(name.as_str())
+                    && added.iter().any(|p| p.matches(name))
+                    && Topic::new(name).is_ok()
+                {
+                    replies.push(message::removed(name, 0));
+                }
+            }
+        }
+        let seq = published.seq;
+        for (slot, bytes, item_seq) in items {
+            self.hub
+                .shared
+                .stats
+                .count(self.outbox.push_state(slot, &bytes, item_seq, 0, false));
+        }
+        for reply in replies {
+            self.outbox.push_reply(reply, 0);
+        }
+        self.cursor.fetch_max(seq, Ordering::Relaxed);
+        for pattern in added {
+            published.subscriptions.insert(pattern, self.key);
+            if let Some(entry) = published.clients[self.key as usize].as_mut() {
+                entry.patterns.push(pattern.clone());
+            }
+        }
+        topics_sent
+    }
+
+    /// Removes subscriptions; returns how many of them the client held.
+    pub fn unsubscribe(&self, patterns: &[Pattern]) -> usize {
+        let mut guard = self.hub.published_mut();
+        let published = &mut *guard;
+        let Some(entry) = published.clients[self.key as usize].as_mut() else {
+            return 0;
+        };
+        let mut removed = 0;
+        for pattern in patterns {
+            if let Some(i) = entry.patterns.iter().position(|p| p == pattern) {
+                entry.patterns.swap_remove(i);
+                published.subscriptions.remove(pattern, self.key);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Queues a snapshot of every live topic matching `patterns` (each once); returns how
+    /// many.
+    pub fn get(&self, patterns: &[Pattern]) -> usize {
+        let published = self.hub.published();
+        let mut slots = Vec::new();
+        let mut seen = HashSet::new();
+        for pattern in patterns {
+            published.tree.for_each_match(pattern, |slot| {
+                if seen.insert(slot) {
+                    slots.push(slot);
+                }
+            });
+        }
+        slots.sort_unstable();
+        let mut count = 0;
+        for slot_id in slots {
+            let slot = &published.slots[slot_id as usize];
+            if let Some(snapshot) = slot.snapshot() {
+                self.hub
+                    .shared
+                    .stats
+                    .count(self.outbox.push_state(slot_id, snapshot, 0, 0, false));
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Queues a reply to one of the client's requests, after everything queued before it.
+    pub fn reply(&self, bytes: Bytes) {
+        self.outbox.push_reply(bytes, 0);
+    }
+
+    /// Whether the client's outbox is full: a transport stops reading requests until the
+    /// writer has caught up.
+    pub fn is_congested(&self) -> bool {
+        self.outbox.is_congested()
+    }
+
+    /// Resolves when [`Client::drain`] has something to return.
+    pub fn ready(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| self.outbox.poll_ready(cx))
+    }
+
+    /// Moves what is queued for the client into `out` (at most about `max` frames),
+    /// turning resync markers into fresh snapshots.
+    pub fn drain(&self, out: &mut Vec<Frame>, max: usize) -> Drained {
+        let mut items = Vec::new();
+        let taken = self.outbox.take(&mut items, max);
+        let mut max_seq = 0;
+        for item in items {
+            match item {
+                Item::Message { bytes, seq, .. } => {
+                    max_seq = max_seq.max(seq);
+                    out.push(Frame { bytes });
+                }
+                Item::Resync { topic, seq } => {
+                    max_seq = max_seq.max(seq);
+                    // Read the state and reopen the topic under one lock, so the next
+                    // change queued is the one after this snapshot.
+                    let published = self.hub.published();
+                    let slot = &published.slots[topic as usize];
+                    self.outbox.end_resync(topic);
+                    out.push(Frame {
+                        bytes: slot.current_message(),
+                    });
+                }
+            }
+        }
+        if let Some(dropped) = taken.lag_ended {
+            out.push(Frame {
+                bytes: message::lagged(dropped),
+            });
+        }
+        let cursor = self
+            .cursor
+            .fetch_max(max_seq, Ordering::Relaxed)
+            .max(max_seq);
+        // With the queue emptied (resync markers included), every change up to `cursor`
+        // has reached the client or is covered by a snapshot it got.
+        Drained {
+            closed: taken.closed,
+            cursor: taken.drained_all.then_some(cursor),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let mut guard = self.hub.published_mut();
+        let published = &mut *guard;
+        if let Some(entry) = published.clients[self.key as usize].take() {
+            for pattern in &entry.patterns {
+                published.subscriptions.remove(pattern, self.key);
+            }
+            published.free_clients.push(self.key);
+        }
+        drop(guard);
+        self.outbox.close();
+        self.hub.shared.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What brings a client from `since` to the slot's current rev.
+fn initial_messages(
+    slot: &Slot,
+    slot_id: u32,
+    since: &Since,
+    mode: Mode,
+    out: &mut Vec<(u32, Bytes, u64)>,
+) {
+    let live = slot.state.is_some();
+    match since {
+        Since::Now => {
+            if let Some(snapshot) = slot.snapshot() {
+                out.push((slot_id, snapshot.clone(), slot.seq));
+            }
+        }
+        Since::Revs(revs) => match revs.get(slot.topic.as_str()) {
+            None => {
+                if let Some(snapshot) = slot.snapshot() {
+                    out.push((slot_id, snapshot.clone(), slot.seq));
+                }
+            }
+            Some(&rev) if rev == slot.rev => {}
+            Some(&rev) => {
+                let replay = (rev < slot.rev && mode == Mode::Patch)
+                    .then(|| slot.history_after_rev(rev))
+                    .flatten();
+                match replay {
+                    Some(entries) => {
+                        out.extend(entries.map(|e| (slot_id, e.message.clone(), e.seq)))
+                    }
+                    None => out.push((slot_id, slot.current_message(), slot.seq)),
+                }
+            }
+        },
+        Since::Cursor(seq) => {
+            if slot.seq <= *seq {
+                return;
+            }
+            let replay = (mode == Mode::Patch)
+                .then(|| slot.history_after_seq(*seq))
+                .flatten();
+            match replay {
+                Some(entries) => out.extend(entries.map(|e| (slot_id, e.message.clone(), e.seq))),
+                None if live || *seq > 0 => out.push((slot_id, slot.current_message(), slot.seq)),
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! RFC 7396 JSON merge patches: computing one from two states and applying one.
+//!
+//! A merge patch cannot say "set this member to `null`" (a `null` in a patch removes the
+//! member), so [`diff`] reports such changes as [`Diff::Replace`] and the hub sends the new
+//! state whole.
+
+use serde_json::{Map, Value};
+
+/// What it takes to go from one state to another.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Diff {
+    /// The states are equal: nothing changed.
+    Same,
+    /// Applying this merge patch to the old state gives the new one.
+    Patch(Value),
+    /// No merge patch expresses the change (it sets a member to `null`); send the whole state.
+    Replace,
+}
+
+/// Computes the merge patch that turns `old` into `new`.
+///
+/// ```
+/// use serde_json::json;
+/// use statecast_core::merge::{apply, diff, Diff};
+/// let old = json!({"uptime": 123, "outputs": [0, 1], "name": "esp"});
+/// let new = json!({"uptime": 124, "outputs": [0, 1]});
+/// let Diff::Patch(patch) = diff(&old, &new) else { panic!() };
+/// assert_eq!(patch, json!({"uptime": 124, "name": null}));
+/// let mut state = old.clone();
+/// apply(&mut state, &patch);
+/// assert_eq!(state, new);
+/// ```
+pub fn diff(old: &Value, new: &Value) -> Diff {
+    if old == new {
+        return Diff::Same;
+    }
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => match diff_objects(old, new) {
+            Some(patch) => Diff::Patch(Value::Object(patch)),
+            None => Diff::Replace,
+        },
+        // A non-object patch replaces the target whole; an object patch onto a non-object
+        // target is applied to `{}`, which drops its nulls.
+        (_, new) if has_null_member(new) => Diff::Replace,
+        (_, new) => Diff::Patch(new.clone()),
+    }
+}
+
+/// The patch between two unequal objects, or `None` when it would need a literal `null`.
+fn diff_objects(old: &Map<String, Value>, new: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let mut patch = Map::new();
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            patch.insert(key.clone(), Value::Null);
+        }
+    }
+    for (key, new_value) in new {
+        match old.get(key) {
+            Some(old_value) if old_value == new_value => {}
+            Some(Value::Object(old_child)) if new_value.is_object() => {
+                let Value::Object(new_child) = new_value else {
+                    continue;
+                };
+                patch.insert(
+                    key.clone(),
+                    Value::Object(diff_objects(old_child, new_child)?),
+                );
+            }
+            _ => {
+                if new_value.is_null() || has_null_member(new_value) {
+                    return None;
+                }
+                patch.insert(key.clone(), new_value.clone());
+            }
+        }
+    }
+    Some(patch)
+}
+
+/// Whether an object (at any depth of objects) holds a `null` member; arrays are opaque to
+/// merge patches, so nulls inside them are fine.
+fn has_null_member(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.values().any(|v| v.is_null() || has_null_member(v)),
+        _ => false,
+    }
+}
+
+/// Applies `patch` to `target` as RFC 7396 says.
+pub fn apply(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(map) = target else {
+        return;
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            apply(map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn rfc7396_examples() {
+        // The examples of RFC 7396, appendix A.
+        let cases = [
+            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
+            (json!({"a":"b"}), json!({"a":null}), json!({})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
+            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
+            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a":"b"}), json!(["c"]), json!(["c"])),
+            (json!({"a":"foo"}), json!(null), json!(null)),
+            (json!({"a":"foo"}), json!("bar"), json!("bar")),
+            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
+        ];
+        for (mut target, patch, expected) in cases {
+            apply(&mut target, &patch);
+            assert_eq!(target, expected);
+        }
+    }
+
+    #[test]
+    fn diff_holds_only_what_changed() {
+        let old = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]});
+        let new = json!({"a": 1, "b": {"c": 2, "d": 4}, "e": [1, 2, 3]});
+        assert_eq!(
+            diff(&old, &new),
+            Diff::Patch(json!({"b": {"d": 4}, "e": [1, 2, 3]}))
+        );
+        assert_eq!(diff(&old, &old.clone()), Diff::Same);
+    }
+
+    #[test]
+    fn nulls_force_a_replace() {
+        assert_eq!(diff(&json!({"a": 1}), &json!({"a": null})), Diff::Replace);
+        assert_eq!(
+            diff(&json!({"a": 1}), &json!({"a": {"b": null}})),
+            Diff::Replace
+        );
+        assert_eq!(diff(&json!(1), &json!({"b": null})), Diff::Replace);
+        // Unchanged nulls and nulls inside arrays are expressible.
+        assert_eq!(
+            diff(
+                &json!({"a": null, "b": 1}),
+                &json!({"a": null, "b": [null]})
+            ),
+            Diff::Patch(json!({"b": [null]}))
+        );
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-5i64..5).prop_map(Value::from),
+            "[a-c]{0,2}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map("[a-d]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn applying_the_diff_gives_the_new_state(old in json_value(), new in json_value()) {
+            match diff(&old, &new) {
+                Diff::Same => prop_assert_eq!(&old, &new),
+                Diff::Patch(patch) => {
+                    let mut state = old.clone();
+                    apply(&mut state, &patch);
+                    prop_assert_eq!(state, new);
+                }
+                Diff::Replace => prop_assert!(has_null_member(&new)),
+            }
+        }
+
+        #[test]
+        fn a_patch_never_holds_unchanged_members(old in json_value(), new in json_value()) {
+            if let (Value::Object(o), Value::Object(n), Diff::Patch(Value::Object(p))) =
+                (&old, &new, diff(&old, &new))
+            {
+                for (key, value) in &p {
+                    if value.is_null() {
+                        // A removal: the member was there and is gone.
+                        prop_assert!(o.contains_key(key) && !n.contains_key(key));
+                    } else {
+                        prop_assert_ne!(o.get(key), Some(value));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! A client's bounded outbound queue, with the contract's conflation rule.
+//!
+//! The hub pushes shared message bytes into each subscriber's outbox and never waits: when
+//! an outbox is full (by count or bytes), its pending state messages are dropped and each
+//! topic they were for gets one resync marker, which the writer turns into a fresh snapshot
+//! when it gets there; an event that finds the outbox full is dropped and counted. Until a
+//! topic's marker is drained, further changes of it are dropped too: the snapshot will carry
+//! them. Replies to
+//! the client's own requests are never dropped; the transport bounds those by not reading
+//! more requests while the outbox is full.
+//!
+//! Locking: a `std::sync::Mutex` held only for queue operations, never across `.await`.
+//! The writer is woken only when the queue turns non-empty, so one wake-up drains a batch.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+/// Bounds of one outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            max_messages: 4096,
+            max_bytes: 4 << 20,
+        }
+    }
+}
+
+/// One queued entry.
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    /// Serialized bytes; `topic` is set for state messages, which conflation may replace.
+    Message {
+        bytes: Bytes,
+        topic: Option<u32>,
+        seq: u64,
+    },
+    /// Send the topic's current snapshot (or `removed`) when this is reached.
+    Resync { topic: u32, seq: u64 },
+}
+
+/// What a push did, for the hub's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// Already delivered this change (another pattern matched) or the topic awaits a resync.
+    Skipped,
+    /// The outbox was full: the topic's pending messages became a resync marker.
+    Conflated,
+    /// The outbox was full: an event was dropped.
+    DroppedEvent,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Item>,
+    /// Bytes and count of the messages in `queue` (resync markers are not counted: they
+    /// are bounded by the number of topics).
+    bytes: usize,
+    messages: usize,
+    /// Topics with a resync marker in the queue.
+    resync: HashSet<u32>,
+    lagging: bool,
+    dropped_events: u64,
+    /// The last fan-out pushed, so a change matching several patterns is queued once.
+    last_delivery: u64,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    inner: Mutex<Inner>,
+    limits: OutboxLimits,
+}
+
+/// What the writer took from an outbox.
+pub(crate) struct Taken {
+    pub closed: bool,
+    /// The queue was left empty.
+    pub drained_all: bool,
+    /// `Some(dropped_events)` when a lag episode ended with this batch.
+    pub lag_ended: Option<u64>,
+}
+
+impl Outbox {
+    pub fn new(limits: OutboxLimits) -> Outbox {
+        Outbox {
+            inner: Mutex::new(Inner::default()),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves a consistent queue; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a state message (`snapshot`, `patch`, `removed`) of `topic`. `seq` is the
+    /// stream cursor it carries; `delivery` numbers the fan-out (0: not from a fan-out) so a
+    /// change that matches several patterns is queued once. `lag` says whether running out
+    /// of room counts as lagging (not for initial snapshots).
+    pub fn push_state(
+        &self,
+        topic: u32,
+        bytes: &Bytes,
+        seq: u64,
+        delivery: u64,
+        lag: bool,
+    ) -> Pushed {
+        let mut inner = self.lock();
+        if inner.closed || (delivery != 0 && inner.last_delivery == delivery) {
+            return Pushed::Skipped;
+        }
+        if delivery != 0 {
+            inner.last_delivery = delivery;
+        }
+        if inner.resync.contains(&topic) {
+            return Pushed::Skipped;
+        }
+        if self.is_full(&inner, bytes.len()) {
+            Self::conflate(&mut inner);
+            inner.lagging |= lag;
+            let waker = if inner.resync.insert(topic) {
+                Self::push(&mut inner, Item::Resync { topic, seq })
+            } else {
+                None
+            };
+            drop(inner);
+            wake(waker);
+            return Pushed::Conflated;
+        }
+        let waker = Self::push(
+            &mut inner,
+            Item::Message {
+                bytes: bytes.clone(),
+                topic: Some(topic),
+                seq,
+            },
+        );
+        drop(inner);
+        wake(waker);
+        Pushed::Queued
+    }
+
+    /// Queues an event, or drops it when the outbox is full.
+    pub fn push_event(&self, bytes: &Bytes, seq: u64, delivery: u64) -> Pushed {
+        let mut inner = self.lock();
+        if inner.closed || inner.last_delivery == delivery {
+            return Pushed::Skipped;
+        }
+        inner.last_delivery = delivery;
+        if self.is_full(&inner, bytes.len()) {
+            inner.lagging = true;
+            inner.dropped_events += 1;
+            return Pushed::DroppedEvent;
+        }
+        let waker = Self::push(
+            &mut inner,
+            Item::Message {
+                bytes: bytes.clone(),
+                topic: None,
+                seq,
+            },
+        );
+        drop(inner);
+        wake(waker);
+        Pushed::Queued
+    }
+
+    /// Queues a reply to the client's own request; never dropped.
+    pub fn push_reply(&self, bytes: Bytes, seq: u64) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        let waker = Self::push(
+            &mut inner,
+            Item::Message {
+                bytes,
+                topic: None,
+                seq,
+            },
+        );
+        drop(inner);
+        wake(waker);
+    }
+
+    /// Whether the client should stop sending requests until the writer catches up.
+    pub fn is_congested(&self) -> bool {
+        let inner = self.lock();
+        self.is_full(&inner, 0)
+    }
+
+    /// Stops accepting messages and wakes the writer, which then sees `closed`.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.queue.clear();
+        inner.bytes = 0;
+        inner.messages = 0;
+        let waker = inner.waker.take();
+        drop(inner);
+        wake(waker);
+    }
+
+    /// Ready when there is something to take or the outbox is closed.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.lock();
+        if inner.closed || !inner.queue.is_empty() || inner.lagging {
+            return Poll::Ready(());
+        }
+        match &inner.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => inner.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Moves up to `max` items into `out`.
+    pub fn take(&self, out: &mut Vec<Item>, max: usize) -> Taken {
+        let mut inner = self.lock();
+        let n = inner.queue.len().min(max);
+        let (mut bytes, mut messages) = (0, 0);
+        for item in inner.queue.drain(..n) {
+            if let Item::Message { bytes: b, .. } = &item {
+                bytes += b.len();
+                messages += 1;
+            }
+            out.push(item);
+        }
+        inner.bytes -= bytes;
+        inner.messages -= messages;
+        let lag_ended = if inner.lagging && inner.queue.is_empty() {
+            inner.lagging = false;
+            Some(std::mem::take(&mut inner.dropped_events))
+        } else {
+            None
+        };
+        Taken {
+            closed: inner.closed,
+            drained_all: inner.queue.is_empty(),
+            lag_ended,
+        }
+    }
+
+    /// Called with the hub's published state locked: from now on, changes of `topic` queue
+    /// normally again.
+    pub fn end_resync(&self, topic: u32) {
+        self.lock().resync.remove(&topic);
+    }
+
+    /// Replaces every pending state message by one resync marker per topic, at the place of
+    /// the topic's first message. Costs one pass over the queue, which frees it, so the
+    /// cost per message stays constant however long a client stalls.
+    fn conflate(inner: &mut Inner) {
+        let Inner {
+            queue,
+            bytes,
+            messages,
+            resync,
+            ..
+        } = inner;
+        let mut kept = VecDeque::with_capacity(queue.len());
+        for item in queue.drain(..) {
+            match item {
+                Item::Message {
+                    topic: Some(topic),
+                    bytes: b,
+                    seq,
+                } => {
+                    *bytes -= b.len();
+                    *messages -= 1;
+                    if resync.insert(topic) {
+                        kept.push_back(Item::Resync { topic, seq });
+                    }
+                }
+                other => kept.push_back(other),
+            }
+        }
+        *queue = kept;
+    }
+
+    fn is_full(&self, inner: &Inner, extra: usize) -> bool {
+        inner.messages >= self.limits.max_messages || inner.bytes + extra > self.limits.max_bytes
+    }
+
+    fn push(inner: &mut Inner, item: Item) -> Option<Waker> {
+        if let Item::Message { bytes, .. } = &item {
+            inner.bytes += bytes.len();
+            inner.messages += 1;
+        }
+        inner.queue.push_back(item);
+        // Only the first message of a batch needs to wake the writer.
+        if inner.queue.len() == 1 {
+            inner.waker.take()
+        } else {
+            None
+        }
+    }
+}
+
+fn wake(waker: Option<Waker>) {
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn taken_messages(outbox: &Outbox) -> Vec<String> {
+        let mut items = Vec::new();
+        outbox.take(&mut items, usize::MAX);
+        items
+            .into_iter()
+            .map(|item| match item {
+                Item::Message { bytes, .. } => String::from_utf8_lossy(&bytes).into_owned(),
+                Item::Resync { topic, .. } => format!("resync {topic}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn full_outbox_conflates_a_topic_into_one_resync() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_messages: 3,
+            max_bytes: 1 << 20,
+        });
+        assert_eq!(outbox.push_state(1, &msg("a1"), 1, 1, true), Pushed::Queued);
+        assert_eq!(outbox.push_state(2, &msg("b1"), 2, 2, true), Pushed::Queued);
+        assert_eq!(outbox.push_state(1, &msg("a2"), 3, 3, true), Pushed::Queued);
+        assert_eq!(
+            outbox.push_state(1, &msg("a3"), 4, 4, true),
+            Pushed::Conflated
+        );
+        assert_eq!(
+            outbox.push_state(1, &msg("a4"), 5, 5, true),
+            Pushed::Skipped
+        );
+        assert_eq!(outbox.push_event(&msg("e"), 5, 6), Pushed::Queued);
+        assert_eq!(taken_messages(&outbox), vec!["resync 1", "resync 2", "e"]);
+        // The topic stays in resync until the writer ends it.
+        assert_eq!(
+            outbox.push_state(1, &msg("a5"), 7, 7, true),
+            Pushed::Skipped
+        );
+        outbox.end_resync(1);
+        assert_eq!(outbox.push_state(1, &msg("a6"), 8, 8, true), Pushed::Queued);
+    }
+
+    #[test]
+    fn events_are_dropped_and_counted_once_per_episode() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_messages: 1,
+            max_bytes: 1 << 20,
+        });
+        outbox.push_event(&msg("e1"), 0, 1);
+        assert_eq!(outbox.push_event(&msg("e2"), 0, 2), Pushed::DroppedEvent);
+        assert_eq!(outbox.push_event(&msg("e3"), 0, 3), Pushed::DroppedEvent);
+        let mut items = Vec::new();
+        let taken = outbox.take(&mut items, usize::MAX);
+        assert_eq!(taken.lag_ended, Some(2));
+        let taken = outbox.take(&mut items, usize::MAX);
+        assert_eq!(taken.lag_ended, None);
+    }
+
+    #[test]
+    fn byte_bound_applies() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_messages: 100,
+            max_bytes: 10,
+        });
+        assert_eq!(
+            outbox.push_state(1, &msg("123456"), 1, 1, true),
+            Pushed::Queued
+        );
+        assert_eq!(
+            outbox.push_state(2, &msg("123456"), 2, 2, true),
+            Pushed::Conflated
+        );
+        // Replies always go through.
+        outbox.push_reply(msg("result"), 0);
+        assert_eq!(
+            taken_messages(&outbox),
+            vec!["resync 1", "resync 2", "result"]
+        );
+    }
+
+    #[test]
+    fn one_change_is_queued_once() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        assert_eq!(outbox.push_state(1, &msg("a"), 9, 9, true), Pushed::Queued);
+        assert_eq!(outbox.push_state(1, &msg("a"), 9, 9, true), Pushed::Skipped);
+    }
+}

@@ -1,0 +1,191 @@
+//! Transport counters and the Prometheus text exposition of them and the hub's.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use statecast_core::Hub;
+use statecast_core::stats::{Histogram, LATENCY_BUCKETS_US};
+
+/// Counters kept by the transports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub ws_connections: AtomicU64,
+    pub ws_connections_total: AtomicU64,
+    pub sse_connections: AtomicU64,
+    pub sse_connections_total: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub socket_writes: AtomicU64,
+    /// Connections closed because nothing arrived within 2.5 heartbeats.
+    pub dead_connections: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub http_requests: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Renders every counter in the Prometheus text format.
+    pub fn render(&self, hub: &Hub, uptime_s: u64) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let stats = hub.stats();
+        let gauges: [(&str, &str, u64); 5] = [
+            (
+                "statecast_ws_connections",
+                "Open WebSocket connections.",
+                get(&self.ws_connections),
+            ),
+            (
+                "statecast_sse_connections",
+                "Open Server-Sent Events streams.",
+                get(&self.sse_connections),
+            ),
+            (
+                "statecast_clients",
+                "Connected clients of the hub (WebSocket and SSE).",
+                hub.client_count(),
+            ),
+            ("statecast_topics", "Live topics.", hub.topic_count() as u64),
+            (
+                "statecast_uptime_seconds",
+                "Seconds since the hub started.",
+                uptime_s,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        let counters: [(&str, &str, u64); 17] = [
+            (
+                "statecast_ws_connections_total",
+                "WebSocket connections accepted.",
+                get(&self.ws_connections_total),
+            ),
+            (
+                "statecast_sse_connections_total",
+                "SSE streams opened.",
+                get(&self.sse_connections_total),
+            ),
+            (
+                "statecast_messages_in_total",
+                "Client messages received over WebSocket.",
+                get(&self.messages_in),
+            ),
+            (
+                "statecast_bytes_in_total",
+                "Bytes of client messages received.",
+                get(&self.bytes_in),
+            ),
+            (
+                "statecast_messages_out_total",
+                "Messages sent to clients.",
+                get(&self.messages_out),
+            ),
+            (
+                "statecast_bytes_out_total",
+                "Bytes of messages sent to clients.",
+                get(&self.bytes_out),
+            ),
+            (
+                "statecast_socket_writes_total",
+                "Batched writes to client sockets.",
+                get(&self.socket_writes),
+            ),
+            (
+                "statecast_dead_connections_total",
+                "Connections reaped after missing heartbeats.",
+                get(&self.dead_connections),
+            ),
+            (
+                "statecast_client_errors_total",
+                "Client messages refused with an error.",
+                get(&self.client_errors),
+            ),
+            (
+                "statecast_http_requests_total",
+                "REST requests served.",
+                get(&self.http_requests),
+            ),
+            (
+                "statecast_changes_total",
+                "State changes published.",
+                get(&stats.changes),
+            ),
+            (
+                "statecast_events_total",
+                "Events published.",
+                get(&stats.events),
+            ),
+            (
+                "statecast_deliveries_queued_total",
+                "Messages queued for clients by fan-out.",
+                get(&stats.queued),
+            ),
+            (
+                "statecast_queue_conflations_total",
+                "Pending patches replaced by a snapshot for a full client queue.",
+                get(&stats.conflations),
+            ),
+            (
+                "statecast_queue_dropped_events_total",
+                "Events dropped for full client queues.",
+                get(&stats.dropped_events),
+            ),
+            (
+                "statecast_store_failures_total",
+                "Group commits the store refused.",
+                get(&stats.store_failures),
+            ),
+            (
+                "statecast_records_committed_total",
+                "Changes made durable.",
+                get(&stats.records_committed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        histogram(
+            &mut out,
+            "statecast_write_latency_seconds",
+            "Time from a write being accepted to it being durable and fanned out.",
+            &stats.write_latency,
+        );
+        histogram(
+            &mut out,
+            "statecast_commit_latency_seconds",
+            "Time per group commit to the store.",
+            &stats.commit_latency,
+        );
+        out
+    }
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+        cumulative += h.buckets[i].load(Ordering::Relaxed);
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    cumulative += h.buckets[LATENCY_BUCKETS_US.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(
+        out,
+        "{name}_sum {sum}\n{name}_count {}",
+        h.count.load(Ordering::Relaxed)
+    );
+}

@@ -1,0 +1,293 @@
+//! The REST API: state reads and writes, events, commands, health and metrics.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use statecast_core::{ErrorCode, Outcome, TopicState, Write};
+
+use crate::App;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::request::{parse_pattern, parse_topic};
+
+#[derive(Deserialize)]
+pub struct MatchQuery {
+    #[serde(rename = "match")]
+    pattern: Option<String>,
+}
+
+pub async fn list_state(
+    State(app): State<Arc<App>>,
+    Query(query): Query<MatchQuery>,
+) -> Result<Response, ApiError> {
+    Metrics::add(&app.metrics.http_requests, 1);
+    let pattern = parse_pattern(query.pattern.as_deref().unwrap_or("#"))?;
+    let topics = app.hub.get_matching(&pattern);
+    let mut body =
+        Vec::with_capacity(64 + topics.iter().map(|t| t.state.len() + 64).sum::<usize>());
+    body.extend_from_slice(b"{\"topics\":[");
+    for (i, topic) in topics.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        write_topic(&mut body, topic);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(json_response(StatusCode::OK, body))
+}
+
+pub async fn get_state(
+    State(app): State<Arc<App>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    Metrics::add(&app.metrics.http_requests, 1);
+    let topic = parse_topic(&topic)?;
+    let Some(state) = app.hub.get(&topic) else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("{topic} does not exist"),
+        ));
+    };
+    let etag = format!("\"{}\"", state.rev);
+    if let Some(tags) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        && tags.split(',').any(|t| t.trim() == etag || t.trim() == "*")
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let mut body = Vec::with_capacity(state.state.len() + 64);
+    write_topic(&mut body, &state);
+    let mut response = json_response(StatusCode::OK, body);
+    if let Ok(value) = etag.parse() {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+pub async fn put_state(
+    State(app): State<Arc<App>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let topic = parse_topic(&topic)?;
+    let state = json_body(&headers, body)?;
+    let if_rev = if_match(&headers)?;
+    let write = Write::Set {
+        topic: topic.clone(),
+        state,
+        if_rev,
+    };
+    let outcome = app.hub.submit(write)?.wait().await?;
+    Metrics::add(&app.metrics.http_requests, 1);
+    Ok(write_response(&topic, outcome))
+}
+
+pub async fn patch_state(
+    State(app): State<Arc<App>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let topic = parse_topic(&topic)?;
+    let patch = json_body(&headers, body)?;
+    let if_rev = if_match(&headers)?;
+    let write = Write::Patch {
+        topic: topic.clone(),
+        patch,
+        if_rev,
+    };
+    let outcome = app.hub.submit(write)?.wait().await?;
+    Metrics::add(&app.metrics.http_requests, 1);
+    Ok(write_response(&topic, outcome))
+}
+
+pub async fn delete_state(
+    State(app): State<Arc<App>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let topic = parse_topic(&topic)?;
+    let if_rev = if_match(&headers)?;
+    let write = Write::Delete {
+        topic: topic.clone(),
+        if_rev,
+    };
+    let outcome = app.hub.submit(write)?.wait().await?;
+    Metrics::add(&app.metrics.http_requests, 1);
+    Ok(axum::Json(json!({"topic": topic.as_str(), "rev": outcome.rev})).into_response())
+}
+
+pub async fn post_event(
+    State(app): State<Arc<App>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let topic = parse_topic(&topic)?;
+    let data = json_body(&headers, body)?;
+    app.hub
+        .submit(Write::Event {
+            topic: topic.clone(),
+            data,
+        })?
+        .wait()
+        .await?;
+    Metrics::add(&app.metrics.http_requests, 1);
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"topic": topic.as_str()})),
+    )
+        .into_response())
+}
+
+pub async fn post_command(
+    State(app): State<Arc<App>>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    Metrics::add(&app.metrics.http_requests, 1);
+    let target = parse_topic(&target)?;
+    let command = json_body(&headers, body)?;
+    if !command.get("name").is_some_and(Value::is_string) {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "the body needs a string `name`",
+        ));
+    }
+    Err(ApiError::new(
+        ErrorCode::NoRoute,
+        format!("no route for target {target}"),
+    ))
+}
+
+pub async fn health(State(app): State<Arc<App>>) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "clients": app.hub.client_count(),
+        "topics": app.hub.topic_count(),
+        "uptime_s": app.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = app
+        .metrics
+        .render(&app.hub, app.started.elapsed().as_secs());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such endpoint; see docs/protocol.md",
+    )
+}
+
+pub async fn method_not_allowed() -> Response {
+    let body =
+        json!({"error": {"code": "bad_request", "message": "method not allowed on this path"}});
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// Parses a JSON request body, refusing other content types, empty and oversized bodies.
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && essence != "application/merge-patch+json" {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("Content-Type {essence:?} is not accepted; send application/json"),
+            ));
+        }
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::TooLarge, "the request body is too large")
+        } else {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("could not read the body: {e}"),
+            )
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// `If-Match: "<rev>"` as the rev a write expects.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    text.trim_matches('"')
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("If-Match {text:?} is not a rev ETag like \"12\""),
+            )
+        })
+}
+
+fn write_response(topic: &str, outcome: Outcome) -> Response {
+    let mut response =
+        axum::Json(json!({"topic": topic, "rev": outcome.rev, "changed": outcome.changed}))
+            .into_response();
+    if let Ok(value) = format!("\"{}\"", outcome.rev).parse() {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// `{"topic":..,"rev":..,"state":..}` from the stored JSON, without re-encoding it.
+fn write_topic(out: &mut Vec<u8>, topic: &TopicState) {
+    out.extend_from_slice(b"{\"topic\":\"");
+    out.extend_from_slice(topic.topic.as_bytes());
+    out.extend_from_slice(b"\",\"rev\":");
+    out.extend_from_slice(itoa::Buffer::new().format(topic.rev).as_bytes());
+    out.extend_from_slice(b",\"state\":");
+    out.extend_from_slice(&topic.state);
+    out.push(b'}');
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response()
+}

@@ -1,0 +1,519 @@
+//! statecast's embedded durable store: an [`Engine`] that keeps topic state, revs, sequence
+//! numbers and tombstones in a single [redb] file, `<data dir>/statecast.redb`.
+//!
+//! The hub loads everything once at start-up ([`Engine::load`]) and then hands each batch of
+//! changes to [`Engine::commit`], which writes the whole batch in one redb write transaction
+//! with [`Durability::Immediate`]: when `commit` returns the batch is on disk, and a crash
+//! leaves either all of it or none of it.
+//!
+//! # Layout
+//!
+//! Two tables:
+//!
+//! * `topics`: topic name (`&str`) → encoded record (`&[u8]`), one row per topic, tombstones
+//!   included (a removed topic keeps its rev so revs never go back).
+//! * `meta`: `"seq"` → the highest committed sequence number (8 bytes, little-endian `u64`)
+//!   and `"epoch"` → a random 16-hex-digit string (UTF-8) written on first open and never
+//!   changed, which identifies this store's history.
+//!
+//! # Record encoding
+//!
+//! A topic's value is a fixed 17-byte header followed by the state:
+//!
+//! ```text
+//! rev: u64 LE (8) | seq: u64 LE (8) | kind: u8 (1) | state JSON bytes (kind 1 only)
+//! ```
+//!
+//! `kind` is `0` for a tombstone (nothing may follow) and `1` for a live state (the rest of the
+//! value is the JSON document exactly as the hub serialized it). The format was chosen over a
+//! self-describing one (JSON, a serde format) because it is trivial to write without
+//! allocation or re-serialization, costs 17 bytes per topic, needs no extra dependency, and
+//! stores the state bytes untouched, so `load` hands back what `commit` was given. It is
+//! checked strictly on load: a short value, an unknown kind, trailing bytes after a tombstone
+//! or a state that is not valid JSON is reported as an [`EngineError`] naming the topic.
+//!
+//! The database is opened with redb's integrity check enabled, so a file damaged outside redb
+//! fails to open with an error instead of being trusted.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
+use statecast_core::engine::{Engine, EngineError, Loaded, Record, StoredTopic};
+
+/// The name of the database file inside the data directory.
+pub const FILE_NAME: &str = "statecast.redb";
+
+/// Topic name → encoded record (see the crate docs for the encoding).
+const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
+/// `"seq"` and `"epoch"` (see the crate docs).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const META_SEQ: &str = "seq";
+const META_EPOCH: &str = "epoch";
+
+/// Length of the fixed part of an encoded record: rev, seq and kind.
+const HEADER_LEN: usize = 8 + 8 + 1;
+const KIND_TOMBSTONE: u8 = 0;
+const KIND_STATE: u8 = 1;
+
+/// The embedded durable store: an [`Engine`] backed by one redb file in a data directory.
+///
+/// Holds redb's file lock for as long as it lives, so only one process (and one
+/// `RedbEngine`) can have a data directory open at a time. Dropping it closes the file.
+pub struct RedbEngine {
+    db: Database,
+    /// The database file, for error messages.
+    path: PathBuf,
+}
+
+impl fmt::Debug for RedbEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbEngine")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbEngine {
+    /// Opens the store in `dir`, creating the directory and `dir/statecast.redb` if needed.
+    ///
+    /// On first open this also creates the tables and a fresh random epoch. Fails with an
+    /// error saying the data directory is in use if another statecast process (or another
+    /// `RedbEngine` in this one) has it open, and with an error naming the path for anything
+    /// else (permissions, a damaged or incompatible file, ...).
+    pub fn open(dir: &Path) -> Result<RedbEngine, EngineError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            EngineError(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(&path)
+            .map_err(|e| open_error(dir, &path, e))?;
+        let engine = RedbEngine { db, path };
+        engine.init()?;
+        Ok(engine)
+    }
+
+    /// The database file this engine has open (`<dir>/statecast.redb`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the tables and the epoch if this is a new file. Leaves an existing epoch alone.
+    fn init(&self) -> Result<(), EngineError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| self.error("cannot begin write transaction", e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.error("cannot set durability", e))?;
+        {
+            txn.open_table(TOPICS)
+                .map_err(|e| self.error("cannot open topics table", e))?;
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| self.error("cannot open meta table", e))?;
+            let has_epoch = meta
+                .get(META_EPOCH)
+                .map_err(|e| self.error("cannot read epoch", e))?
+                .is_some();
+            if !has_epoch {
+                let epoch = format!("{:016x}", rand::random::<u64>());
+                meta.insert(META_EPOCH, epoch.as_bytes())
+                    .map_err(|e| self.error("cannot write epoch", e))?;
+            }
+        }
+        txn.commit()
+            .map_err(|e| self.error("cannot commit initialization", e))
+    }
+
+    /// An error about this store's file: `"{what} in {path}: {err}"`.
+    fn error(&self, what: &str, err: impl fmt::Display) -> EngineError {
+        EngineError(format!("{what} in {}: {err}", self.path.display()))
+    }
+}
+
+/// Turns a failure to open the database into a message a user can act on.
+fn open_error(dir: &Path, path: &Path, err: DatabaseError) -> EngineError {
+    let msg = match err {
+        DatabaseError::DatabaseAlreadyOpen => format!(
+            "data directory {} is in use by another statecast process \
+             ({} is locked); stop that process or choose another data directory",
+            dir.display(),
+            path.display()
+        ),
+        DatabaseError::LockProtocolMismatch => format!(
+            "data directory {} is in use by another process using an incompatible \
+             version of redb ({} is locked)",
+            dir.display(),
+            path.display()
+        ),
+        DatabaseError::UpgradeRequired(version) => format!(
+            "cannot open {}: the file uses redb file format {version}, which this \
+             version of statecast cannot read",
+            path.display()
+        ),
+        other => format!("cannot open store {}: {other}", path.display()),
+    };
+    EngineError(msg)
+}
+
+/// Appends the encoding of one record (see the crate docs) to `buf`.
+fn encode(rev: u64, seq: u64, state: Option<&[u8]>, buf: &mut Vec<u8>) {
+    buf.reserve(HEADER_LEN + state.map_or(0, <[u8]>::len));
+    buf.extend_from_slice(&rev.to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    match state {
+        None => buf.push(KIND_TOMBSTONE),
+        Some(json) => {
+            buf.push(KIND_STATE);
+            buf.extend_from_slice(json);
+        }
+    }
+}
+
+/// A decoded record: rev, seq and state (`None` for a tombstone).
+type Decoded = (u64, u64, Option<Vec<u8>>);
+
+/// Decodes a record written by [`encode`]; the error says what is wrong with it.
+fn decode(bytes: &[u8]) -> Result<Decoded, String> {
+    let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        return Err(format!(
+            "record is {} bytes, shorter than the {HEADER_LEN}-byte header",
+            bytes.len()
+        ));
+    };
+    let (rev, header) = split_u64(header);
+    let (seq, kind) = split_u64(header);
+    match kind[0] {
+        KIND_TOMBSTONE if rest.is_empty() => Ok((rev, seq, None)),
+        KIND_TOMBSTONE => Err(format!("tombstone followed by {} bytes", rest.len())),
+        KIND_STATE => match serde_json::from_slice::<serde_json::Value>(rest) {
+            Ok(_) => Ok((rev, seq, Some(rest.to_vec()))),
+            Err(e) => Err(format!("state is not valid JSON: {e}")),
+        },
+        kind => Err(format!("unknown record kind {kind}")),
+    }
+}
+
+/// Splits a little-endian `u64` off the front of `bytes`.
+fn split_u64(bytes: &[u8]) -> (u64, &[u8]) {
+    match bytes.split_first_chunk::<8>() {
+        Some((n, rest)) => (u64::from_le_bytes(*n), rest),
+        // Only called on the fixed-size header, which always has room.
+        None => (0, bytes),
+    }
+}
+
+impl Engine for RedbEngine {
+    /// Reads every topic (tombstones included), the highest committed seq and the epoch.
+    fn load(&self) -> Result<Loaded, EngineError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.error("cannot begin read transaction", e))?;
+
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| self.error("cannot open meta table", e))?;
+        let seq = match meta
+            .get(META_SEQ)
+            .map_err(|e| self.error("cannot read seq", e))?
+        {
+            None => 0,
+            Some(guard) => {
+                let bytes = guard.value();
+                let arr: [u8; 8] = bytes.try_into().map_err(|_| {
+                    self.error(
+                        "corrupt meta value",
+                        format_args!("seq is {} bytes, expected 8", bytes.len()),
+                    )
+                })?;
+                u64::from_le_bytes(arr)
+            }
+        };
+        let epoch = match meta
+            .get(META_EPOCH)
+            .map_err(|e| self.error("cannot read epoch", e))?
+        {
+            None => return Err(self.error("corrupt store", "the epoch is missing")),
+            Some(guard) => String::from_utf8(guard.value().to_vec())
+                .map_err(|e| self.error("corrupt meta value", format_args!("epoch: {e}")))?,
+        };
+
+        let table = txn
+            .open_table(TOPICS)
+            .map_err(|e| self.error("cannot open topics table", e))?;
+        let len = table
+            .len()
+            .map_err(|e| self.error("cannot read topics", e))?;
+        let mut topics = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        for row in table
+            .iter()
+            .map_err(|e| self.error("cannot read topics", e))?
+        {
+            let (key, value) = row.map_err(|e| self.error("cannot read topics", e))?;
+            let topic = key.value().to_owned();
+            let (rev, seq, state) = decode(value.value())
+                .map_err(|e| self.error(&format!("corrupt record for topic {topic:?}"), e))?;
+            topics.push(StoredTopic {
+                topic,
+                rev,
+                seq,
+                state,
+            });
+        }
+
+        Ok(Loaded { topics, seq, epoch })
+    }
+
+    /// Writes `records` and `seq` in one write transaction with immediate durability: on
+    /// `Ok` all of it is on disk, on `Err` none of it is.
+    fn commit(&self, records: &[Record<'_>], seq: u64) -> Result<(), EngineError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| self.error("cannot begin write transaction", e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.error("cannot set durability", e))?;
+        {
+            let mut table = txn
+                .open_table(TOPICS)
+                .map_err(|e| self.error("cannot open topics table", e))?;
+            let mut buf = Vec::new();
+            for record in records {
+                buf.clear();
+                encode(record.rev, record.seq, record.state, &mut buf);
+                table.insert(record.topic, buf.as_slice()).map_err(|e| {
+                    self.error(&format!("cannot write topic {:?}", record.topic), e)
+                })?;
+            }
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| self.error("cannot open meta table", e))?;
+            meta.insert(META_SEQ, seq.to_le_bytes().as_slice())
+                .map_err(|e| self.error("cannot write seq", e))?;
+        }
+        // Dropping an uncommitted transaction aborts it, so an error above writes nothing.
+        txn.commit().map_err(|e| self.error("cannot commit", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tempfile::TempDir;
+
+    fn rec<'a>(topic: &'a str, rev: u64, seq: u64, state: Option<&'a [u8]>) -> Record<'a> {
+        Record {
+            topic,
+            rev,
+            seq,
+            state,
+        }
+    }
+
+    fn sorted(mut loaded: Loaded) -> Loaded {
+        loaded.topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        loaded
+    }
+
+    #[test]
+    fn fresh_store_is_empty_with_an_epoch() {
+        let dir = TempDir::new().unwrap();
+        let engine = RedbEngine::open(&dir.path().join("new").join("nested")).unwrap();
+        let loaded = engine.load().unwrap();
+        assert!(loaded.topics.is_empty());
+        assert_eq!(loaded.seq, 0);
+        assert_eq!(loaded.epoch.len(), 16);
+        assert!(loaded.epoch.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(engine.path().ends_with(FILE_NAME));
+    }
+
+    #[test]
+    fn round_trip_across_reopen() {
+        let dir = TempDir::new().unwrap();
+        let epoch = {
+            let engine = RedbEngine::open(dir.path()).unwrap();
+            engine
+                .commit(
+                    &[
+                        rec("a", 1, 1, Some(br#"{"x":1}"#)),
+                        rec("b", 1, 2, Some(b"[1,2,3]")),
+                    ],
+                    2,
+                )
+                .unwrap();
+            engine
+                .commit(&[rec("b", 2, 3, None), rec("c", 7, 3, Some(b"\"s\""))], 3)
+                .unwrap();
+            engine.load().unwrap().epoch
+        };
+
+        let engine = RedbEngine::open(dir.path()).unwrap();
+        let loaded = sorted(engine.load().unwrap());
+        assert_eq!(
+            loaded,
+            Loaded {
+                topics: vec![
+                    StoredTopic {
+                        topic: "a".into(),
+                        rev: 1,
+                        seq: 1,
+                        state: Some(br#"{"x":1}"#.to_vec()),
+                    },
+                    StoredTopic {
+                        topic: "b".into(),
+                        rev: 2,
+                        seq: 3,
+                        state: None,
+                    },
+                    StoredTopic {
+                        topic: "c".into(),
+                        rev: 7,
+                        seq: 3,
+                        state: Some(b"\"s\"".to_vec()),
+                    },
+                ],
+                seq: 3,
+                epoch,
+            }
+        );
+    }
+
+    #[test]
+    fn epoch_is_stable_across_reopen_and_differs_between_stores() {
+        let dir = TempDir::new().unwrap();
+        let first = RedbEngine::open(dir.path()).unwrap().load().unwrap().epoch;
+        let second = RedbEngine::open(dir.path()).unwrap().load().unwrap().epoch;
+        assert_eq!(first, second);
+
+        let other = TempDir::new().unwrap();
+        let third = RedbEngine::open(other.path())
+            .unwrap()
+            .load()
+            .unwrap()
+            .epoch;
+        assert_ne!(first, third);
+    }
+
+    #[test]
+    fn overwrite_replaces_a_topic() {
+        let dir = TempDir::new().unwrap();
+        let engine = RedbEngine::open(dir.path()).unwrap();
+        engine.commit(&[rec("t", 1, 1, Some(b"1"))], 1).unwrap();
+        engine.commit(&[rec("t", 2, 2, Some(b"{}"))], 2).unwrap();
+        engine.commit(&[rec("t", 3, 3, None)], 3).unwrap();
+        engine.commit(&[rec("t", 4, 4, Some(b"true"))], 4).unwrap();
+        let loaded = engine.load().unwrap();
+        assert_eq!(
+            loaded.topics,
+            vec![StoredTopic {
+                topic: "t".into(),
+                rev: 4,
+                seq: 4,
+                state: Some(b"true".to_vec()),
+            }]
+        );
+        assert_eq!(loaded.seq, 4);
+    }
+
+    #[test]
+    fn empty_commit_stores_seq() {
+        let dir = TempDir::new().unwrap();
+        {
+            let engine = RedbEngine::open(dir.path()).unwrap();
+            engine.commit(&[], 42).unwrap();
+        }
+        let loaded = RedbEngine::open(dir.path()).unwrap().load().unwrap();
+        assert!(loaded.topics.is_empty());
+        assert_eq!(loaded.seq, 42);
+    }
+
+    #[test]
+    fn second_open_reports_directory_in_use() {
+        let dir = TempDir::new().unwrap();
+        let first = RedbEngine::open(dir.path()).unwrap();
+        let err = RedbEngine::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("in use by another statecast process"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        drop(first);
+        // Released on drop.
+        RedbEngine::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn batch_of_1000_commits_atomically() {
+        let dir = TempDir::new().unwrap();
+        let names: Vec<String> = (0..1000).map(|i| format!("topic/{i:04}")).collect();
+        let states: Vec<String> = (0..1000).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+        let records: Vec<Record<'_>> = names
+            .iter()
+            .zip(&states)
+            .enumerate()
+            .map(|(i, (n, s))| rec(n, 1, i as u64 + 1, Some(s.as_bytes())))
+            .collect();
+        {
+            let engine = RedbEngine::open(dir.path()).unwrap();
+            engine.commit(&records, 1000).unwrap();
+        }
+        let loaded = sorted(RedbEngine::open(dir.path()).unwrap().load().unwrap());
+        assert_eq!(loaded.seq, 1000);
+        assert_eq!(loaded.topics.len(), 1000);
+        for (i, t) in loaded.topics.iter().enumerate() {
+            assert_eq!(t.topic, names[i]);
+            assert_eq!(t.seq, i as u64 + 1);
+            assert_eq!(t.state.as_deref(), Some(states[i].as_bytes()));
+        }
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error_naming_the_topic() {
+        for bad in [
+            &b"short"[..],
+            &[0u8; 18][..],                             // tombstone with trailing byte
+            &[[0u8; 16].as_slice(), &[7]].concat()[..], // unknown kind
+            &[[0u8; 16].as_slice(), &[1], b"{not json"].concat()[..],
+        ] {
+            let dir = TempDir::new().unwrap();
+            {
+                let engine = RedbEngine::open(dir.path()).unwrap();
+                let txn = engine.db.begin_write().unwrap();
+                txn.open_table(TOPICS)
+                    .unwrap()
+                    .insert("bad/topic", bad)
+                    .unwrap();
+                txn.commit().unwrap();
+            }
+            let engine = RedbEngine::open(dir.path()).unwrap();
+            let err = engine.load().unwrap_err().to_string();
+            assert!(err.contains("\"bad/topic\""), "{err}");
+            assert!(err.contains(FILE_NAME), "{err}");
+        }
+    }
+
+    #[test]
+    fn open_on_a_file_names_the_path() {
+        let dir = TempDir::new().unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"x").unwrap();
+        let err = RedbEngine::open(&not_a_dir).unwrap_err().to_string();
+        assert!(err.contains(&not_a_dir.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn garbage_file_is_an_error_naming_the_path() {
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), vec![0xAB; 8192]).unwrap();
+        let err = RedbEngine::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(FILE_NAME), "{err}");
+    }
+}
