@@ -33,7 +33,7 @@ use crate::error::{ErrorCode, HubError};
 use crate::index::{PatternIndex, TopicTree};
 use crate::merge::{self, Diff};
 use crate::message;
-use crate::outbox::{Item, Outbox, OutboxLimits};
+use crate::outbox::{Item, Outbox, OutboxLimits, Taken};
 use crate::stats::Stats;
 use crate::topic::{Pattern, Topic};
 
@@ -166,8 +166,8 @@ pub struct Frame {
 pub struct Drained {
     /// The client was closed (by [`Hub::shutdown`]); send nothing more.
     pub closed: bool,
-    /// The stream position the client reached with these frames, when it is a safe point
-    /// to resume from (nothing older is still queued or awaiting a resync).
+    /// With [`Client::drain_resumable`]: the stream position the client reached, when it is
+    /// a safe point to resume from (nothing older is still queued or awaiting a resync).
     pub cursor: Option<u64>,
 }
 
@@ -721,7 +721,6 @@ impl Hub {
             hub: self.clone(),
             key,
             outbox,
-            cursor: AtomicU64::new(0),
         }
     }
 
@@ -922,14 +921,13 @@ fn publish(shared: &Shared, batch: &[Pending]) {
             PendingWhat::Event { message } => {
                 published.deliveries += 1;
                 let delivery = published.deliveries;
-                let seq = published.seq;
                 let clients = &published.clients;
                 stats.events.fetch_add(1, Ordering::Relaxed);
                 published
                     .subscriptions
                     .for_each_match(&pending.topic, |key| {
                         if let Some(client) = &clients[key as usize] {
-                            stats.count(client.outbox.push_event(message, seq, delivery));
+                            stats.count(client.outbox.push_event(message, delivery));
                         }
                     });
                 continue;
@@ -1000,11 +998,7 @@ fn publish(shared: &Shared, batch: &[Pending]) {
                     (Mode::Full, Some(snapshot)) => snapshot,
                     _ => &message,
                 };
-                stats.count(
-                    client
-                        .outbox
-                        .push_state(slot_id, bytes, pending.seq, delivery, true),
-                );
+                stats.count(client.outbox.push_state(slot_id, bytes, delivery, true));
             });
     }
 }
@@ -1017,7 +1011,6 @@ pub struct Client {
     hub: Hub,
     key: u32,
     outbox: Arc<Outbox>,
-    cursor: AtomicU64,
 }
 
 impl Client {
@@ -1051,7 +1044,7 @@ impl Client {
             });
         }
         slots.sort_unstable();
-        let mut items: Vec<(u32, Bytes, u64)> = Vec::new();
+        let mut items: Vec<(u32, Bytes)> = Vec::new();
         let mut topics_sent = 0;
         for &slot_id in &slots {
             let slot = &published.slots[slot_id as usize];
@@ -1074,17 +1067,15 @@ impl Client {
                 }
             }
         }
-        let seq = published.seq;
-        for (slot, bytes, item_seq) in items {
+        for (slot, bytes) in items {
             self.hub
                 .shared
                 .stats
-                .count(self.outbox.push_state(slot, &bytes, item_seq, 0, false));
+                .count(self.outbox.push_state(slot, &bytes, 0, false));
         }
         for reply in replies {
-            self.outbox.push_reply(reply, 0);
+            self.outbox.push_reply(reply);
         }
-        self.cursor.fetch_max(seq, Ordering::Relaxed);
         for pattern in added {
             published.subscriptions.insert(pattern, self.key);
             if let Some(entry) = published.clients[self.key as usize].as_mut() {
@@ -1133,7 +1124,7 @@ impl Client {
                 self.hub
                     .shared
                     .stats
-                    .count(self.outbox.push_state(slot_id, snapshot, 0, 0, false));
+                    .count(self.outbox.push_state(slot_id, snapshot, 0, false));
                 count += 1;
             }
         }
@@ -1142,7 +1133,7 @@ impl Client {
 
     /// Queues a reply to one of the client's requests, after everything queued before it.
     pub fn reply(&self, bytes: Bytes) {
-        self.outbox.push_reply(bytes, 0);
+        self.outbox.push_reply(bytes);
     }
 
     /// Whether the client's outbox is full: a transport stops reading requests until the
@@ -1161,40 +1152,57 @@ impl Client {
     pub fn drain(&self, out: &mut Vec<Frame>, max: usize) -> Drained {
         let mut items = Vec::new();
         let taken = self.outbox.take(&mut items, max);
-        let mut max_seq = 0;
         for item in items {
             match item {
-                Item::Message { bytes, seq, .. } => {
-                    max_seq = max_seq.max(seq);
-                    out.push(Frame { bytes });
-                }
-                Item::Resync { topic, seq } => {
-                    max_seq = max_seq.max(seq);
-                    // Read the state and reopen the topic under one lock, so the next
-                    // change queued is the one after this snapshot.
+                Item::Message { bytes, .. } => out.push(Frame { bytes }),
+                Item::Resync { topic } => {
                     let published = self.hub.published();
-                    let slot = &published.slots[topic as usize];
-                    self.outbox.end_resync(topic);
-                    out.push(Frame {
-                        bytes: slot.current_message(),
-                    });
+                    out.push(self.resync(&published, topic));
                 }
             }
         }
+        self.finish_drain(out, &taken, None)
+    }
+
+    /// As [`Client::drain`], and also says where a stream can resume from: when the queue
+    /// is left empty, the client holds every change up to the hub's current sequence
+    /// number. The published state stays locked meanwhile, so no change can fall between
+    /// the take and that number; only the SSE stream pays for it.
+    pub fn drain_resumable(&self, out: &mut Vec<Frame>, max: usize) -> Drained {
+        let mut items = Vec::new();
+        let published = self.hub.published();
+        let taken = self.outbox.take(&mut items, max);
+        for item in items {
+            match item {
+                Item::Message { bytes, .. } => out.push(Frame { bytes }),
+                Item::Resync { topic } => out.push(self.resync(&published, topic)),
+            }
+        }
+        let cursor = taken.drained_all.then_some(published.seq);
+        drop(published);
+        self.finish_drain(out, &taken, cursor)
+    }
+
+    /// The snapshot that replaces a conflated topic's patches. Reading it and reopening the
+    /// topic happen under the `published` lock, so the next change queued is the one after
+    /// this snapshot.
+    fn resync(&self, published: &Published, topic: u32) -> Frame {
+        let slot = &published.slots[topic as usize];
+        self.outbox.end_resync(topic);
+        Frame {
+            bytes: slot.current_message(),
+        }
+    }
+
+    fn finish_drain(&self, out: &mut Vec<Frame>, taken: &Taken, cursor: Option<u64>) -> Drained {
         if let Some(dropped) = taken.lag_ended {
             out.push(Frame {
                 bytes: message::lagged(dropped),
             });
         }
-        let cursor = self
-            .cursor
-            .fetch_max(max_seq, Ordering::Relaxed)
-            .max(max_seq);
-        // With the queue emptied (resync markers included), every change up to `cursor`
-        // has reached the client or is covered by a snapshot it got.
         Drained {
             closed: taken.closed,
-            cursor: taken.drained_all.then_some(cursor),
+            cursor,
         }
     }
 }
@@ -1221,19 +1229,19 @@ fn initial_messages(
     slot_id: u32,
     since: &Since,
     mode: Mode,
-    out: &mut Vec<(u32, Bytes, u64)>,
+    out: &mut Vec<(u32, Bytes)>,
 ) {
     let live = slot.state.is_some();
     match since {
         Since::Now => {
             if let Some(snapshot) = slot.snapshot() {
-                out.push((slot_id, snapshot.clone(), slot.seq));
+                out.push((slot_id, snapshot.clone()));
             }
         }
         Since::Revs(revs) => match revs.get(slot.topic.as_str()) {
             None => {
                 if let Some(snapshot) = slot.snapshot() {
-                    out.push((slot_id, snapshot.clone(), slot.seq));
+                    out.push((slot_id, snapshot.clone()));
                 }
             }
             Some(&rev) if rev == slot.rev => {}
@@ -1242,10 +1250,8 @@ fn initial_messages(
                     .then(|| slot.history_after_rev(rev))
                     .flatten();
                 match replay {
-                    Some(entries) => {
-                        out.extend(entries.map(|e| (slot_id, e.message.clone(), e.seq)))
-                    }
-                    None => out.push((slot_id, slot.current_message(), slot.seq)),
+                    Some(entries) => out.extend(entries.map(|e| (slot_id, e.message.clone()))),
+                    None => out.push((slot_id, slot.current_message())),
                 }
             }
         },
@@ -1257,8 +1263,8 @@ fn initial_messages(
                 .then(|| slot.history_after_seq(*seq))
                 .flatten();
             match replay {
-                Some(entries) => out.extend(entries.map(|e| (slot_id, e.message.clone(), e.seq))),
-                None if live || *seq > 0 => out.push((slot_id, slot.current_message(), slot.seq)),
+                Some(entries) => out.extend(entries.map(|e| (slot_id, e.message.clone()))),
+                None if live || *seq > 0 => out.push((slot_id, slot.current_message())),
                 None => {}
             }
         }

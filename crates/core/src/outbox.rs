@@ -38,13 +38,9 @@ impl Default for OutboxLimits {
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
     /// Serialized bytes; `topic` is set for state messages, which conflation may replace.
-    Message {
-        bytes: Bytes,
-        topic: Option<u32>,
-        seq: u64,
-    },
+    Message { bytes: Bytes, topic: Option<u32> },
     /// Send the topic's current snapshot (or `removed`) when this is reached.
-    Resync { topic: u32, seq: u64 },
+    Resync { topic: u32 },
 }
 
 /// What a push did, for the hub's counters.
@@ -104,18 +100,11 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a state message (`snapshot`, `patch`, `removed`) of `topic`. `seq` is the
-    /// stream cursor it carries; `delivery` numbers the fan-out (0: not from a fan-out) so a
+    /// Queues a state message (`snapshot`, `patch`, `removed`) of `topic`. `delivery`
+    /// numbers the fan-out (0: not from a fan-out) so a
     /// change that matches several patterns is queued once. `lag` says whether running out
     /// of room counts as lagging (not for initial snapshots).
-    pub fn push_state(
-        &self,
-        topic: u32,
-        bytes: &Bytes,
-        seq: u64,
-        delivery: u64,
-        lag: bool,
-    ) -> Pushed {
+    pub fn push_state(&self, topic: u32, bytes: &Bytes, delivery: u64, lag: bool) -> Pushed {
         let mut inner = self.lock();
         if inner.closed || (delivery != 0 && inner.last_delivery == delivery) {
             return Pushed::Skipped;
@@ -130,7 +119,7 @@ impl Outbox {
             Self::conflate(&mut inner);
             inner.lagging |= lag;
             let waker = if inner.resync.insert(topic) {
-                Self::push(&mut inner, Item::Resync { topic, seq })
+                Self::push(&mut inner, Item::Resync { topic })
             } else {
                 None
             };
@@ -143,7 +132,6 @@ impl Outbox {
             Item::Message {
                 bytes: bytes.clone(),
                 topic: Some(topic),
-                seq,
             },
         );
         drop(inner);
@@ -152,7 +140,7 @@ impl Outbox {
     }
 
     /// Queues an event, or drops it when the outbox is full.
-    pub fn push_event(&self, bytes: &Bytes, seq: u64, delivery: u64) -> Pushed {
+    pub fn push_event(&self, bytes: &Bytes, delivery: u64) -> Pushed {
         let mut inner = self.lock();
         if inner.closed || inner.last_delivery == delivery {
             return Pushed::Skipped;
@@ -168,7 +156,6 @@ impl Outbox {
             Item::Message {
                 bytes: bytes.clone(),
                 topic: None,
-                seq,
             },
         );
         drop(inner);
@@ -177,19 +164,12 @@ impl Outbox {
     }
 
     /// Queues a reply to the client's own request; never dropped.
-    pub fn push_reply(&self, bytes: Bytes, seq: u64) {
+    pub fn push_reply(&self, bytes: Bytes) {
         let mut inner = self.lock();
         if inner.closed {
             return;
         }
-        let waker = Self::push(
-            &mut inner,
-            Item::Message {
-                bytes,
-                topic: None,
-                seq,
-            },
-        );
+        let waker = Self::push(&mut inner, Item::Message { bytes, topic: None });
         drop(inner);
         wake(waker);
     }
@@ -275,12 +255,11 @@ impl Outbox {
                 Item::Message {
                     topic: Some(topic),
                     bytes: b,
-                    seq,
                 } => {
                     *bytes -= b.len();
                     *messages -= 1;
                     if resync.insert(topic) {
-                        kept.push_back(Item::Resync { topic, seq });
+                        kept.push_back(Item::Resync { topic });
                     }
                 }
                 other => kept.push_back(other),
@@ -329,7 +308,7 @@ mod tests {
             .into_iter()
             .map(|item| match item {
                 Item::Message { bytes, .. } => String::from_utf8_lossy(&bytes).into_owned(),
-                Item::Resync { topic, .. } => format!("resync {topic}"),
+                Item::Resync { topic } => format!("resync {topic}"),
             })
             .collect()
     }
@@ -340,26 +319,17 @@ mod tests {
             max_messages: 3,
             max_bytes: 1 << 20,
         });
-        assert_eq!(outbox.push_state(1, &msg("a1"), 1, 1, true), Pushed::Queued);
-        assert_eq!(outbox.push_state(2, &msg("b1"), 2, 2, true), Pushed::Queued);
-        assert_eq!(outbox.push_state(1, &msg("a2"), 3, 3, true), Pushed::Queued);
-        assert_eq!(
-            outbox.push_state(1, &msg("a3"), 4, 4, true),
-            Pushed::Conflated
-        );
-        assert_eq!(
-            outbox.push_state(1, &msg("a4"), 5, 5, true),
-            Pushed::Skipped
-        );
-        assert_eq!(outbox.push_event(&msg("e"), 5, 6), Pushed::Queued);
+        assert_eq!(outbox.push_state(1, &msg("a1"), 1, true), Pushed::Queued);
+        assert_eq!(outbox.push_state(2, &msg("b1"), 2, true), Pushed::Queued);
+        assert_eq!(outbox.push_state(1, &msg("a2"), 3, true), Pushed::Queued);
+        assert_eq!(outbox.push_state(1, &msg("a3"), 4, true), Pushed::Conflated);
+        assert_eq!(outbox.push_state(1, &msg("a4"), 5, true), Pushed::Skipped);
+        assert_eq!(outbox.push_event(&msg("e"), 6), Pushed::Queued);
         assert_eq!(taken_messages(&outbox), vec!["resync 1", "resync 2", "e"]);
         // The topic stays in resync until the writer ends it.
-        assert_eq!(
-            outbox.push_state(1, &msg("a5"), 7, 7, true),
-            Pushed::Skipped
-        );
+        assert_eq!(outbox.push_state(1, &msg("a5"), 7, true), Pushed::Skipped);
         outbox.end_resync(1);
-        assert_eq!(outbox.push_state(1, &msg("a6"), 8, 8, true), Pushed::Queued);
+        assert_eq!(outbox.push_state(1, &msg("a6"), 8, true), Pushed::Queued);
     }
 
     #[test]
@@ -368,9 +338,9 @@ mod tests {
             max_messages: 1,
             max_bytes: 1 << 20,
         });
-        outbox.push_event(&msg("e1"), 0, 1);
-        assert_eq!(outbox.push_event(&msg("e2"), 0, 2), Pushed::DroppedEvent);
-        assert_eq!(outbox.push_event(&msg("e3"), 0, 3), Pushed::DroppedEvent);
+        outbox.push_event(&msg("e1"), 1);
+        assert_eq!(outbox.push_event(&msg("e2"), 2), Pushed::DroppedEvent);
+        assert_eq!(outbox.push_event(&msg("e3"), 3), Pushed::DroppedEvent);
         let mut items = Vec::new();
         let taken = outbox.take(&mut items, usize::MAX);
         assert_eq!(taken.lag_ended, Some(2));
@@ -385,15 +355,15 @@ mod tests {
             max_bytes: 10,
         });
         assert_eq!(
-            outbox.push_state(1, &msg("123456"), 1, 1, true),
+            outbox.push_state(1, &msg("123456"), 1, true),
             Pushed::Queued
         );
         assert_eq!(
-            outbox.push_state(2, &msg("123456"), 2, 2, true),
+            outbox.push_state(2, &msg("123456"), 2, true),
             Pushed::Conflated
         );
         // Replies always go through.
-        outbox.push_reply(msg("result"), 0);
+        outbox.push_reply(msg("result"));
         assert_eq!(
             taken_messages(&outbox),
             vec!["resync 1", "resync 2", "result"]
@@ -403,7 +373,7 @@ mod tests {
     #[test]
     fn one_change_is_queued_once() {
         let outbox = Outbox::new(OutboxLimits::default());
-        assert_eq!(outbox.push_state(1, &msg("a"), 9, 9, true), Pushed::Queued);
-        assert_eq!(outbox.push_state(1, &msg("a"), 9, 9, true), Pushed::Skipped);
+        assert_eq!(outbox.push_state(1, &msg("a"), 9, true), Pushed::Queued);
+        assert_eq!(outbox.push_state(1, &msg("a"), 9, true), Pushed::Skipped);
     }
 }

@@ -101,7 +101,7 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>
         _ = s.shutdown.changed() => None,
         _ = s.client.ready() => {
             s.frames.clear();
-            let drained = s.client.drain(&mut s.frames, MAX_BATCH);
+            let drained = s.client.drain_resumable(&mut s.frames, MAX_BATCH);
             if drained.closed {
                 return None;
             }

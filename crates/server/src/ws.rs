@@ -11,61 +11,154 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use futures_util::stream::{FuturesOrdered, SplitSink, StreamExt};
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use statecast_core::{Client, ErrorCode, Frame, HubError, Outcome, Write};
+use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::App;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::request::{Request, parse};
+use crate::request::{Request as ClientRequest, parse};
 
 /// Writes whose `result` may be outstanding at once; past this the connection stops
 /// reading until results go out.
 const MAX_IN_FLIGHT: usize = 256;
 /// Most messages written in one batch.
 const MAX_BATCH: usize = 1024;
+/// How long to wait for the client's answer to a close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
 const CLOSE_INVALID_UTF8: u16 = 1007;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
 
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Sink = SplitSink<Socket, Message>;
+type Stream = SplitStream<Socket>;
 type Ack = Pin<Box<dyn Future<Output = Bytes> + Send>>;
-type Sink = SplitSink<WebSocket, Message>;
 
-pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+/// Answers the upgrade request and runs the connection on its own task. The handshake is
+/// done here rather than by axum's `WebSocketUpgrade` so the connection owns the raw socket:
+/// after a close for a bad frame it must drain what the client still sends before closing
+/// (contract rule 5), which needs the bytes below the WebSocket layer.
+pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Response {
+    let key = match handshake_key(request.headers()) {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return ApiError::new(ErrorCode::BadRequest, "this connection cannot be upgraded")
+            .into_response();
+    };
     let max = app.config.max_frame_bytes;
-    ws.read_buffer_size(4096)
-        .write_buffer_size(64 << 10)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| connection(app, socket))
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(8 << 10)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                connection(app, socket).await;
+            }
+            Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn connection(app: Arc<App>, socket: WebSocket) {
+/// The `Sec-WebSocket-Key` of a valid upgrade request.
+fn handshake_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "/ws expects a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        != Some("13")
+    {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "Sec-WebSocket-Version must be 13",
+        ));
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "missing Sec-WebSocket-Key"))
+}
+
+async fn connection(app: Arc<App>, socket: Socket) {
     Metrics::add(&app.metrics.ws_connections_total, 1);
     Metrics::add(&app.metrics.ws_connections, 1);
     let client = app.hub.connect();
-    let close = run(&app, &client, socket).await;
-    if let Some(code) = close {
-        tracing::debug!(code, "websocket closed");
+    let (sink, stream) = socket.split();
+    let ending = run(&app, &client, sink, stream).await;
+    drop(client);
+    if let Some((code, sink, stream)) = ending {
+        tracing::debug!(code, "websocket closed by the server");
+        finish_close(sink, stream, code).await;
     }
     app.metrics
         .ws_connections
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Runs the connection until it ends; returns the close code the server sent, if any.
-async fn run(app: &App, client: &Client, socket: WebSocket) -> Option<u16> {
+/// Runs the connection until it ends. When the server sent a close frame, returns its code
+/// and the socket, so the close handshake can be completed.
+async fn run(
+    app: &App,
+    client: &Client,
+    mut sink: Sink,
+    mut stream: Stream,
+) -> Option<(u16, Sink, Stream)> {
     let heartbeat = Duration::from_millis(app.config.heartbeat_ms.max(1));
     let dead_after = heartbeat.mul_f64(2.5);
-    let (mut sink, mut stream) = socket.split();
     client.reply(welcome(app));
     let mut acks: FuturesOrdered<Ack> = FuturesOrdered::new();
     let mut frames: Vec<Frame> = Vec::new();
@@ -79,22 +172,29 @@ async fn run(app: &App, client: &Client, socket: WebSocket) -> Option<u16> {
             biased;
             _ = shutdown.changed() => {
                 let _ = send_close(&mut sink, CLOSE_GOING_AWAY, "server shutting down").await;
-                return Some(CLOSE_GOING_AWAY);
+                return Some((CLOSE_GOING_AWAY, sink, stream));
             }
             _ = client.ready() => {
                 frames.clear();
                 let drained = client.drain(&mut frames, MAX_BATCH);
                 if drained.closed {
                     let _ = send_close(&mut sink, CLOSE_GOING_AWAY, "server shutting down").await;
-                    return Some(CLOSE_GOING_AWAY);
+                    return Some((CLOSE_GOING_AWAY, sink, stream));
                 }
-                match tokio::time::timeout(dead_after, write_batch(app, &mut sink, &frames)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return None,
-                    Err(_) => {
-                        Metrics::add(&app.metrics.dead_connections, 1);
-                        return None;
+                // A client that does not read for 2.5 heartbeats is dead; so is one still
+                // blocking a write when the server shuts down.
+                tokio::select! {
+                    written = tokio::time::timeout(dead_after, write_batch(app, &mut sink, &frames)) => {
+                        match written {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return None,
+                            Err(_) => {
+                                Metrics::add(&app.metrics.dead_connections, 1);
+                                return None;
+                            }
+                        }
                     }
+                    _ = shutdown.changed() => return None,
                 }
             }
             Some(ack) = acks.next(), if !acks.is_empty() => client.reply(ack),
@@ -104,22 +204,10 @@ async fn run(app: &App, client: &Client, socket: WebSocket) -> Option<u16> {
                     None => return None,
                     Some(Ok(message)) => message,
                     Some(Err(e)) => {
-                        let (code, reason) = read_error(e);
+                        let (code, reason) = read_error(&e)?;
                         Metrics::add(&app.metrics.client_errors, 1);
-                        if code == 0 {
-                            return None;
-                        }
                         let _ = send_close(&mut sink, code, reason).await;
-                        // Complete the close handshake: wait briefly for the client's reply.
-                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                            while let Some(Ok(m)) = stream.next().await {
-                                if matches!(m, Message::Close(_)) {
-                                    break;
-                                }
-                            }
-                        })
-                        .await;
-                        return Some(code);
+                        return Some((code, sink, stream));
                     }
                 };
                 match message {
@@ -139,11 +227,11 @@ async fn run(app: &App, client: &Client, socket: WebSocket) -> Option<u16> {
                         ));
                     }
                     Message::Close(_) => {
-                        // tungstenite answers the close frame itself; flush that reply.
+                        // tungstenite queued the reply to the client's close; send it.
                         let _ = sink.close().await;
                         return None;
                     }
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                 }
             }
             _ = ticker.tick() => {
@@ -160,11 +248,13 @@ async fn run(app: &App, client: &Client, socket: WebSocket) -> Option<u16> {
     }
 }
 
-async fn write_batch(app: &App, sink: &mut Sink, frames: &[Frame]) -> Result<(), axum::Error> {
+async fn write_batch(app: &App, sink: &mut Sink, frames: &[Frame]) -> Result<(), WsError> {
     let mut bytes = 0;
     for frame in frames {
         bytes += frame.bytes.len();
-        let text = Utf8Bytes::try_from(frame.bytes.clone()).map_err(axum::Error::new)?;
+        // The hub's messages are serde_json output or built from it: valid UTF-8.
+        let text = Utf8Bytes::try_from(frame.bytes.clone())
+            .map_err(|_| WsError::Utf8(String::from("outgoing message")))?;
         sink.feed(Message::Text(text)).await?;
     }
     sink.flush().await?;
@@ -174,27 +264,61 @@ async fn write_batch(app: &App, sink: &mut Sink, frames: &[Frame]) -> Result<(),
     Ok(())
 }
 
-async fn send_close(sink: &mut Sink, code: u16, reason: &str) -> Result<(), axum::Error> {
+async fn send_close(sink: &mut Sink, code: u16, reason: &str) -> Result<(), WsError> {
     let frame = CloseFrame {
-        code,
+        code: code.into(),
         reason: Utf8Bytes::from(reason),
     };
     sink.send(Message::Close(Some(frame))).await
 }
 
-/// The close code for a read error, or 0 when the connection is simply gone.
-fn read_error(e: axum::Error) -> (u16, &'static str) {
-    use tungstenite::error::{CapacityError, Error};
-    let inner = e.into_inner();
-    match inner.downcast_ref::<Error>() {
-        Some(Error::Utf8(_)) => (CLOSE_INVALID_UTF8, "invalid UTF-8 in a text frame"),
-        Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
-            (CLOSE_TOO_BIG, "message larger than max_frame_bytes")
+/// After the server's close frame: read (and drop) what the client still sends until its
+/// own close frame arrives, so closing the socket does not reset the connection with
+/// unread data. A stream that failed (an oversized or invalid frame) cannot parse frames
+/// any more; then the raw bytes are drained until the client goes quiet.
+async fn finish_close(sink: Sink, mut stream: Stream, code: u16) {
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    let framed = tokio::time::timeout_at(deadline, async {
+        while let Some(frame) = stream.next().await {
+            match frame {
+                Ok(Message::Close(_)) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
         }
-        Some(Error::Capacity(_)) => (CLOSE_TOO_BIG, "message too large"),
-        Some(Error::Protocol(_)) => (1002, "protocol error"),
-        Some(Error::ConnectionClosed | Error::AlreadyClosed | Error::Io(_)) | None => (0, ""),
-        Some(_) => (CLOSE_INTERNAL, "internal error"),
+        false
+    })
+    .await;
+    if framed == Ok(true) {
+        return;
+    }
+    let Ok(mut socket) = stream.reunite(sink) else {
+        return;
+    };
+    let raw = socket.get_mut();
+    let mut buf = [0u8; 4096];
+    // Quiet for this long: the client has said all it will.
+    let quiet = Duration::from_millis(100);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(quiet, raw.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    tracing::trace!(code, "close handshake finished");
+}
+
+/// The close code for a read error, or `None` when the connection is simply gone.
+fn read_error(e: &WsError) -> Option<(u16, &'static str)> {
+    match e {
+        WsError::Utf8(_) => Some((CLOSE_INVALID_UTF8, "invalid UTF-8 in a text frame")),
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Some((CLOSE_TOO_BIG, "message larger than max_frame_bytes"))
+        }
+        WsError::Capacity(_) => Some((CLOSE_TOO_BIG, "message too large")),
+        WsError::Protocol(_) => Some((CLOSE_PROTOCOL, "protocol error")),
+        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => None,
+        _ => Some((CLOSE_INTERNAL, "internal error")),
     }
 }
 
@@ -232,16 +356,16 @@ fn handle(app: &App, client: &Client, text: &str, acks: &mut FuturesOrdered<Ack>
         }
     };
     let write = match request {
-        Request::Ping => {
+        ClientRequest::Ping => {
             client.reply(with_id(json!({"type": "pong"}), id.as_ref()));
             return;
         }
-        Request::Auth => {
+        ClientRequest::Auth => {
             // Authentication is off: any token is accepted.
             client.reply(ok(id.as_ref(), json!({})));
             return;
         }
-        Request::Subscribe {
+        ClientRequest::Subscribe {
             patterns,
             since,
             mode,
@@ -250,36 +374,36 @@ fn handle(app: &App, client: &Client, text: &str, acks: &mut FuturesOrdered<Ack>
             client.reply(ok(id.as_ref(), json!({"topics": topics})));
             return;
         }
-        Request::Unsubscribe { patterns } => {
+        ClientRequest::Unsubscribe { patterns } => {
             let removed = client.unsubscribe(&patterns);
             client.reply(ok(id.as_ref(), json!({"removed": removed})));
             return;
         }
-        Request::Get { patterns } => {
+        ClientRequest::Get { patterns } => {
             let topics = client.get(&patterns);
             client.reply(ok(id.as_ref(), json!({"topics": topics})));
             return;
         }
-        Request::Command { target, .. } => {
+        ClientRequest::Command { target, .. } => {
             let e = HubError::new(ErrorCode::NoRoute, format!("no route for target {target}"));
             client.reply(error_message(id.as_ref(), &e));
             return;
         }
-        Request::Set { topic, state } => Write::Set {
+        ClientRequest::Set { topic, state } => Write::Set {
             topic,
             state,
             if_rev: None,
         },
-        Request::Patch { topic, patch } => Write::Patch {
+        ClientRequest::Patch { topic, patch } => Write::Patch {
             topic,
             patch,
             if_rev: None,
         },
-        Request::Delete { topic } => Write::Delete {
+        ClientRequest::Delete { topic } => Write::Delete {
             topic,
             if_rev: None,
         },
-        Request::Event { topic, data } => Write::Event { topic, data },
+        ClientRequest::Event { topic, data } => Write::Event { topic, data },
     };
     let is_event = matches!(write, Write::Event { .. });
     match app.hub.submit(write) {
