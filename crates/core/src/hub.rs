@@ -164,8 +164,11 @@ pub struct Frame {
 /// What [`Client::drain`] found.
 #[derive(Debug, Clone, Copy)]
 pub struct Drained {
-    /// The client was closed (by [`Hub::shutdown`]); send nothing more.
+    /// The client was closed (by [`Hub::shutdown`] or [`Hub::close_clients`]); send nothing
+    /// more.
     pub closed: bool,
+    /// [`Hub::tick_clients`] was called since the last drain.
+    pub ticked: bool,
     /// With [`Client::drain_resumable`]: the stream position the client reached, when it is
     /// a safe point to resume from (nothing older is still queued or awaiting a resync).
     pub cursor: Option<u64>,
@@ -729,9 +732,24 @@ impl Hub {
     pub fn shutdown(&self) {
         self.shared.stopped.store(true, Ordering::Release);
         self._commit.stop();
+        self.close_clients();
+    }
+
+    /// Closes every client: their next [`Client::drain`] says `closed`, and nothing more is
+    /// queued for them. Transports close their connections then.
+    pub fn close_clients(&self) {
         let published = self.published();
         for client in published.clients.iter().flatten() {
             client.outbox.close();
+        }
+    }
+
+    /// Wakes every client's writer once with [`Drained::ticked`] set: the transports'
+    /// heartbeat, one timer for all connections.
+    pub fn tick_clients(&self) {
+        let published = self.published();
+        for client in published.clients.iter().flatten() {
+            client.outbox.tick();
         }
     }
 
@@ -1202,6 +1220,7 @@ impl Client {
         }
         Drained {
             closed: taken.closed,
+            ticked: taken.ticked,
             cursor,
         }
     }

@@ -70,6 +70,8 @@ struct Inner {
     last_delivery: u64,
     waker: Option<Waker>,
     closed: bool,
+    /// A timer of the transport fired (see [`Outbox::tick`]).
+    ticked: bool,
 }
 
 #[derive(Debug)]
@@ -81,6 +83,8 @@ pub(crate) struct Outbox {
 /// What the writer took from an outbox.
 pub(crate) struct Taken {
     pub closed: bool,
+    /// [`Outbox::tick`] was called since the last take.
+    pub ticked: bool,
     /// The queue was left empty.
     pub drained_all: bool,
     /// `Some(dropped_events)` when a lag episode ended with this batch.
@@ -192,10 +196,20 @@ impl Outbox {
         wake(waker);
     }
 
-    /// Ready when there is something to take or the outbox is closed.
+    /// Wakes the writer with nothing to send, for the transport's timers (heartbeats): one
+    /// timer for all clients instead of one per connection.
+    pub fn tick(&self) {
+        let mut inner = self.lock();
+        inner.ticked = true;
+        let waker = inner.waker.take();
+        drop(inner);
+        wake(waker);
+    }
+
+    /// Ready when there is something to take, the outbox is closed or it was ticked.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.lock();
-        if inner.closed || !inner.queue.is_empty() || inner.lagging {
+        if inner.closed || inner.ticked || !inner.queue.is_empty() || inner.lagging {
             return Poll::Ready(());
         }
         match &inner.waker {
@@ -225,7 +239,9 @@ impl Outbox {
         } else {
             None
         };
+        let ticked = std::mem::take(&mut inner.ticked);
         Taken {
+            ticked,
             closed: inner.closed,
             drained_all: inner.queue.is_empty(),
             lag_ended,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use statecast_core::Hub;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -90,6 +91,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop, stopped) = watch::channel(false);
+    // The heartbeat: one timer wakes every connection (see `ws.rs`).
+    let period = Duration::from_millis(config.heartbeat_ms.max(1));
+    let beating = hub.clone();
+    let ticker = tokio::spawn(async move {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            beating.tick_clients();
+        }
+    });
     let app = Arc::new(App {
         hub: hub.clone(),
         config,
@@ -97,10 +109,19 @@ pub async fn serve(
         started: Instant::now(),
         shutdown: stopped,
     });
+    let closing = hub.clone();
+    // Pushes are small and latency matters: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
     let result = axum::serve(listener, router(Arc::clone(&app)))
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop.send(true);
+            // WebSockets and SSE streams see `closed` on their next drain and end.
+            closing.close_clients();
         })
         .await;
     // Upgraded connections outlive the HTTP server; give them a moment to send their close.
@@ -114,6 +135,7 @@ pub async fn serve(
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    ticker.abort();
     hub.shutdown();
     result
 }

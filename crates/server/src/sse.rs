@@ -3,10 +3,9 @@
 //! Each message is the WebSocket JSON under `event: <type>`. A batch that leaves the
 //! client at a safe resume point ends with `id: <epoch>:<seq>`; a reconnect sending it as
 //! `Last-Event-ID` gets only what it missed (replayed patches, or snapshots where history
-//! is gone). Comments keep idle streams alive through proxies.
+//! is gone). A comment on every heartbeat keeps idle streams alive through proxies.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -14,7 +13,6 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use statecast_core::{Client, Frame, Pattern, Since};
-use tokio::sync::watch;
 
 use crate::App;
 use crate::error::ApiError;
@@ -57,10 +55,8 @@ pub async fn stream(
     let state = StreamState {
         guard: ConnectionGuard(Arc::clone(&app)),
         client,
-        shutdown: app.shutdown.clone(),
         frames: Vec::new(),
         last_cursor: None,
-        heartbeat: Duration::from_millis(app.config.heartbeat_ms.max(1)),
     };
     let body = Body::from_stream(stream::unfold(state, next_chunk));
     Ok((
@@ -77,10 +73,8 @@ pub async fn stream(
 struct StreamState {
     guard: ConnectionGuard,
     client: Client,
-    shutdown: watch::Receiver<bool>,
     frames: Vec<Frame>,
     last_cursor: Option<u64>,
-    heartbeat: Duration,
 }
 
 /// Counts the stream as open while it exists.
@@ -95,30 +89,29 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// The next piece of the body: a batch of events, a keep-alive comment on a heartbeat
+/// tick, or the end when the hub closes the client (shutdown).
 async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>, StreamState)> {
-    tokio::select! {
-        biased;
-        _ = s.shutdown.changed() => None,
-        _ = s.client.ready() => {
-            s.frames.clear();
-            let drained = s.client.drain_resumable(&mut s.frames, MAX_BATCH);
-            if drained.closed {
-                return None;
-            }
-            let epoch = s.guard.0.hub.epoch().to_owned();
-            let cursor = drained.cursor.filter(|c| Some(*c) != s.last_cursor);
-            let chunk = encode(&s.frames, cursor.map(|c| format!("{epoch}:{c}")));
-            if cursor.is_some() {
-                s.last_cursor = cursor;
-            }
-            let metrics = &s.guard.0.metrics;
-            Metrics::add(&metrics.messages_out, s.frames.len() as u64);
-            Metrics::add(&metrics.bytes_out, chunk.len() as u64);
-            Metrics::add(&metrics.socket_writes, 1);
-            Some((Ok(chunk), s))
-        }
-        _ = tokio::time::sleep(s.heartbeat) => Some((Ok(Bytes::from_static(b": keepalive\n\n")), s)),
+    s.client.ready().await;
+    s.frames.clear();
+    let drained = s.client.drain_resumable(&mut s.frames, MAX_BATCH);
+    if drained.closed {
+        return None;
     }
+    if s.frames.is_empty() && drained.ticked {
+        return Some((Ok(Bytes::from_static(b": keepalive\n\n")), s));
+    }
+    let epoch = s.guard.0.hub.epoch().to_owned();
+    let cursor = drained.cursor.filter(|c| Some(*c) != s.last_cursor);
+    let chunk = encode(&s.frames, cursor.map(|c| format!("{epoch}:{c}")));
+    if cursor.is_some() {
+        s.last_cursor = cursor;
+    }
+    let metrics = &s.guard.0.metrics;
+    Metrics::add(&metrics.messages_out, s.frames.len() as u64);
+    Metrics::add(&metrics.bytes_out, chunk.len() as u64);
+    Metrics::add(&metrics.socket_writes, 1);
+    Some((Ok(chunk), s))
 }
 
 /// Encodes a batch of messages as SSE events; `id` goes on the last one.

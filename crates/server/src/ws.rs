@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use statecast_core::{Client, ErrorCode, Frame, HubError, Outcome, Write};
 use tokio::io::AsyncReadExt;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -71,8 +71,10 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
             .into_response();
     };
     let max = app.config.max_frame_bytes;
+    // Client messages are small: a small read buffer (it grows for a large message) keeps
+    // idle connections cheap.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(512)
         .write_buffer_size(8 << 10)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
@@ -142,7 +144,8 @@ async fn connection(app: Arc<App>, socket: Socket) {
     drop(client);
     if let Some((code, sink, stream)) = ending {
         tracing::debug!(code, "websocket closed by the server");
-        finish_close(sink, stream, code).await;
+        // Boxed: it runs once per connection, and inline it would enlarge every connection.
+        Box::pin(finish_close(sink, stream, code)).await;
     }
     app.metrics
         .ws_connections
@@ -161,30 +164,35 @@ async fn run(
     let dead_after = heartbeat.mul_f64(2.5);
     client.reply(welcome(app));
     let mut acks: FuturesOrdered<Ack> = FuturesOrdered::new();
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
     let mut shutdown = app.shutdown.clone();
     loop {
         let reading = acks.len() < MAX_IN_FLIGHT && !client.is_congested();
+        // Three sources only: the outbox (messages, heartbeat ticks and shutdown all arrive
+        // through it), durable writes, and the socket. Fewer futures per wake-up.
         tokio::select! {
             biased;
-            _ = shutdown.changed() => {
-                let _ = send_close(&mut sink, CLOSE_GOING_AWAY, "server shutting down").await;
-                return Some((CLOSE_GOING_AWAY, sink, stream));
-            }
             _ = client.ready() => {
-                frames.clear();
+                // A fresh vector per batch: an idle connection keeps no buffer.
+                let mut frames = Vec::new();
                 let drained = client.drain(&mut frames, MAX_BATCH);
                 if drained.closed {
                     let _ = send_close(&mut sink, CLOSE_GOING_AWAY, "server shutting down").await;
                     return Some((CLOSE_GOING_AWAY, sink, stream));
                 }
+                if drained.ticked {
+                    if last_seen.elapsed() > dead_after {
+                        Metrics::add(&app.metrics.dead_connections, 1);
+                        return None;
+                    }
+                    frames.push(Frame { bytes: Bytes::new() });
+                }
                 // A client that does not read for 2.5 heartbeats is dead; so is one still
                 // blocking a write when the server shuts down.
                 tokio::select! {
-                    written = tokio::time::timeout(dead_after, write_batch(app, &mut sink, &frames)) => {
+                    biased;
+                    // Boxed to keep the idle connection's future small.
+                    written = tokio::time::timeout(dead_after, Box::pin(write_batch(app, &mut sink, &frames))) => {
                         match written {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => return None,
@@ -234,31 +242,27 @@ async fn run(
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                 }
             }
-            _ = ticker.tick() => {
-                if last_seen.elapsed() > dead_after {
-                    Metrics::add(&app.metrics.dead_connections, 1);
-                    return None;
-                }
-                let ping = tokio::time::timeout(dead_after, sink.send(Message::Ping(Bytes::new())));
-                if !matches!(ping.await, Ok(Ok(()))) {
-                    return None;
-                }
-            }
         }
     }
 }
 
 async fn write_batch(app: &App, sink: &mut Sink, frames: &[Frame]) -> Result<(), WsError> {
-    let mut bytes = 0;
+    let (mut bytes, mut messages) = (0, 0);
     for frame in frames {
+        if frame.bytes.is_empty() {
+            // The heartbeat's ping (see `run`).
+            sink.feed(Message::Ping(Bytes::new())).await?;
+            continue;
+        }
         bytes += frame.bytes.len();
+        messages += 1;
         // The hub's messages are serde_json output or built from it: valid UTF-8.
         let text = Utf8Bytes::try_from(frame.bytes.clone())
             .map_err(|_| WsError::Utf8(String::from("outgoing message")))?;
         sink.feed(Message::Text(text)).await?;
     }
     sink.flush().await?;
-    Metrics::add(&app.metrics.messages_out, frames.len() as u64);
+    Metrics::add(&app.metrics.messages_out, messages);
     Metrics::add(&app.metrics.bytes_out, bytes as u64);
     Metrics::add(&app.metrics.socket_writes, 1);
     Ok(())
@@ -296,7 +300,7 @@ async fn finish_close(sink: Sink, mut stream: Stream, code: u16) {
         return;
     };
     let raw = socket.get_mut();
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 4096];
     // Quiet for this long: the client has said all it will.
     let quiet = Duration::from_millis(100);
     while Instant::now() < deadline {
