@@ -5,6 +5,7 @@
 #   bench/run.sh                      # every server, every scenario (about an hour)
 #   SERVERS="statecast node-uws" SCENARIOS="burst light" bench/run.sh
 #   QUICK=1 bench/run.sh              # shorter paced runs (10 s instead of 30 s)
+#   APPEND=1 SERVERS=fastapi bench/run.sh   # add to today's results
 #
 # The server runs on CPU 0 and the load generator on CPU 1 (taskset / sched_setaffinity).
 set -euo pipefail
@@ -19,7 +20,8 @@ py="$repo/target/bench-venv/bin/python"
 day="$(date +%F)"
 jsonl="bench/results/$day.jsonl"
 mkdir -p bench/results
-: > "$jsonl"
+# APPEND=1 adds to today's results instead of starting them afresh.
+[ -n "${APPEND:-}" ] || : > "$jsonl"
 
 # name | protocol | command ({port} and {data} are filled in by the bench)
 servers_table="

@@ -109,6 +109,34 @@ async fn connect_with(
     Ok(ws)
 }
 
+/// Sends the protocol's hello, if it has one, and waits for its reply.
+async fn hello(ws: &mut Ws, protocol: Protocol) -> Result<(), String> {
+    let Some(hello) = protocol.hello() else {
+        return Ok(());
+    };
+    ws.send(Message::text(hello))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .map_err(|_| "no answer to the hello within 60 s".to_string())?;
+        match frame {
+            Some(Ok(Message::Text(t))) if protocol.is_hello_reply(&t) => return Ok(()),
+            Some(Ok(Message::Text(t))) => {
+                if let Incoming::Reply(reply) = protocol.parse(&t) {
+                    ws.send(Message::text(reply))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed before answering the hello".into()),
+        }
+    }
+}
+
 /// Sends the subscription and reads until it is acknowledged, recording initial snapshots.
 pub async fn subscribe(
     ws: &mut Ws,
@@ -118,11 +146,7 @@ pub async fn subscribe(
     subscribers: usize,
     sub: &mut Subscriber,
 ) -> Result<(), String> {
-    if let Some(hello) = protocol.hello() {
-        ws.send(Message::text(hello))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    hello(ws, protocol).await?;
     let request = protocol.subscribe(interest, index, subscribers);
     ws.send(Message::text(request))
         .await
@@ -259,11 +283,7 @@ impl WsPublisher {
         finals: Finals,
     ) -> Result<WsPublisher, String> {
         let mut ws = connect_with(base_url, protocol, 0, 64 << 10).await?;
-        if let Some(hello) = protocol.hello() {
-            ws.send(Message::text(hello))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        hello(&mut ws, protocol).await?;
         let (sink, stream) = ws.split();
         let pending: Rc<RefCell<HashMap<u64, (String, u64)>>> = Rc::default();
         let window = Rc::new(tokio::sync::Semaphore::new(window));

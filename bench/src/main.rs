@@ -306,8 +306,10 @@ async fn fan_out(plan: &Plan, server: &Server, args: &RunArgs) -> Result<RunResu
 
     // Create every topic first, unmeasured, so subscribers start from a snapshot.
     let bar = progress(args.quiet, topics.len(), "topics");
-    let mut creator =
-        WsPublisher::connect(&base, plan.protocol, args.window, Rc::clone(&finals)).await?;
+    // Only changes made while measuring are checked at the end: the peers send nothing on
+    // subscribe, so their subscribers know only the topics that changed since.
+    let created: Finals = Rc::default();
+    let mut creator = WsPublisher::connect(&base, plan.protocol, args.window, created).await?;
     for (i, topic) in topics.iter().enumerate() {
         creator.publish(topic, 0, &payload).await?;
         if i % 1000 == 0 {

@@ -106,6 +106,12 @@ impl Protocol {
         }
     }
 
+    /// Whether `text` answers the hello (Socket.IO's namespace CONNECT reply `40{..}`).
+    /// Socket.IO drops events sent before that reply, so clients wait for it.
+    pub fn is_hello_reply(self, text: &str) -> bool {
+        self == Protocol::Socketio && text.starts_with("40")
+    }
+
     /// The subscribe request of subscriber `index`, acknowledged with id 1.
     pub fn subscribe(self, interest: &Interest, index: usize, subscribers: usize) -> String {
         let topics: Vec<&str> = match interest {

@@ -187,22 +187,15 @@ async fn run(
                     }
                     frames.push(Frame { bytes: Bytes::new() });
                 }
-                // A client that does not read for 2.5 heartbeats is dead; so is one still
-                // blocking a write when the server shuts down.
-                tokio::select! {
-                    biased;
-                    // Boxed to keep the idle connection's future small.
-                    written = tokio::time::timeout(dead_after, Box::pin(write_batch(app, &mut sink, &frames))) => {
-                        match written {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return None,
-                            Err(_) => {
-                                Metrics::add(&app.metrics.dead_connections, 1);
-                                return None;
-                            }
-                        }
+                // Boxed: inline, the write's futures and timer would enlarge every idle
+                // connection.
+                match Box::pin(write_or_give_up(app, &mut sink, &frames, dead_after, &mut shutdown)).await {
+                    Written::Ok => {}
+                    Written::Failed => return None,
+                    Written::Dead => {
+                        Metrics::add(&app.metrics.dead_connections, 1);
+                        return None;
                     }
-                    _ = shutdown.changed() => return None,
                 }
             }
             Some(ack) = acks.next(), if !acks.is_empty() => client.reply(ack),
@@ -243,6 +236,33 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+enum Written {
+    Ok,
+    Failed,
+    /// The client read nothing for 2.5 heartbeats.
+    Dead,
+}
+
+/// Writes a batch, giving up on a client that does not read for `dead_after`, or when the
+/// server shuts down while the write is blocked.
+async fn write_or_give_up(
+    app: &App,
+    sink: &mut Sink,
+    frames: &[Frame],
+    dead_after: Duration,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Written {
+    tokio::select! {
+        biased;
+        written = tokio::time::timeout(dead_after, write_batch(app, sink, frames)) => match written {
+            Ok(Ok(())) => Written::Ok,
+            Ok(Err(_)) => Written::Failed,
+            Err(_) => Written::Dead,
+        },
+        _ = shutdown.changed() => Written::Failed,
     }
 }
 
