@@ -189,7 +189,13 @@ fn plan(args: &RunArgs) -> Plan {
         subscribers: args.subscribers.unwrap_or(subscribers),
         stalled: args.stalled.unwrap_or(stalled),
         topics: args.topics.unwrap_or(topics).max(1),
-        publish: args.publish.unwrap_or(Publish::Ws),
+        publish: args
+            .publish
+            .unwrap_or(if args.scenario == Scenario::Durable {
+                Publish::Rest
+            } else {
+                Publish::Ws
+            }),
         paced,
         changes: args.changes.unwrap_or(changes),
         payload_bytes: args.payload_bytes,

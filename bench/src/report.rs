@@ -333,7 +333,15 @@ pub fn markdown(results: &Path, out: &Path, header: &str) -> Result<bool, String
             ));
         }
         if group.iter().any(|r| r.deliveries > 0) {
-            let svg = format!("{stem}-{}.svg", scenario.replace([' ', ','], "-"));
+            let slug: String = scenario
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect::<String>()
+                .split('-')
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("-");
+            let svg = format!("{stem}-{slug}.svg");
             let path = out.with_file_name(&svg);
             plot(&path, &group)?;
             md.push_str(&format!("\n![latency CDF]({svg})\n"));
