@@ -56,8 +56,8 @@ async fn microphone(hub: Hub, name: &'static str, mut battery: f64) {
         rf = (rf + drift).clamp(-95.0, -30.0);
         let state = json!({
             "name": name,
-            "battery": battery.round(),
-            "rf_dbm": rf.round(),
+            "battery": battery.round() as i64,
+            "rf_dbm": rf.round() as i64,
             "status": if battery > 20.0 { "ok" } else { "low battery" },
         });
         if let Err(e) = hub.set(&topic, state).await {
