@@ -195,22 +195,9 @@ async fn a_kill_9_during_pipelined_writes_loses_nothing_acknowledged() {
     const N: u64 = 5_000;
     let mut server = Server::start(&[]);
     let publisher = server.ws().await;
-    let (mut sink, mut results) = futures_util::StreamExt::split(publisher.stream);
+    let (sink, mut results) = futures_util::StreamExt::split(publisher.stream);
     // Write i leaves the state {"n": i} at rev i.
-    let sender = tokio::spawn(async move {
-        use futures_util::SinkExt;
-        for i in 1..=N {
-            let write = json!({"type": "patch", "id": i, "topic": "crash/t", "patch": {"n": i}});
-            let message = tokio_tungstenite::tungstenite::Message::text(write.to_string());
-            if sink.feed(message).await.is_err() {
-                return;
-            }
-            if i % 64 == 0 && sink.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.flush().await;
-    });
+    let sender = tokio::spawn(pipeline_patches(sink, "crash/t", N));
 
     let mut acknowledged = 0u64;
     let mut killed = false;
@@ -359,21 +346,8 @@ struct SigtermDuringWrites {
 async fn sigterm_during_pipelined_writes(server: &mut Server) -> SigtermDuringWrites {
     const N: u64 = 5_000;
     let publisher = server.ws().await;
-    let (mut sink, mut results) = futures_util::StreamExt::split(publisher.stream);
-    let sender = tokio::spawn(async move {
-        use futures_util::SinkExt;
-        for i in 1..=N {
-            let write = json!({"type": "patch", "id": i, "topic": "term/t", "patch": {"n": i}});
-            let message = tokio_tungstenite::tungstenite::Message::text(write.to_string());
-            if sink.feed(message).await.is_err() {
-                return;
-            }
-            if i % 64 == 0 && sink.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.flush().await;
-    });
+    let (sink, mut results) = futures_util::StreamExt::split(publisher.stream);
+    let sender = tokio::spawn(pipeline_patches(sink, "term/t", N));
 
     let mut acknowledged = 0u64;
     let end = loop {
@@ -431,4 +405,24 @@ async fn a_sigterm_during_pipelined_writes_still_closes_the_writer_with_1001() {
     let mut server = Server::start(&[]);
     let outcome = sigterm_during_pipelined_writes(&mut server).await;
     assert_eq!(outcome.end, Ok(Some(1001)));
+}
+
+/// Sends patches 1..=n of `topic` (patch i sets `{"n": i}`, id i) without waiting for
+/// results, flushing every 64; stops quietly when the connection goes.
+async fn pipeline_patches<S>(mut sink: S, topic: &'static str, n: u64)
+where
+    S: futures_util::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
+{
+    use futures_util::SinkExt;
+    for i in 1..=n {
+        let write = json!({"type": "patch", "id": i, "topic": topic, "patch": {"n": i}});
+        let message = tokio_tungstenite::tungstenite::Message::text(write.to_string());
+        if sink.feed(message).await.is_err() {
+            return;
+        }
+        if i % 64 == 0 && sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.flush().await;
 }
