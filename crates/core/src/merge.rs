@@ -216,15 +216,34 @@ mod tests {
             if let (Value::Object(o), Value::Object(n), Diff::Patch(Value::Object(p))) =
                 (&old, &new, diff(&old, &new))
             {
-                for (key, value) in &p {
-                    if value.is_null() {
-                        // A removal: the member was there and is gone.
-                        prop_assert!(o.contains_key(key) && !n.contains_key(key));
-                    } else {
-                        prop_assert_ne!(o.get(key), Some(value));
-                    }
+                check_minimal(o, n, &p)?;
+            }
+        }
+    }
+
+    /// Every member of `patch` is a removal, a changed value, or a nested patch of an object
+    /// that changed, and never repeats what `old` already holds.
+    fn check_minimal(
+        old: &Map<String, Value>,
+        new: &Map<String, Value>,
+        patch: &Map<String, Value>,
+    ) -> Result<(), TestCaseError> {
+        for (key, value) in patch {
+            match (old.get(key), new.get(key), value) {
+                (Some(_), None, Value::Null) => {}
+                (Some(Value::Object(o)), Some(Value::Object(n)), Value::Object(p)) => {
+                    prop_assert_ne!(o, n);
+                    check_minimal(o, n, p)?;
+                }
+                (before, Some(after), value) => {
+                    prop_assert_eq!(after, value);
+                    prop_assert_ne!(before, Some(value));
+                }
+                (before, after, value) => {
+                    prop_assert!(false, "{key}: {before:?} -> {after:?} patched with {value}");
                 }
             }
         }
+        Ok(())
     }
 }
