@@ -1,5 +1,6 @@
 //! The `statecast` binary: `statecast serve` runs the hub with its embedded store.
 
+mod client;
 mod config;
 mod demo;
 
@@ -19,16 +20,73 @@ use crate::config::{ServeArgs, Settings};
 #[command(version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Action,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Action {
     /// Run the hub: WebSocket at /ws, REST at /api, SSE at /api/stream, metrics at /metrics.
     ///
     /// Settings come from flags, then STATECAST_* environment variables, then the TOML file
     /// given with --config (keys named like the flags, with underscores), then defaults.
     Serve(ServeArgs),
+    /// Print every change of topics matching PATTERN as it happens, one line each with a
+    /// timestamp (reconnects and resumes by itself).
+    Watch {
+        /// A topic or pattern (`+` one segment, final `#` the rest), e.g. `micboard/#`
+        pattern: String,
+        /// One JSON object per line, for scripts
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: client::HubUrl,
+    },
+    /// Print a topic's state, or every topic matching a pattern.
+    Get {
+        /// A topic, or a pattern with `+` or `#`
+        topic: String,
+        #[command(flatten)]
+        hub: client::HubUrl,
+    },
+    /// Replace a topic's state.
+    Set {
+        topic: String,
+        /// The state as JSON, or `-` to read it from standard input
+        state: String,
+        #[command(flatten)]
+        hub: client::HubUrl,
+    },
+    /// Apply an RFC 7396 merge patch to a topic's state.
+    Patch {
+        topic: String,
+        /// The merge patch as JSON, or `-` to read it from standard input
+        patch: String,
+        #[command(flatten)]
+        hub: client::HubUrl,
+    },
+    /// Remove a topic.
+    Delete {
+        topic: String,
+        #[command(flatten)]
+        hub: client::HubUrl,
+    },
+    /// Publish an event on a topic.
+    Event {
+        topic: String,
+        /// The event data as JSON, or `-` to read it from standard input
+        data: String,
+        #[command(flatten)]
+        hub: client::HubUrl,
+    },
+    /// Send a command to a device or handler and print its answer.
+    Command {
+        target: String,
+        name: String,
+        /// The arguments as JSON (default `{}`), or `-` to read them from standard input
+        args: Option<String>,
+        #[command(flatten)]
+        hub: client::HubUrl,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,7 +100,8 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Command::Serve(args) => Settings::resolve(args).and_then(serve),
+        Action::Serve(args) => Settings::resolve(args).and_then(serve),
+        other => run_client(other),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,6 +110,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a client subcommand on a small runtime.
+fn run_client(command: Action) -> Result<(), String> {
+    use reqwest::Method;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        match command {
+            Action::Serve(_) => Ok(()),
+            Action::Watch { pattern, json, hub } => client::watch(&hub, &pattern, json).await,
+            Action::Get { topic, hub } => client::get(&hub, &topic).await,
+            Action::Set { topic, state, hub } => {
+                client::write(&hub, Method::PUT, &topic, &state).await
+            }
+            Action::Patch { topic, patch, hub } => {
+                client::write(&hub, Method::PATCH, &topic, &patch).await
+            }
+            Action::Delete { topic, hub } => client::delete(&hub, &topic).await,
+            Action::Event { topic, data, hub } => client::event(&hub, &topic, &data).await,
+            Action::Command {
+                target,
+                name,
+                args,
+                hub,
+            } => client::command(&hub, &target, &name, args.as_deref()).await,
+        }
+    })
 }
 
 fn serve(settings: Settings) -> Result<(), String> {
