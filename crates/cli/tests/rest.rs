@@ -427,3 +427,26 @@ async fn unicode_escapes_and_numbers_survive_rest_and_websocket() {
     let mut sse = Sse::open(&server, &["uni/#"], None).await;
     assert_eq!(sse.next().await.json()["state"], state);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_has_an_etag_that_changes_only_with_the_state() {
+    let server = Server::start(&[]);
+    assert_eq!(server.put("/api/state/etag/a", &json!({"n": 1})).await.status, 200);
+    let path = "/api/state?match=etag/%23";
+    let first = server.get(path).await;
+    let etag = first.header("etag").expect("an ETag on the listing").to_owned();
+
+    let client = common::http_client();
+    let again = server
+        .send(client.get(server.url(path)).header("if-none-match", &etag))
+        .await;
+    assert_eq!(again.status, 304);
+
+    assert_eq!(server.patch("/api/state/etag/a", &json!({"n": 2})).await.status, 200);
+    let changed = server
+        .send(client.get(server.url(path)).header("if-none-match", &etag))
+        .await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.json()["topics"][0]["rev"], 2);
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+}

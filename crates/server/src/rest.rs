@@ -25,10 +25,24 @@ pub struct MatchQuery {
 pub async fn list_state(
     State(app): State<Arc<App>>,
     Query(query): Query<MatchQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Metrics::add(&app.metrics.http_requests, 1);
     let pattern = parse_pattern(query.pattern.as_deref().unwrap_or("#"))?;
     let topics = app.hub.get_matching(&pattern);
+    // Revs never go back, so the topics and their revs identify the list: pollers get a 304
+    // while nothing changed.
+    let etag = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        for topic in &topics {
+            (topic.topic.as_str(), topic.rev).hash(&mut hasher);
+        }
+        format!("W/\"{:016x}\"", hasher.finish())
+    };
+    if if_none_match(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
     let mut body =
         Vec::with_capacity(64 + topics.iter().map(|t| t.state.len() + 64).sum::<usize>());
     body.extend_from_slice(b"{\"topics\":[");
@@ -39,7 +53,23 @@ pub async fn list_state(
         write_topic(&mut body, topic);
     }
     body.extend_from_slice(b"]}");
-    Ok(json_response(StatusCode::OK, body))
+    let mut response = json_response(StatusCode::OK, body);
+    if let Ok(value) = etag.parse() {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+/// Whether `If-None-Match` names `etag` (or `*`); weak and strong forms compare equal.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| {
+            tags.split(',')
+                .any(|t| t.trim() == "*" || bare(t) == bare(etag))
+        })
 }
 
 pub async fn get_state(
@@ -56,11 +86,7 @@ pub async fn get_state(
         ));
     };
     let etag = format!("\"{}\"", state.rev);
-    if let Some(tags) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        && tags.split(',').any(|t| t.trim() == etag || t.trim() == "*")
-    {
+    if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let mut body = Vec::with_capacity(state.state.len() + 64);
