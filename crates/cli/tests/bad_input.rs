@@ -510,7 +510,13 @@ async fn a_rest_body_with_a_wrong_content_type_is_400_bad_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_path_is_404_json_not_found() {
     let (server, _ws) = setup().await;
-    for path in ["/api/nope", "/", "/api", "/api/statex/bad/t", "/ws/extra"] {
+    for path in [
+        "/api/nope",
+        "/nope.html",
+        "/api",
+        "/api/statex/bad/t",
+        "/ws/extra",
+    ] {
         let resp = server.get(path).await;
         assert_eq!(resp.status, 404, "{path}: {}", resp.text);
         assert!(

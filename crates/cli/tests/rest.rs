@@ -431,10 +431,19 @@ async fn unicode_escapes_and_numbers_survive_rest_and_websocket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_has_an_etag_that_changes_only_with_the_state() {
     let server = Server::start(&[]);
-    assert_eq!(server.put("/api/state/etag/a", &json!({"n": 1})).await.status, 200);
+    assert_eq!(
+        server
+            .put("/api/state/etag/a", &json!({"n": 1}))
+            .await
+            .status,
+        200
+    );
     let path = "/api/state?match=etag/%23";
     let first = server.get(path).await;
-    let etag = first.header("etag").expect("an ETag on the listing").to_owned();
+    let etag = first
+        .header("etag")
+        .expect("an ETag on the listing")
+        .to_owned();
 
     let client = common::http_client();
     let again = server
@@ -442,11 +451,45 @@ async fn a_listing_has_an_etag_that_changes_only_with_the_state() {
         .await;
     assert_eq!(again.status, 304);
 
-    assert_eq!(server.patch("/api/state/etag/a", &json!({"n": 2})).await.status, 200);
+    assert_eq!(
+        server
+            .patch("/api/state/etag/a", &json!({"n": 2}))
+            .await
+            .status,
+        200
+    );
     let changed = server
         .send(client.get(server.url(path)).header("if-none-match", &etag))
         .await;
     assert_eq!(changed.status, 200);
     assert_eq!(changed.json()["topics"][0]["rev"], 2);
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_javascript_client_are_served() {
+    let server = Server::start(&[]);
+    let page = server.get("/").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
+    assert!(
+        page.text
+            .contains(r#"import { connect } from "/statecast.js""#)
+    );
+    let client = server.get("/statecast.js").await;
+    assert_eq!(client.status, 200);
+    assert!(
+        client
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("text/javascript")
+    );
+    assert!(
+        client.text.contains("export function connect"),
+        "the module exports connect"
+    );
 }

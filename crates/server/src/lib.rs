@@ -7,8 +7,10 @@
 //! - [`request`]: parsing and validating client messages.
 //! - [`sse`]: `/api/stream`, resumable with `Last-Event-ID`.
 //! - [`rest`]: `/api/state`, `/api/events`, `/api/commands`, `/api/health`, `/metrics`.
+//! - [`assets`]: the dashboard (`/`) and the JavaScript client (`/statecast.js`).
 //! - [`error`]: JSON error responses; [`metrics`]: transport counters and the exposition.
 
+pub mod assets;
 pub mod error;
 pub mod metrics;
 pub mod request;
@@ -62,6 +64,8 @@ pub struct App {
 pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.hub.config().max_state_bytes + 64 * 1024;
     Router::new()
+        .route("/", get(assets::dashboard))
+        .route("/statecast.js", get(assets::client_js))
         .route("/ws", get(ws::upgrade))
         .route("/api/state", get(rest::list_state))
         .route(

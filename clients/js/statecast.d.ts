@@ -1,0 +1,143 @@
+// TypeScript declarations for statecast.js, the statecast hub client.
+
+/** Any JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** The connection status of a hub client. */
+export type Status = 'connecting' | 'open' | 'resyncing' | 'polling' | 'closed';
+
+/** What happened to a topic, passed to subscription callbacks. */
+export interface Change {
+  type: 'snapshot' | 'patch' | 'removed' | 'event';
+  /** The topic's rev after the change (for events: the mirrored rev, if any). */
+  rev: number | undefined;
+  /** The RFC 7396 merge patch (only for `patch`). */
+  patch?: Json;
+  /** The event payload (only for `event`). */
+  data?: Json;
+}
+
+/**
+ * Called for every snapshot, patch, removal and event of a topic matching the pattern.
+ * `state` is the mirrored state after the change (`undefined` once removed; for events the
+ * current mirrored state). Treat it as read-only.
+ */
+export type Callback = (topic: string, state: Json | undefined, change: Change) => void;
+
+/** A `result` message from the hub (or the equivalent REST answer). */
+export interface Result {
+  type: 'result';
+  ok: true;
+  id?: number | string;
+  /** For set/patch/delete: the topic's rev. */
+  rev?: number;
+  /** For set/patch/delete: whether the write changed anything. */
+  changed?: boolean;
+  [key: string]: unknown;
+}
+
+/** The error a write promise rejects with. */
+export interface StatecastError extends Error {
+  /**
+   * The hub's error code (`invalid_topic`, `no_route`, `not_found`, ...), or
+   * `disconnected` (the socket closed before the result arrived: the write may or may not
+   * have happened), `closed` (the client was closed), `unavailable` (the REST request
+   * failed), `http_<status>` (an HTTP error without a statecast error body).
+   */
+  code: string;
+}
+
+/** The minimal WebSocket constructor the client needs (browser WebSocket or `ws`). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: { data: any }) => void) | null;
+  onclose: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface ConnectOptions {
+  /** Sent as `{"type":"auth","token"}` first on every connection and as `Authorization: Bearer` on REST. */
+  token?: string;
+  /** WebSocket implementation; defaults to `globalThis.WebSocket` (pass `ws`'s in Node 20). */
+  WebSocket?: WebSocketConstructor | any;
+  /** fetch implementation for REST writes and polling; defaults to `globalThis.fetch`. */
+  fetch?: typeof globalThis.fetch;
+  /** Poll period in ms while polling. Default 10000. */
+  pollInterval?: number;
+  /** Start polling after this many consecutive failed connection attempts. Default 3. */
+  pollAfterFailures?: number;
+  /** Reconnect backoff base in ms. Default 500. */
+  backoffMin?: number;
+  /** Reconnect backoff cap in ms. Default 30000. */
+  backoffMax?: number;
+  /** Send `{"type":"ping"}` this often (ms); drop the socket after 2 × this without a message. Default 15000. */
+  pingInterval?: number;
+}
+
+export interface Hub {
+  /** The current status. */
+  readonly status: Status;
+
+  /**
+   * Calls `callback` for every change of topics matching `pattern` (MQTT-style: `+` one
+   * segment, final `#` the rest). Topics already mirrored are handed to the new callback as
+   * snapshots right away. Returns the unsubscribe function.
+   */
+  subscribe(pattern: string, callback: Callback): () => void;
+
+  /** The mirrored state of a subscribed topic, or undefined. */
+  state(topic: string): Json | undefined;
+  /** The mirrored rev of a subscribed topic, or undefined. */
+  rev(topic: string): number | undefined;
+  /** The topics currently mirrored. */
+  topics(): string[];
+
+  /** Replaces a topic's state. Over WebSocket when open, else `PUT /api/state/{topic}`. */
+  set(topic: string, state: Json): Promise<Result>;
+  /** Applies a merge patch. Over WebSocket when open, else `PATCH /api/state/{topic}`. */
+  patch(topic: string, patch: Json): Promise<Result>;
+  /** Removes a topic. Over WebSocket when open, else `DELETE /api/state/{topic}`. */
+  delete(topic: string): Promise<Result>;
+  /** Publishes an event. Over WebSocket when open, else `POST /api/events/{topic}`. */
+  event(topic: string, data: Json): Promise<Result>;
+  /** Sends a command. Over WebSocket when open, else `POST /api/commands/{target}`. */
+  command(target: string, name: string, args?: Json): Promise<Result>;
+
+  /** Listens to status changes. Returns the off function. */
+  on(kind: 'status', fn: (status: Status) => void): () => void;
+  /** Listens to errors not tied to a request (callback exceptions, hub `error` messages). */
+  on(kind: 'error', fn: (error: Error | StatecastError) => void): () => void;
+
+  /** Stops everything: closes the socket, stops reconnecting and polling. Status `closed`. */
+  close(): void;
+
+  /** @internal Feeds one hub message (object or JSON text) to the client as if received. Tests only. */
+  _handle(message: object | string): void;
+  /** @internal Whether the client is polling. Tests only. */
+  readonly _polling: boolean;
+  /** @internal The derived WebSocket URL and HTTP base. */
+  readonly _urls: { wsUrl: string; httpBase: string };
+}
+
+/**
+ * Connects to a hub. `url` is its WebSocket URL (`ws://host:8080/ws`) or its HTTP base URL
+ * (`http://host:8080`, which means `ws://host:8080/ws`).
+ */
+export function connect(url: string | URL, options?: ConnectOptions): Hub;
+
+/** Applies an RFC 7396 merge patch; returns a new value, the arguments are not modified. */
+export function applyMergePatch(target: Json | undefined, patch: Json): Json;
+
+/** Whether an MQTT-style pattern matches a topic. */
+export function matchTopic(pattern: string, topic: string): boolean;
+
+declare const _default: {
+  connect: typeof connect;
+  applyMergePatch: typeof applyMergePatch;
+  matchTopic: typeof matchTopic;
+};
+export default _default;
