@@ -102,7 +102,7 @@ test("the dashboard shows writes in place and the connection's state", async () 
   const status = () => page.locator("#status").textContent();
   await until("status open", async () => (await status()) === "open");
   const card = page.locator('section.topic[data-topic="demo/railhub/esp32-01"]');
-  await until("the topic", async () => (await card.locator("pre").textContent())?.includes('"uptime": 1'));
+  await until("the topic", async () => (await card.locator("pre").textContent())?.includes(`"uptime": 1`));
 
   // A REST write appears in place, with its rev.
   const patch = await fetch(`${base}/api/state/demo/railhub/esp32-01`, {

@@ -23,6 +23,8 @@ pub async fn client_js() -> Response {
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
+            // A public script: pages on any origin may import it as a module.
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         CLIENT_JS,
     )
