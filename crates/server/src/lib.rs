@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use hyper_util::rt::TokioIo;
 use statecast_core::Hub;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -113,33 +113,68 @@ pub async fn serve(
         started: Instant::now(),
         shutdown: stopped,
     });
-    let closing = hub.clone();
-    // Pushes are small and latency matters: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
+    let router = router(Arc::clone(&app));
+    // HTTP/1.1 served by hyper directly (not `axum::serve`, whose auto-detecting builder
+    // wraps the socket): an upgraded WebSocket then gets its own `TcpStream` back.
+    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        // Pushes are small and latency matters: no Nagle delay.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
-    });
-    let result = axum::serve(listener, router(Arc::clone(&app)))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-            // WebSockets and SSE streams see `closed` on their next drain and end.
-            closing.close_clients();
-        })
-        .await;
-    // Upgraded connections outlive the HTTP server; give them a moment to send their close.
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let mut stopping = app.shutdown.clone();
+        let open = Arc::clone(&open_connections);
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                    // Finish the request in progress, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("http connection: {e}");
+            }
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // WebSockets and SSE streams see `closed` on their next drain and end.
+    hub.close_clients();
+    // Give connections a moment to finish: requests in progress, WebSocket close frames.
     let deadline = Instant::now() + Duration::from_secs(3);
-    while app
+    while (app
         .metrics
         .ws_connections
         .load(std::sync::atomic::Ordering::Relaxed)
         > 0
+        || open_connections.load(std::sync::atomic::Ordering::Relaxed) > 0)
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     ticker.abort();
     hub.shutdown();
-    result
+    Ok(())
 }

@@ -1,14 +1,21 @@
 //! The WebSocket endpoint `/ws`: one task per connection.
 //!
-//! The task waits on four things at once: a frame from the client, the client's outbox
-//! becoming non-empty, a write becoming durable (its `result` is then queued), and the
-//! heartbeat. Everything for the client, replies included, goes through the hub's outbox,
-//! so a `result` always follows the snapshots it announces. Outgoing messages are fed into
-//! the socket as a batch and flushed with one write.
+//! The task waits on three things: the client's outbox (messages, and also the heartbeat
+//! tick and the shutdown), a write becoming durable (its `result` is then queued), and a
+//! frame from the client. Everything for the client, replies included, goes through the
+//! hub's outbox, so a `result` always follows the snapshots it announces.
+//!
+//! The connection owns its `TcpStream`, split in two halves. tungstenite parses what the
+//! client sends from the read half; outgoing frames are encoded here and a whole batch goes
+//! out with one `write` on the write half. Server frames are unmasked and need no state, so
+//! writing them directly saves tungstenite's write buffer, a lock shared by reader and
+//! writer, and a copy per message.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,19 +23,19 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::SinkExt;
-use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream, StreamExt};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use statecast_core::{Client, ErrorCode, Frame, HubError, Outcome, Write};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::App;
 use crate::error::ApiError;
@@ -43,21 +50,25 @@ const MAX_BATCH: usize = 1024;
 /// How long to wait for the client's answer to a close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PROTOCOL: u16 = 1002;
 const CLOSE_INVALID_UTF8: u16 = 1007;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-type Sink = SplitSink<Socket, Message>;
-type Stream = SplitStream<Socket>;
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+type Reader = WebSocketStream<ReadHalf>;
 type Ack = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
 /// Answers the upgrade request and runs the connection on its own task. The handshake is
-/// done here rather than by axum's `WebSocketUpgrade` so the connection owns the raw socket:
-/// after a close for a bad frame it must drain what the client still sends before closing
-/// (contract rule 5), which needs the bytes below the WebSocket layer.
+/// done here, on hyper's upgrade, so the connection gets its `TcpStream` back: it writes
+/// its own frames, and after a close for a bad frame it can drain what the client still
+/// sends before closing (contract rule 5).
 pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Response {
     let key = match handshake_key(request.headers()) {
         Ok(key) => key,
@@ -75,22 +86,29 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
     // idle connections cheap.
     let config = WebSocketConfig::default()
         .read_buffer_size(512)
-        .write_buffer_size(8 << 10)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                connection(app, socket).await;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!("websocket upgrade failed: {e}");
+                return;
             }
-            Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
-        }
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("websocket upgrade on a connection that is not a TcpStream");
+            return;
+        };
+        // Copy out what hyper read past the request (usually nothing) and free its buffer,
+        // which would otherwise live as long as the connection.
+        let early = parts.read_buf.to_vec();
+        drop(parts.read_buf);
+        let (read, write) = parts.io.into_inner().into_split();
+        let reader =
+            WebSocketStream::from_partially_read(ReadHalf(read), early, Role::Server, Some(config))
+                .await;
+        connection(app, reader, Writer(write)).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -135,17 +153,107 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "missing Sec-WebSocket-Key"))
 }
 
-async fn connection(app: Arc<App>, socket: Socket) {
+/// The read half of the socket as tungstenite's stream. tungstenite also writes (its
+/// automatic answers to pings and closes); those writes are dropped here, because the
+/// connection answers on the write half itself.
+struct ReadHalf(OwnedReadHalf);
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The write half: server frames, encoded here (unmasked, as RFC 6455 has servers send
+/// them) and written a batch at a time.
+struct Writer(OwnedWriteHalf);
+
+impl Writer {
+    /// Writes the hub's messages as text frames (an empty one is the heartbeat's ping) in
+    /// one `write`.
+    async fn batch(&mut self, app: &App, frames: &[Frame]) -> io::Result<()> {
+        let size: usize = frames.iter().map(|f| f.bytes.len() + 10).sum();
+        let mut out = Vec::with_capacity(size);
+        let (mut bytes, mut messages) = (0, 0);
+        for frame in frames {
+            if frame.bytes.is_empty() {
+                encode(&mut out, OP_PING, &[]);
+                continue;
+            }
+            // The hub's messages are serde_json output or built from it: valid UTF-8.
+            encode(&mut out, OP_TEXT, &frame.bytes);
+            bytes += frame.bytes.len();
+            messages += 1;
+        }
+        self.0.write_all(&out).await?;
+        Metrics::add(&app.metrics.messages_out, messages);
+        Metrics::add(&app.metrics.bytes_out, bytes as u64);
+        Metrics::add(&app.metrics.socket_writes, 1);
+        Ok(())
+    }
+
+    async fn control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(payload.len() + 4);
+        encode(&mut out, opcode, payload);
+        self.0.write_all(&out).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        self.control(OP_CLOSE, &payload).await
+    }
+}
+
+/// Appends one final (unfragmented), unmasked frame.
+fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+async fn connection(app: Arc<App>, reader: Reader, writer: Writer) {
     Metrics::add(&app.metrics.ws_connections_total, 1);
     Metrics::add(&app.metrics.ws_connections, 1);
     let client = app.hub.connect();
-    let (sink, stream) = socket.split();
-    let ending = run(&app, &client, sink, stream).await;
+    let ending = run(&app, &client, reader, writer).await;
     drop(client);
-    if let Some((code, sink, stream)) = ending {
+    if let Some((code, reader)) = ending {
         tracing::debug!(code, "websocket closed by the server");
         // Boxed: it runs once per connection, and inline it would enlarge every connection.
-        Box::pin(finish_close(sink, stream, code)).await;
+        Box::pin(finish_close(reader)).await;
     }
     app.metrics
         .ws_connections
@@ -153,13 +261,13 @@ async fn connection(app: Arc<App>, socket: Socket) {
 }
 
 /// Runs the connection until it ends. When the server sent a close frame, returns its code
-/// and the socket, so the close handshake can be completed.
+/// and the reader, so the close handshake can be completed.
 async fn run(
     app: &App,
     client: &Client,
-    mut sink: Sink,
-    mut stream: Stream,
-) -> Option<(u16, Sink, Stream)> {
+    mut reader: Reader,
+    mut writer: Writer,
+) -> Option<(u16, Reader)> {
     let heartbeat = Duration::from_millis(app.config.heartbeat_ms.max(1));
     let dead_after = heartbeat.mul_f64(2.5);
     client.reply(welcome(app));
@@ -168,8 +276,6 @@ async fn run(
     let mut shutdown = app.shutdown.clone();
     loop {
         let reading = acks.len() < MAX_IN_FLIGHT && !client.is_congested();
-        // Three sources only: the outbox (messages, heartbeat ticks and shutdown all arrive
-        // through it), durable writes, and the socket. Fewer futures per wake-up.
         tokio::select! {
             biased;
             _ = client.ready() => {
@@ -177,8 +283,8 @@ async fn run(
                 let mut frames = Vec::new();
                 let drained = client.drain(&mut frames, MAX_BATCH);
                 if drained.closed {
-                    let _ = send_close(&mut sink, CLOSE_GOING_AWAY, "server shutting down").await;
-                    return Some((CLOSE_GOING_AWAY, sink, stream));
+                    let _ = writer.close(CLOSE_GOING_AWAY, "server shutting down").await;
+                    return Some((CLOSE_GOING_AWAY, reader));
                 }
                 if drained.ticked {
                     if last_seen.elapsed() > dead_after {
@@ -189,7 +295,7 @@ async fn run(
                 }
                 // Boxed: inline, the write's futures and timer would enlarge every idle
                 // connection.
-                match Box::pin(write_or_give_up(app, &mut sink, &frames, dead_after, &mut shutdown)).await {
+                match Box::pin(write_or_give_up(app, &mut writer, &frames, dead_after, &mut shutdown)).await {
                     Written::Ok => {}
                     Written::Failed => return None,
                     Written::Dead => {
@@ -199,7 +305,7 @@ async fn run(
                 }
             }
             Some(ack) = acks.next(), if !acks.is_empty() => client.reply(ack),
-            frame = stream.next(), if reading => {
+            frame = reader.next(), if reading => {
                 last_seen = Instant::now();
                 let message = match frame {
                     None => return None,
@@ -207,8 +313,8 @@ async fn run(
                     Some(Err(e)) => {
                         let (code, reason) = read_error(&e)?;
                         Metrics::add(&app.metrics.client_errors, 1);
-                        let _ = send_close(&mut sink, code, reason).await;
-                        return Some((code, sink, stream));
+                        let _ = writer.close(code, reason).await;
+                        return Some((code, reader));
                     }
                 };
                 match message {
@@ -227,12 +333,18 @@ async fn run(
                             ),
                         ));
                     }
-                    Message::Close(_) => {
-                        // tungstenite queued the reply to the client's close; send it.
-                        let _ = sink.close().await;
+                    Message::Ping(payload) => {
+                        if writer.control(OP_PONG, &payload).await.is_err() {
+                            return None;
+                        }
+                    }
+                    Message::Close(frame) => {
+                        // The client closes: answer with its code, and the socket closes.
+                        let code = frame.map_or(CLOSE_NORMAL, |f| u16::from(f.code));
+                        let _ = writer.close(code, "").await;
                         return None;
                     }
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    Message::Pong(_) | Message::Frame(_) => {}
                 }
             }
         }
@@ -250,14 +362,14 @@ enum Written {
 /// server shuts down while the write is blocked.
 async fn write_or_give_up(
     app: &App,
-    sink: &mut Sink,
+    writer: &mut Writer,
     frames: &[Frame],
     dead_after: Duration,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Written {
     tokio::select! {
         biased;
-        written = tokio::time::timeout(dead_after, write_batch(app, sink, frames)) => match written {
+        written = tokio::time::timeout(dead_after, writer.batch(app, frames)) => match written {
             Ok(Ok(())) => Written::Ok,
             Ok(Err(_)) => Written::Failed,
             Err(_) => Written::Dead,
@@ -266,44 +378,14 @@ async fn write_or_give_up(
     }
 }
 
-async fn write_batch(app: &App, sink: &mut Sink, frames: &[Frame]) -> Result<(), WsError> {
-    let (mut bytes, mut messages) = (0, 0);
-    for frame in frames {
-        if frame.bytes.is_empty() {
-            // The heartbeat's ping (see `run`).
-            sink.feed(Message::Ping(Bytes::new())).await?;
-            continue;
-        }
-        bytes += frame.bytes.len();
-        messages += 1;
-        // The hub's messages are serde_json output or built from it: valid UTF-8.
-        let text = Utf8Bytes::try_from(frame.bytes.clone())
-            .map_err(|_| WsError::Utf8(String::from("outgoing message")))?;
-        sink.feed(Message::Text(text)).await?;
-    }
-    sink.flush().await?;
-    Metrics::add(&app.metrics.messages_out, messages);
-    Metrics::add(&app.metrics.bytes_out, bytes as u64);
-    Metrics::add(&app.metrics.socket_writes, 1);
-    Ok(())
-}
-
-async fn send_close(sink: &mut Sink, code: u16, reason: &str) -> Result<(), WsError> {
-    let frame = CloseFrame {
-        code: code.into(),
-        reason: Utf8Bytes::from(reason),
-    };
-    sink.send(Message::Close(Some(frame))).await
-}
-
 /// After the server's close frame: read (and drop) what the client still sends until its
 /// own close frame arrives, so closing the socket does not reset the connection with
 /// unread data. A stream that failed (an oversized or invalid frame) cannot parse frames
 /// any more; then the raw bytes are drained until the client goes quiet.
-async fn finish_close(sink: Sink, mut stream: Stream, code: u16) {
+async fn finish_close(mut reader: Reader) {
     let deadline = Instant::now() + CLOSE_TIMEOUT;
     let framed = tokio::time::timeout_at(deadline, async {
-        while let Some(frame) = stream.next().await {
+        while let Some(frame) = reader.next().await {
             match frame {
                 Ok(Message::Close(_)) => return true,
                 Ok(_) => continue,
@@ -316,10 +398,7 @@ async fn finish_close(sink: Sink, mut stream: Stream, code: u16) {
     if framed == Ok(true) {
         return;
     }
-    let Ok(mut socket) = stream.reunite(sink) else {
-        return;
-    };
-    let raw = socket.get_mut();
+    let raw = &mut reader.get_mut().0;
     let mut buf = vec![0u8; 4096];
     // Quiet for this long: the client has said all it will.
     let quiet = Duration::from_millis(100);
@@ -329,7 +408,6 @@ async fn finish_close(sink: Sink, mut stream: Stream, code: u16) {
             _ => break,
         }
     }
-    tracing::trace!(code, "close handshake finished");
 }
 
 /// The close code for a read error, or `None` when the connection is simply gone.
