@@ -62,7 +62,8 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
-type Reader = WebSocketStream<ReadHalf>;
+/// Boxed: moved between the connection's stages, inline it would take room in each.
+type Reader = Box<WebSocketStream<ReadHalf>>;
 type Ack = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
 /// Answers the upgrade request and runs the connection on its own task. The handshake is
@@ -105,9 +106,10 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
         let early = parts.read_buf.to_vec();
         drop(parts.read_buf);
         let (read, write) = parts.io.into_inner().into_split();
-        let reader =
+        let reader = Box::new(
             WebSocketStream::from_partially_read(ReadHalf(read), early, Role::Server, Some(config))
-                .await;
+                .await,
+        );
         connection(app, reader, Writer(write)).await;
     });
     Response::builder()
@@ -271,11 +273,13 @@ async fn run(
     let heartbeat = Duration::from_millis(app.config.heartbeat_ms.max(1));
     let dead_after = heartbeat.mul_f64(2.5);
     client.reply(welcome(app));
-    let mut acks: FuturesOrdered<Ack> = FuturesOrdered::new();
+    // Created on the first write: most connections only subscribe.
+    let mut acks: Option<FuturesOrdered<Ack>> = None;
     let mut last_seen = Instant::now();
     let mut shutdown = app.shutdown.clone();
     loop {
-        let reading = acks.len() < MAX_IN_FLIGHT && !client.is_congested();
+        let in_flight = acks.as_ref().map_or(0, FuturesOrdered::len);
+        let reading = in_flight < MAX_IN_FLIGHT && !client.is_congested();
         tokio::select! {
             biased;
             _ = client.ready() => {
@@ -304,7 +308,7 @@ async fn run(
                     }
                 }
             }
-            Some(ack) = acks.next(), if !acks.is_empty() => client.reply(ack),
+            Some(ack) = next_ack(&mut acks), if in_flight > 0 => client.reply(ack),
             frame = reader.next(), if reading => {
                 last_seen = Instant::now();
                 let message = match frame {
@@ -349,6 +353,11 @@ async fn run(
             }
         }
     }
+}
+
+/// The next write result, in the order the writes were sent.
+async fn next_ack(acks: &mut Option<FuturesOrdered<Ack>>) -> Option<Bytes> {
+    acks.as_mut()?.next().await
 }
 
 enum Written {
@@ -446,7 +455,7 @@ fn welcome(app: &App) -> Bytes {
 
 /// Handles one client message: answers at once, or queues a write whose `result` is sent
 /// when it is durable.
-fn handle(app: &App, client: &Client, text: &str, acks: &mut FuturesOrdered<Ack>) {
+fn handle(app: &App, client: &Client, text: &str, acks: &mut Option<FuturesOrdered<Ack>>) {
     let parsed = parse(text);
     let id = parsed.id;
     let request = match parsed.request {
@@ -515,6 +524,7 @@ fn handle(app: &App, client: &Client, text: &str, acks: &mut FuturesOrdered<Ack>
         }
         Ok(submitted) => {
             let done = submitted.wait();
+            let acks = acks.get_or_insert_with(FuturesOrdered::new);
             acks.push_back(Box::pin(async move {
                 match done.await {
                     Ok(outcome) => write_result(id.as_ref(), outcome, is_event),
