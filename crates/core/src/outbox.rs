@@ -222,17 +222,25 @@ impl Outbox {
     /// Moves up to `max` items into `out`.
     pub fn take(&self, out: &mut Vec<Item>, max: usize) -> Taken {
         let mut inner = self.lock();
-        let n = inner.queue.len().min(max);
-        let (mut bytes, mut messages) = (0, 0);
-        for item in inner.queue.drain(..n) {
-            if let Item::Message { bytes: b, .. } = &item {
-                bytes += b.len();
-                messages += 1;
+        // Taking everything (the usual case) hands over the queue's buffer: an idle client
+        // keeps none, and the items are moved out after the lock is released.
+        let mut all = None;
+        if inner.queue.len() <= max {
+            all = Some(std::mem::take(&mut inner.queue));
+            inner.bytes = 0;
+            inner.messages = 0;
+        } else {
+            let (mut bytes, mut messages) = (0, 0);
+            for item in inner.queue.drain(..max) {
+                if let Item::Message { bytes: b, .. } = &item {
+                    bytes += b.len();
+                    messages += 1;
+                }
+                out.push(item);
             }
-            out.push(item);
+            inner.bytes -= bytes;
+            inner.messages -= messages;
         }
-        inner.bytes -= bytes;
-        inner.messages -= messages;
         let lag_ended = if inner.lagging && inner.queue.is_empty() {
             inner.lagging = false;
             Some(std::mem::take(&mut inner.dropped_events))
@@ -240,10 +248,14 @@ impl Outbox {
             None
         };
         let ticked = std::mem::take(&mut inner.ticked);
+        let closed = inner.closed;
+        let drained_all = inner.queue.is_empty();
+        drop(inner);
+        out.extend(all.into_iter().flatten());
         Taken {
             ticked,
-            closed: inner.closed,
-            drained_all: inner.queue.is_empty(),
+            closed,
+            drained_all,
             lag_ended,
         }
     }

@@ -84,9 +84,9 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
     };
     let max = app.config.max_frame_bytes;
     // Client messages are small: a small read buffer (it grows for a large message) keeps
-    // idle connections cheap.
+    // idle connections cheap; 384 bytes still takes a few pipelined writes per read.
     let config = WebSocketConfig::default()
-        .read_buffer_size(512)
+        .read_buffer_size(384)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     tokio::spawn(async move {
