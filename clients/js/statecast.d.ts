@@ -45,6 +45,10 @@ export interface StatecastError extends Error {
    * failed), `http_<status>` (an HTTP error without a statecast error body).
    */
   code: string;
+  /** For `upstream`: the device's HTTP status, when it answered. */
+  status?: number;
+  /** For `upstream`: the device's answer, when it answered. */
+  body?: Json;
 }
 
 /** The minimal WebSocket constructor the client needs (browser WebSocket or `ws`). */
@@ -104,7 +108,12 @@ export interface Hub {
   delete(topic: string): Promise<Result>;
   /** Publishes an event. Over WebSocket when open, else `POST /api/events/{topic}`. */
   event(topic: string, data: Json): Promise<Result>;
-  /** Sends a command. Over WebSocket when open, else `POST /api/commands/{target}`. */
+  /**
+   * Sends a command. Over WebSocket when open, else `POST /api/commands/{target}`. The
+   * answer is the result's `result` (for an HTTP route `{status, body}`); a device's refusal
+   * rejects with an error whose `code` is `upstream` and whose `status` and `body` are the
+   * device's.
+   */
   command(target: string, name: string, args?: Json): Promise<Result>;
 
   /** Listens to status changes. Returns the off function. */

@@ -35,9 +35,12 @@ function isPlainObject(v) {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-function makeError(code, message) {
+function makeError(code, message, detail) {
   const err = new Error(message || code);
   err.code = code;
+  // A device's refusal of a command carries its HTTP status and body.
+  if (detail && detail.status !== undefined) err.status = detail.status;
+  if (detail && detail.body !== undefined) err.body = detail.body;
   return err;
 }
 
@@ -251,7 +254,7 @@ export function connect(url, options = {}) {
         pending.delete(id);
         if (msg.ok === false) {
           const e = msg.error || {};
-          p.reject(makeError(e.code || 'internal', e.message));
+          p.reject(makeError(e.code || 'internal', e.message, e));
         } else {
           p.resolve(msg);
         }
@@ -464,7 +467,8 @@ export function connect(url, options = {}) {
 
   // --------------------------------------------------------------- writes
 
-  function request(wsMsg, method, path, body) {
+  /** `asResult`: the REST answer is the WebSocket result's `result` member (commands). */
+  function request(wsMsg, method, path, body, asResult = false) {
     if (closed) return Promise.reject(makeError('closed', 'the client is closed'));
     if (socket && socketOpen) {
       const id = nextId++;
@@ -472,14 +476,14 @@ export function connect(url, options = {}) {
         pending.set(id, { resolve, reject });
         if (!send({ ...wsMsg, id })) {
           pending.delete(id);
-          rest(method, path, body).then(resolve, reject);
+          rest(method, path, body, asResult).then(resolve, reject);
         }
       });
     }
-    return rest(method, path, body);
+    return rest(method, path, body, asResult);
   }
 
-  async function rest(method, path, body) {
+  async function rest(method, path, body, asResult = false) {
     if (typeof fetchFn !== 'function') throw makeError('unavailable', 'no fetch implementation; pass one as options.fetch');
     const headers = { Accept: 'application/json', ...authHeaders() };
     const init = { method, headers };
@@ -502,8 +506,9 @@ export function connect(url, options = {}) {
     }
     if (!res.ok) {
       const e = (json && json.error) || {};
-      throw makeError(e.code || `http_${res.status}`, e.message || `HTTP ${res.status}`);
+      throw makeError(e.code || `http_${res.status}`, e.message || `HTTP ${res.status}`, e);
     }
+    if (asResult) return { type: 'result', ok: true, result: json };
     if (isPlainObject(json)) return { type: 'result', ok: true, ...json };
     return { type: 'result', ok: true, value: json };
   }
@@ -593,10 +598,13 @@ export function connect(url, options = {}) {
     },
 
     command(target, name, args) {
-      return request({ type: 'command', target, name, args }, 'POST', `/api/commands/${encodeTopic(target)}`, {
-        name,
-        args,
-      });
+      return request(
+        { type: 'command', target, name, args },
+        'POST',
+        `/api/commands/${encodeTopic(target)}`,
+        { name, args },
+        true,
+      );
     },
 
     on(kind, fn) {

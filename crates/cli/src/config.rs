@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Deserialize;
+use statecast_bridge::BridgeConfig;
+use statecast_bridge::config::{RouteConfig, SourceConfig};
 
 /// Flags of `statecast serve`; each may also come from its environment variable.
 #[derive(Debug, Args, Default)]
@@ -55,6 +57,11 @@ pub struct FileConfig {
     pub outbox_messages: Option<usize>,
     pub outbox_bytes: Option<usize>,
     pub demo: Option<bool>,
+    /// Sources (`[[source]]`) and command routes (`[[route]]`): only in the file.
+    #[serde(default)]
+    pub source: Vec<SourceConfig>,
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
 }
 
 /// Every setting, resolved.
@@ -69,6 +76,7 @@ pub struct Settings {
     pub outbox_messages: usize,
     pub outbox_bytes: usize,
     pub demo: bool,
+    pub bridge: BridgeConfig,
 }
 
 impl Settings {
@@ -102,6 +110,10 @@ impl Settings {
                 .unwrap_or(4096),
             outbox_bytes: args.outbox_bytes.or(file.outbox_bytes).unwrap_or(4 << 20),
             demo: args.demo || file.demo.unwrap_or(false),
+            bridge: BridgeConfig {
+                source: file.source,
+                route: file.route,
+            },
         };
         if settings.heartbeat_ms == 0 {
             return Err("heartbeat_ms must be at least 1".into());

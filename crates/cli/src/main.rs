@@ -7,6 +7,7 @@ mod demo;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use statecast_bridge::{Bridge, Handlers};
 use statecast_core::{Hub, HubConfig, OutboxLimits};
 use statecast_server::ServerConfig;
 use statecast_store::RedbEngine;
@@ -163,6 +164,7 @@ fn serve(settings: Settings) -> Result<(), String> {
         max_frame_bytes: settings.max_frame_bytes,
     };
     runtime.block_on(async move {
+        let bridge = Bridge::start(&hub, settings.bridge.clone(), Handlers::new())?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
@@ -176,7 +178,7 @@ fn serve(settings: Settings) -> Result<(), String> {
             demo::start(hub.clone());
             tracing::info!("demo devices running: subscribe to demo/#");
         }
-        statecast_server::serve(listener, hub, server_config, shutdown_signal())
+        statecast_server::serve(listener, hub, bridge, server_config, shutdown_signal())
             .await
             .map_err(|e| format!("server error: {e}"))?;
         tracing::info!("statecast stopped; every acknowledged write is stored");

@@ -319,7 +319,11 @@ async fn health_reports_status_clients_topics_uptime_and_version() {
     assert_eq!(body["version"], "0.1.0");
     let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     keys.sort();
-    assert_eq!(keys, ["clients", "status", "topics", "uptime_s", "version"]);
+    assert_eq!(
+        keys,
+        ["clients", "sources", "status", "topics", "uptime_s", "version"]
+    );
+    assert_eq!(body["sources"], json!({}), "no sources configured");
 
     server.put("/api/state/h/a", &json!(1)).await;
     server.put("/api/state/h/b", &json!(2)).await;

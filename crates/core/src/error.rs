@@ -17,6 +17,8 @@ pub enum ErrorCode {
     Conflict,
     NoRoute,
     Timeout,
+    /// A device or upstream service refused a command or could not be reached.
+    Upstream,
     Unavailable,
     Internal,
 }
@@ -36,6 +38,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::NoRoute => "no_route",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::Upstream => "upstream",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -1021,6 +1021,16 @@ fn publish(shared: &Shared, batch: &[Pending]) {
     }
 }
 
+/// Queues replies for a [`Client`] from any task; see [`Client::replier`].
+#[derive(Clone)]
+pub struct Replier(Arc<Outbox>);
+
+impl Replier {
+    pub fn reply(&self, bytes: Bytes) {
+        self.0.push_reply(bytes);
+    }
+}
+
 /// One subscriber: a WebSocket or SSE connection, or an in-process consumer.
 ///
 /// Requests go in through its methods; everything for the client (snapshots, patches,
@@ -1152,6 +1162,12 @@ impl Client {
     /// Queues a reply to one of the client's requests, after everything queued before it.
     pub fn reply(&self, bytes: Bytes) {
         self.outbox.push_reply(bytes);
+    }
+
+    /// A handle that queues replies from elsewhere (a command answered later, on another
+    /// task); replies after the client is gone are dropped.
+    pub fn replier(&self) -> Replier {
+        Replier(Arc::clone(&self.outbox))
     }
 
     /// Whether the client's outbox is full: a transport stops reading requests until the

@@ -51,7 +51,8 @@ pub mod topic;
 pub use engine::{Engine, MemoryEngine};
 pub use error::{ErrorCode, HubError};
 pub use hub::{
-    Client, Drained, Frame, Hub, HubConfig, Mode, Outcome, Since, Submitted, TopicState, Write,
+    Client, Drained, Frame, Hub, HubConfig, Mode, Outcome, Replier, Since, Submitted, TopicState,
+    Write,
 };
 pub use outbox::OutboxLimits;
 pub use topic::{Pattern, Topic};

@@ -26,9 +26,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
+use statecast_bridge::Bridge;
 use statecast_core::Hub;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
 
@@ -50,9 +51,15 @@ impl Default for ServerConfig {
     }
 }
 
+/// Commands awaiting a device's answer, across all connections; more are refused.
+const MAX_COMMANDS_IN_FLIGHT: usize = 1024;
+
 /// What every handler shares.
 pub struct App {
     pub hub: Hub,
+    /// Sources' health and the command routes.
+    pub bridge: Arc<Bridge>,
+    pub commands_in_flight: Arc<Semaphore>,
     pub config: ServerConfig,
     pub metrics: Metrics,
     pub started: Instant,
@@ -87,10 +94,12 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// Serves `hub` on `listener` until `shutdown` resolves, then closes every WebSocket with
-/// 1001, ends SSE streams and makes every accepted write durable.
+/// 1001, ends SSE streams and makes every accepted write durable. `bridge` answers commands
+/// and reports its sources' health.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
+    bridge: Bridge,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -108,6 +117,8 @@ pub async fn serve(
     });
     let app = Arc::new(App {
         hub: hub.clone(),
+        bridge: Arc::new(bridge),
+        commands_in_flight: Arc::new(Semaphore::new(MAX_COMMANDS_IN_FLIGHT)),
         config,
         metrics: Metrics::default(),
         started: Instant::now(),
@@ -159,6 +170,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    app.bridge.stop();
     let _ = stop.send(true);
     // WebSockets and SSE streams see `closed` on their next drain and end.
     hub.close_clients();

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use statecast_bridge::HealthState;
 use statecast_core::Hub;
 use statecast_core::stats::{Histogram, LATENCY_BUCKETS_US};
 
@@ -30,7 +31,7 @@ impl Metrics {
     }
 
     /// Renders every counter in the Prometheus text format.
-    pub fn render(&self, hub: &Hub, uptime_s: u64) -> String {
+    pub fn render(&self, hub: &Hub, sources: &[(String, HealthState)], uptime_s: u64) -> String {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let stats = hub.stats();
@@ -168,7 +169,49 @@ impl Metrics {
             "Time per group commit to the store.",
             &stats.commit_latency,
         );
+        source_metrics(&mut out, sources);
         out
+    }
+}
+
+/// Per-source gauges and counters, labelled with the source's name.
+fn source_metrics(out: &mut String, sources: &[(String, HealthState)]) {
+    if sources.is_empty() {
+        return;
+    }
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&HealthState) -> Option<f64>,
+    );
+    let series: [Series; 3] = [
+        (
+            "statecast_source_up",
+            "gauge",
+            "1 while the source delivers usable state, else 0.",
+            |h| Some(if h.is_online() { 1.0 } else { 0.0 }),
+        ),
+        (
+            "statecast_source_errors_total",
+            "counter",
+            "Failures of the source (connections, polls, unusable messages).",
+            |h| Some(h.error_count as f64),
+        ),
+        (
+            "statecast_source_latency_seconds",
+            "gauge",
+            "The source's last round trip to its device.",
+            |h| h.latency_ms.map(|ms| ms as f64 / 1e3),
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (source, health) in sources {
+            if let Some(v) = value(health) {
+                let _ = writeln!(out, "{name}{{source=\"{source}\"}} {v}");
+            }
+        }
     }
 }
 

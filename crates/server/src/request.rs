@@ -41,6 +41,7 @@ pub enum Request {
     Command {
         target: Topic,
         name: String,
+        args: Value,
     },
     Ping,
 }
@@ -124,6 +125,9 @@ fn parse_object(mut o: Map<String, Value>) -> Result<Request, HubError> {
         "command" => Request::Command {
             target: topic(&mut o, "target")?,
             name: string(&mut o, "name")?,
+            args: o
+                .remove("args")
+                .unwrap_or_else(|| Value::Object(Default::default())),
         },
         "ping" => Request::Ping,
         other => {

@@ -9,10 +9,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use statecast_bridge::Command;
 use statecast_core::{ErrorCode, Outcome, TopicState, Write};
 
 use crate::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, status_of};
 use crate::metrics::Metrics;
 use crate::request::{parse_pattern, parse_topic};
 
@@ -183,17 +184,32 @@ pub async fn post_command(
 ) -> Result<Response, ApiError> {
     Metrics::add(&app.metrics.http_requests, 1);
     let target = parse_topic(&target)?;
-    let command = json_body(&headers, body)?;
-    if !command.get("name").is_some_and(Value::is_string) {
+    let mut command = json_body(&headers, body)?;
+    let name = match command.get_mut("name").map(Value::take) {
+        Some(Value::String(name)) => name,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "the body needs a string `name`",
+            ));
+        }
+    };
+    let args = command
+        .get_mut("args")
+        .map(Value::take)
+        .unwrap_or_else(|| json!({}));
+    let Ok(_permit) = app.commands_in_flight.try_acquire() else {
         return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "the body needs a string `name`",
+            ErrorCode::RateLimited,
+            "too many commands in flight",
         ));
+    };
+    match app.bridge.command(Command { target, name, args }).await {
+        Ok(answer) => Ok(axum::Json(answer).into_response()),
+        Err(e) => {
+            Ok((status_of(e.code), axum::Json(json!({"error": e.to_json()}))).into_response())
+        }
     }
-    Err(ApiError::new(
-        ErrorCode::NoRoute,
-        format!("no route for target {target}"),
-    ))
 }
 
 pub async fn health(State(app): State<Arc<App>>) -> Response {
@@ -203,14 +219,22 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
         "topics": app.hub.topic_count(),
         "uptime_s": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
+        "sources": app
+            .bridge
+            .health()
+            .into_iter()
+            .map(|(name, health)| (name, json!(health)))
+            .collect::<serde_json::Map<_, _>>(),
     }))
     .into_response()
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let text = app
-        .metrics
-        .render(&app.hub, app.started.elapsed().as_secs());
+    let text = app.metrics.render(
+        &app.hub,
+        &app.bridge.health(),
+        app.started.elapsed().as_secs(),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use statecast_bridge::Command;
 use statecast_core::{Client, ErrorCode, Frame, HubError, Outcome, Write};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -495,9 +496,27 @@ fn handle(app: &App, client: &Client, text: &str, acks: &mut Option<FuturesOrder
             client.reply(ok(id.as_ref(), json!({"topics": topics})));
             return;
         }
-        ClientRequest::Command { target, .. } => {
-            let e = HubError::new(ErrorCode::NoRoute, format!("no route for target {target}"));
-            client.reply(error_message(id.as_ref(), &e));
+        ClientRequest::Command { target, name, args } => {
+            // Answered on its own task: a slow device holds up neither this connection's
+            // other requests nor its pushes.
+            let Ok(permit) = Arc::clone(&app.commands_in_flight).try_acquire_owned() else {
+                let e = HubError::new(ErrorCode::RateLimited, "too many commands in flight");
+                client.reply(error_message(id.as_ref(), &e));
+                return;
+            };
+            let replier = client.replier();
+            let bridge = Arc::clone(&app.bridge);
+            tokio::spawn(async move {
+                let answer = bridge.command(Command { target, name, args }).await;
+                drop(permit);
+                replier.reply(match answer {
+                    Ok(result) => ok(id.as_ref(), json!({ "result": result })),
+                    Err(e) => with_id(
+                        json!({"type": "result", "ok": false, "error": e.to_json()}),
+                        id.as_ref(),
+                    ),
+                });
+            });
             return;
         }
         ClientRequest::Set { topic, state } => Write::Set {

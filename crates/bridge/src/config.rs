@@ -1,0 +1,221 @@
+//! The `[[source]]` and `[[route]]` tables of the TOML configuration, as serde reads them.
+//! [`crate::Bridge::new`] checks what serde cannot (templates, patterns, intervals).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Everything the bridge runs: its sources and its command routes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    #[serde(default)]
+    pub source: Vec<SourceConfig>,
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
+}
+
+/// One `[[source]]`: a name (its health topic is `_sources/<name>`) and what it reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceKind {
+    HttpPoll(HttpPollConfig),
+    Mqtt(MqttConfig),
+    Websocket(WebSocketConfig),
+    Exec(ExecConfig),
+}
+
+/// Polls a device's HTTP API and sets what it answers as state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPollConfig {
+    pub url: String,
+    /// The topic written; with `each`, a template over `{key}` and `{item.<field>}`.
+    pub topic: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// JSON pointer to the part of the answer that is the state.
+    pub pointer: Option<String>,
+    /// Publish each element (array) or member (object) on its own topic.
+    #[serde(default)]
+    pub each: bool,
+    /// Interval right after a change.
+    #[serde(default = "default_min_interval_ms")]
+    pub min_interval_ms: u64,
+    /// Interval the source slows to while nothing changes.
+    #[serde(default = "default_idle_interval_ms")]
+    pub idle_interval_ms: u64,
+    /// Interval the source slows to while the device is offline.
+    #[serde(default = "default_max_interval_ms")]
+    pub max_interval_ms: u64,
+}
+
+/// Subscribes to an MQTT broker and writes each message to a topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port`.
+    pub broker: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub client_id: Option<String>,
+    /// MQTT topic filters (`+` and `#` wildcards).
+    pub subscribe: Vec<String>,
+    /// Template of the statecast topic over `{topic}` and the MQTT topic's segments `{1}`..
+    pub topic: String,
+    /// What a message does: `set` (default), `patch` or `event`.
+    #[serde(default = "default_mqtt_action")]
+    pub action: Action,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+}
+
+/// Listens to an upstream WebSocket that sends JSON events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    pub url: String,
+    /// Messages sent after each (re)connect, e.g. requests for the current state.
+    #[serde(default)]
+    pub send_on_open: Vec<Value>,
+    /// The topic rules write to unless they name their own.
+    pub topic: String,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// Runs a long-lived command; each line it prints is a message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// The program and its arguments, run without a shell.
+    pub command: Option<Vec<String>>,
+    /// A shell command line, run with `sh -c` (only when asked for).
+    pub shell: Option<String>,
+    pub topic: String,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// Turns an incoming message into a write. The first rule that matches wins; without rules,
+/// every message is an event on the source's topic. A rule's `action` defaults to `event`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The message must contain these members (recursively, values equal).
+    #[serde(rename = "match")]
+    pub matches: Option<Value>,
+    /// A text message must match this regex; its named groups become the message's members.
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub action: Action,
+    /// JSON pointer to the part of the message written (default: all of it).
+    pub select: Option<String>,
+    /// JSON pointer under which the selected part is placed (`/state` makes `{"state":..}`).
+    pub into: Option<String>,
+    /// Topic template over `{msg.<field>}`; default: the source's topic.
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Set,
+    Patch,
+    #[default]
+    Event,
+    Delete,
+}
+
+/// One `[[route]]`: commands whose target matches `target` go to a device or a handler.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    /// A pattern over command targets (`railhub/+`).
+    pub target: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// After a successful command, poll the `http_poll` sources that write the target now.
+    #[serde(default)]
+    pub repoll: bool,
+    #[serde(flatten)]
+    pub kind: RouteKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RouteKind {
+    Http(HttpRouteConfig),
+    Mqtt(MqttRouteConfig),
+    Handler(HandlerRouteConfig),
+}
+
+/// Sends the command as an HTTP request. Templates see `{target}`, its segments `{1}`..,
+/// `{name}`, `{args}` and `{args.<field>}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRouteConfig {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON template of the body; default: `{"name": .., "args": ..}`. A string that is one
+    /// placeholder (`"{args.level}"`) keeps the value's JSON type.
+    pub body: Option<Value>,
+}
+
+/// Publishes the command on MQTT; with `reply_topic`, waits for the device's answer there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttRouteConfig {
+    pub broker: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub topic: String,
+    /// JSON template of the payload; default: the args. A string result is sent as is.
+    pub payload: Option<Value>,
+    pub reply_topic: Option<String>,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    #[serde(default)]
+    pub retain: bool,
+}
+
+/// Calls a handler the embedding application registered under `handler`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerRouteConfig {
+    pub handler: String,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+fn default_min_interval_ms() -> u64 {
+    1_000
+}
+fn default_idle_interval_ms() -> u64 {
+    5_000
+}
+fn default_max_interval_ms() -> u64 {
+    30_000
+}
+fn default_mqtt_action() -> Action {
+    Action::Set
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_method() -> String {
+    "POST".into()
+}

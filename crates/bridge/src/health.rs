@@ -1,0 +1,151 @@
+//! Each source's health, kept for `/api/health` and `/metrics` and published as state on
+//! `_sources/<name>` so dashboards show device connectivity like any other state.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use statecast_core::{Hub, Topic};
+
+/// Latency and `last_ok` alone are republished at most this often; everything else at once.
+const QUIET_REFRESH: Duration = Duration::from_secs(10);
+
+/// What a source reports about itself.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HealthState {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `online` while the source delivers usable state, else `offline`.
+    pub status: &'static str,
+    pub latency_ms: Option<u64>,
+    pub error_count: u64,
+    pub last_ok: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// The current poll interval (`http_poll` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+}
+
+impl HealthState {
+    pub fn is_online(&self) -> bool {
+        self.status == "online"
+    }
+}
+
+/// A source's health and where it is published.
+pub struct Health {
+    pub name: String,
+    topic: Option<Topic>,
+    hub: Hub,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: HealthState,
+    published: Option<(HealthState, Instant)>,
+}
+
+impl Health {
+    pub fn new(hub: Hub, name: &str, kind: &'static str) -> Health {
+        Health {
+            name: name.to_string(),
+            topic: Topic::new(&format!("_sources/{name}")).ok(),
+            hub,
+            inner: Mutex::new(Inner {
+                state: HealthState {
+                    kind,
+                    status: "offline",
+                    latency_ms: None,
+                    error_count: 0,
+                    last_ok: None,
+                    last_error: None,
+                    last_error_at: None,
+                    interval_ms: None,
+                },
+                published: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot(&self) -> HealthState {
+        self.lock().state.clone()
+    }
+
+    /// The source delivered: online, with the time the round trip took (if it has one;
+    /// else the last one measured stays).
+    pub async fn ok(&self, latency: Option<Duration>) {
+        self.update(|s| {
+            s.status = "online";
+            if let Some(latency) = latency {
+                s.latency_ms = Some(latency.as_millis() as u64);
+            }
+            s.last_ok = Some(now());
+        })
+        .await;
+    }
+
+    /// The source failed: offline, the error counted and kept.
+    pub async fn failed(&self, error: &str) {
+        tracing::warn!(source = %self.name, "{error}");
+        self.update(|s| {
+            s.status = "offline";
+            s.error_count += 1;
+            s.last_error = Some(error.to_string());
+            s.last_error_at = Some(now());
+        })
+        .await;
+    }
+
+    /// A message the source could not use; it stays online.
+    pub async fn rejected(&self, error: &str) {
+        tracing::warn!(source = %self.name, "{error}");
+        self.update(|s| {
+            s.error_count += 1;
+            s.last_error = Some(error.to_string());
+            s.last_error_at = Some(now());
+        })
+        .await;
+    }
+
+    pub async fn interval(&self, interval: Duration) {
+        self.update(|s| s.interval_ms = Some(interval.as_millis() as u64))
+            .await;
+    }
+
+    async fn update(&self, change: impl FnOnce(&mut HealthState)) {
+        let state = {
+            let mut inner = self.lock();
+            change(&mut inner.state);
+            let due = match &inner.published {
+                None => true,
+                Some((last, at)) => {
+                    last.status != inner.state.status
+                        || last.error_count != inner.state.error_count
+                        || last.interval_ms != inner.state.interval_ms
+                        || at.elapsed() >= QUIET_REFRESH
+                }
+            };
+            if !due {
+                return;
+            }
+            inner.published = Some((inner.state.clone(), Instant::now()));
+            inner.state.clone()
+        };
+        let Some(topic) = &self.topic else { return };
+        let Ok(value) = serde_json::to_value(&state) else {
+            return;
+        };
+        if let Err(e) = self.hub.set(topic, value).await {
+            tracing::warn!(source = %self.name, "health topic: {e}");
+        }
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}

@@ -1,0 +1,306 @@
+//! Sources and command routes end to end, through the real binary and its TOML file: a
+//! device HTTP server in the test, polled by an `http_poll` source and commanded over REST
+//! and WebSocket; an MQTT sensor on the real Mosquitto broker; health and metrics.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use common::*;
+use serde_json::{Value, json};
+
+/// An output controller: eight outputs, read with `GET /status`, switched with
+/// `POST /cmd/{name}`; `POST /cmd/explode` is refused with 409.
+#[derive(Default)]
+struct Device {
+    outputs: Mutex<[bool; 8]>,
+    commands: Mutex<Vec<(String, Value)>>,
+}
+
+async fn status(State(device): State<Arc<Device>>) -> Json<Value> {
+    let outputs = *device.outputs.lock().unwrap();
+    Json(json!({"device": "esp32-01", "outputs": outputs}))
+}
+
+async fn command(
+    State(device): State<Arc<Device>>,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    device
+        .commands
+        .lock()
+        .unwrap()
+        .push((name.clone(), body.clone()));
+    if name == "explode" {
+        return (StatusCode::CONFLICT, Json(json!({"error": "busy"})));
+    }
+    let (Some(output), Some(on)) = (body["output"].as_u64(), body["on"].as_bool()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "output, on"})),
+        );
+    };
+    device.outputs.lock().unwrap()[output as usize % 8] = on;
+    (StatusCode::OK, Json(json!({"output": output, "on": on})))
+}
+
+/// Serves a fresh device on an ephemeral port; returns it and `127.0.0.1:PORT`.
+async fn start_device() -> (Arc<Device>, String) {
+    let device = Arc::new(Device::default());
+    let app = axum::Router::new()
+        .route("/status", get(status))
+        .route("/cmd/{name}", post(command))
+        .with_state(Arc::clone(&device));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (device, addr)
+}
+
+/// Writes `toml` to a file in `dir` and returns its path.
+fn config_file(dir: &tempfile::TempDir, toml: &str) -> String {
+    let path = dir.path().join("statecast.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_reaches_the_device_and_the_repoll_pushes_its_new_state() {
+    let (device, addr) = start_device().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Intervals of a minute: only the re-poll after the command can bring the new state
+    // within the test's timeout.
+    let config = config_file(
+        &dir,
+        &format!(
+            r#"
+            [[source]]
+            name = "esp32"
+            type = "http_poll"
+            url = "http://{addr}/status"
+            topic = "railhub/esp32-01"
+            min_interval_ms = 60000
+            idle_interval_ms = 60000
+            max_interval_ms = 60000
+
+            [[route]]
+            target = "railhub/+"
+            type = "http"
+            url = "http://{addr}/cmd/{{name}}"
+            body = {{ output = "{{args.output}}", on = "{{args.on}}", device = "{{2}}" }}
+            repoll = true
+            "#
+        ),
+    );
+    let server = Server::start(&["--config", &config]);
+    let mut ws = server.ws().await;
+    ws.send_json(&json!({"type": "subscribe", "id": "s", "patterns": ["railhub/#"]}))
+        .await;
+    let seen = ws.recv_until(|m| m["type"] == "snapshot").await;
+    let snapshot = seen.last().unwrap();
+    assert_eq!(snapshot["topic"], "railhub/esp32-01");
+    assert_eq!(snapshot["state"]["outputs"][2], false);
+
+    let seen = ws
+        .request(json!({
+            "type": "command", "id": 7, "target": "railhub/esp32-01",
+            "name": "switch", "args": {"output": 2, "on": true}
+        }))
+        .await;
+    let result = seen.last().unwrap();
+    assert_eq!(
+        result,
+        &json!({"type": "result", "id": 7, "ok": true,
+                "result": {"status": 200, "body": {"output": 2, "on": true}}})
+    );
+    assert_eq!(
+        device.commands.lock().unwrap()[0],
+        (
+            "switch".to_string(),
+            json!({"output": 2, "on": true, "device": "esp32-01"})
+        )
+    );
+    // The patch may have arrived before the result; wait for it if not.
+    let patch = match seen.iter().find(|m| m["type"] == "patch") {
+        Some(patch) => patch.clone(),
+        None => ws.recv_until(|m| m["type"] == "patch").await.pop().unwrap(),
+    };
+    assert_eq!(patch["topic"], "railhub/esp32-01");
+    assert_eq!(patch["patch"]["outputs"][2], true);
+
+    // The device refuses: the caller sees its status and body.
+    let refused = server
+        .post(
+            "/api/commands/railhub/esp32-01",
+            &json!({"name": "explode", "args": {"output": 0, "on": false}}),
+        )
+        .await;
+    assert_eq!(refused.status, 502, "{}", refused.text);
+    let error = &refused.json()["error"];
+    assert_eq!(error["code"], "upstream");
+    assert_eq!(error["status"], 409);
+    assert_eq!(error["body"], json!({"error": "busy"}));
+
+    // A template that needs an argument the command lacks: a clear 400, no request sent.
+    let sent = device.commands.lock().unwrap().len();
+    let incomplete = server
+        .post(
+            "/api/commands/railhub/esp32-01",
+            &json!({"name": "switch", "args": {"output": 1}}),
+        )
+        .await;
+    assert_eq!(incomplete.status, 400, "{}", incomplete.text);
+    assert!(incomplete.text.contains("args.on"), "{}", incomplete.text);
+    assert_eq!(device.commands.lock().unwrap().len(), sent);
+
+    let health = server.get("/api/health").await.json();
+    let esp32 = &health["sources"]["esp32"];
+    assert_eq!(esp32["status"], "online", "{health}");
+    assert_eq!(esp32["type"], "http_poll");
+    assert_eq!(esp32["error_count"], 0);
+    assert_eq!(esp32["interval_ms"], 60000);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("statecast_source_up{source=\"esp32\"} 1"),
+        "{metrics}"
+    );
+    let state = server.get("/api/state/_sources/esp32").await.json();
+    assert_eq!(state["state"]["status"], "online");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_without_a_route_or_with_a_silent_device_fail_clearly() {
+    // A device that accepts the connection and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        &format!(
+            r#"
+            [[route]]
+            target = "slow/#"
+            type = "http"
+            url = "http://{silent_addr}/cmd"
+            timeout_ms = 300
+            "#
+        ),
+    );
+    let server = Server::start(&["--config", &config]);
+    let timed_out = server
+        .post("/api/commands/slow/dev", &json!({"name": "go"}))
+        .await;
+    assert_eq!(timed_out.status, 504, "{}", timed_out.text);
+    assert_eq!(timed_out.error_code(), "timeout");
+
+    let unrouted = server
+        .post("/api/commands/other/dev", &json!({"name": "go"}))
+        .await;
+    assert_eq!(unrouted.status, 404);
+    assert_eq!(unrouted.error_code(), "no_route");
+
+    let mut ws = server.ws().await;
+    let result = ws
+        .call(json!({"type": "command", "id": 1, "target": "other/dev", "name": "go"}))
+        .await;
+    assert_eq!(result["ok"], false);
+    assert_eq!(result["error"]["code"], "no_route");
+    drop(silent);
+}
+
+#[test]
+fn a_bad_source_stops_the_start_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        r#"
+        [[source]]
+        name = "mics"
+        type = "http_poll"
+        url = "http://127.0.0.1:9/data"
+        topic = "micboard/{item.id"
+        each = true
+        "#,
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--config", &config])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("source \"mics\"") && stderr.contains("unclosed"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_sensors_reach_websocket_clients() {
+    let prefix = format!("statecast-test-{:08x}", rand::random::<u32>());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        &format!(
+            r#"
+            [[source]]
+            name = "sensors"
+            type = "mqtt"
+            broker = "mqtt://127.0.0.1:1883"
+            subscribe = ["{prefix}/+/state"]
+            topic = "sensors/{{2}}"
+            action = "set"
+            "#
+        ),
+    );
+    let server = Server::start(&["--config", &config]);
+    let mut ws = server.ws().await;
+    let online = |m: &Value| m["topic"] == "_sources/sensors" && has_status(m, "online");
+    let seen = ws
+        .request(
+            json!({"type": "subscribe", "id": "s", "patterns": ["sensors/#", "_sources/sensors"]}),
+        )
+        .await;
+    if !seen.iter().any(online) {
+        ws.recv_until(online).await;
+    }
+
+    let mut options = rumqttc::MqttOptions::new(format!("{prefix}-pub"), "127.0.0.1", 1883);
+    options.set_keep_alive(std::time::Duration::from_secs(5));
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 10);
+    let polling = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    // Retained: the source gets it whether its subscription is in place yet or not.
+    let sensor = format!("{prefix}/kitchen/state");
+    client
+        .publish(
+            &sensor,
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            r#"{"temperature": 21.5}"#,
+        )
+        .await
+        .unwrap();
+    let seen = ws
+        .recv_until(|m| m["topic"] == "sensors/kitchen" && m["type"] == "snapshot")
+        .await;
+    assert_eq!(seen.last().unwrap()["state"], json!({"temperature": 21.5}));
+    // Clearing the retained message removes the topic.
+    client
+        .publish(&sensor, rumqttc::QoS::AtLeastOnce, true, "")
+        .await
+        .unwrap();
+    ws.recv_until(|m| m["topic"] == "sensors/kitchen" && m["type"] == "removed")
+        .await;
+    polling.abort();
+}
+
+/// Whether a snapshot or patch of a health topic sets `status`.
+fn has_status(message: &Value, status: &str) -> bool {
+    message["state"]["status"] == status || message["patch"]["status"] == status
+}
