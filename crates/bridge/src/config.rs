@@ -92,6 +92,10 @@ pub struct WebSocketConfig {
     pub topic: String,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// The upstream is pinged this often; silent for two periods more, it is dropped and
+    /// reconnected.
+    #[serde(default = "default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
 }
 
 /// Runs a long-lived command; each line it prints is a message.
@@ -208,6 +212,9 @@ fn default_idle_interval_ms() -> u64 {
     5_000
 }
 fn default_max_interval_ms() -> u64 {
+    30_000
+}
+fn default_ping_interval_ms() -> u64 {
     30_000
 }
 fn default_mqtt_action() -> Action {

@@ -14,8 +14,6 @@ use crate::config::WebSocketConfig;
 use crate::health::Health;
 use crate::rules::Rules;
 
-/// Pings go out this often; an upstream silent for two periods is dropped.
-const PING_EVERY: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct WebSocketSource {
@@ -24,6 +22,7 @@ pub struct WebSocketSource {
     url: String,
     send_on_open: Vec<String>,
     rules: Rules,
+    ping_every: Duration,
 }
 
 impl WebSocketSource {
@@ -45,6 +44,7 @@ impl WebSocketSource {
             url: c.url,
             send_on_open: c.send_on_open.iter().map(|m| m.to_string()).collect(),
             rules: Rules::new(&c.topic, &c.rules)?,
+            ping_every: Duration::from_millis(c.ping_interval_ms.max(1)),
         })
     }
 
@@ -63,8 +63,10 @@ impl WebSocketSource {
                 .map_err(|e| format!("{}: {e}", self.url))?;
         }
         self.health.ok(Some(started.elapsed())).await;
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.ping_every,
+            self.ping_every,
+        );
         let mut silent_periods = 0;
         loop {
             let message = tokio::select! {

@@ -155,10 +155,28 @@ async fn the_interval_adapts_to_changes_idleness_and_outages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etags_are_sent_back_and_304_counts_as_unchanged() {
-    let hub = hub();
     let device = Device::start(Answer::Json(json!({"volume": 10})))
         .await
         .with_etag();
+    validators_are_sent_back(device, "if-none-match", Device::etag).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_modified_is_sent_back_and_304_counts_as_unchanged() {
+    let device = Device::start(Answer::Json(json!({"volume": 10})))
+        .await
+        .with_last_modified();
+    validators_are_sent_back(device, "if-modified-since", Device::last_modified).await;
+}
+
+/// The device's validator (read by `validator`) comes back in `request_header`, its 304s
+/// publish nothing, and a new version is taken.
+async fn validators_are_sent_back(
+    device: Device,
+    request_header: &str,
+    validator: fn(&Device) -> String,
+) {
+    let hub = hub();
     let _bridge = start(
         &hub,
         &poll_config("amp", &device.url("/"), "amp/main", (20, 40, 80)),
@@ -168,7 +186,7 @@ async fn etags_are_sent_back_and_304_counts_as_unchanged() {
         .state_where("amp/main", "the first poll", |s| s["volume"] == 10)
         .await;
     let first_rev = rev(&hub, "amp/main");
-    let etag = device.etag();
+    let etag = validator(&device);
     let mark = watch.mark();
 
     device.wait_requests(device.requests() + 3).await;
@@ -179,12 +197,12 @@ async fn etags_are_sent_back_and_304_counts_as_unchanged() {
     );
     let seen = device.seen();
     assert_eq!(
-        seen[0].header("if-none-match"),
+        seen[0].header(request_header),
         None,
         "the first poll has no validator"
     );
     assert_eq!(
-        seen.last().unwrap().header("if-none-match"),
+        seen.last().unwrap().header(request_header),
         Some(etag.as_str())
     );
     watch.pump();
@@ -204,11 +222,11 @@ async fn etags_are_sent_back_and_304_counts_as_unchanged() {
         .state_where("amp/main", "the new version", |s| s["volume"] == 11)
         .await;
     assert_eq!(rev(&hub, "amp/main"), first_rev + 1);
-    let new_etag = device.etag();
+    let new_etag = validator(&device);
     let at = device.requests();
     device.wait_requests(at + 1).await;
     assert_eq!(
-        device.seen()[at as usize].header("if-none-match"),
+        device.seen()[at as usize].header(request_header),
         Some(new_etag.as_str())
     );
 }

@@ -241,3 +241,38 @@ async fn an_unreachable_upstream_is_reported_offline() {
         "the error names the upstream: {h}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stops_answering_pings_is_dropped_and_reconnected() {
+    let mut upstream = Upstream::start().await;
+    let hub = hub();
+    let mut watch = Watch::new(&hub, &["_sources/#"]);
+    let _bridge = start(
+        &hub,
+        &format!(
+            r#"
+            [[source]]
+            name = "ws"
+            type = "websocket"
+            url = "{}"
+            topic = "up/stream"
+            ping_interval_ms = 50
+            "#,
+            upstream.url
+        ),
+    );
+    // Accepted but never read: no pong ever goes back.
+    let _silent = upstream.accept().await;
+    let h = watch
+        .state_where(&health_topic("ws"), "the dropped connection", |h| {
+            h["status"] == "offline"
+        })
+        .await;
+    assert!(
+        h["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer to pings")),
+        "{h}"
+    );
+    let _second = upstream.accept().await;
+}

@@ -321,7 +321,9 @@ async fn health_reports_status_clients_topics_uptime_and_version() {
     keys.sort();
     assert_eq!(
         keys,
-        ["clients", "sources", "status", "topics", "uptime_s", "version"]
+        [
+            "clients", "sources", "status", "topics", "uptime_s", "version"
+        ]
     );
     assert_eq!(body["sources"], json!({}), "no sources configured");
 

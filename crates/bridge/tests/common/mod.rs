@@ -272,6 +272,9 @@ struct DeviceState {
     by_path: HashMap<String, Answer>,
     /// Sends `ETag: "v<version>"` and answers 304 to a matching `If-None-Match`.
     etag: bool,
+    /// Sends a `Last-Modified` date per version and answers 304 to a matching
+    /// `If-Modified-Since`.
+    last_modified: bool,
     version: u64,
     seen: Vec<Seen>,
     not_modified: u64,
@@ -379,6 +382,16 @@ impl Device {
         format!("\"v{}\"", self.lock().version)
     }
 
+    /// Turns on Last-Modified support.
+    pub fn with_last_modified(self) -> Device {
+        self.lock().last_modified = true;
+        self
+    }
+
+    pub fn last_modified(&self) -> String {
+        last_modified_of(self.lock().version)
+    }
+
     pub fn requests(&self) -> u64 {
         *self.shared.requests.borrow()
     }
@@ -418,7 +431,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (answer, etag) = {
+    let (answer, etag, modified) = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         state.seen.push(Seen {
             method,
@@ -436,11 +449,10 @@ async fn handle(
             .cloned()
             .expect("an answer is set");
         let etag = state.etag.then(|| format!("\"v{}\"", state.version));
-        let matched = etag.is_some()
-            && headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                == etag.as_deref();
+        let modified = state.last_modified.then(|| last_modified_of(state.version));
+        let sent = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let matched = (etag.is_some() && sent(header::IF_NONE_MATCH) == etag.as_deref())
+            || (modified.is_some() && sent(header::IF_MODIFIED_SINCE) == modified.as_deref());
         if matched {
             state.not_modified += 1;
         }
@@ -449,7 +461,7 @@ async fn handle(
         if matched {
             return StatusCode::NOT_MODIFIED.into_response();
         }
-        (answer, etag)
+        (answer, etag, modified)
     };
     let mut response = match answer {
         Answer::Json(v) => axum::Json(v).into_response(),
@@ -464,7 +476,21 @@ async fn handle(
             .headers_mut()
             .insert(header::ETAG, etag.parse().expect("valid etag"));
     }
+    if let Some(modified) = modified {
+        response
+            .headers_mut()
+            .insert(header::LAST_MODIFIED, modified.parse().expect("valid date"));
+    }
     response
+}
+
+/// An HTTP date that differs per version.
+fn last_modified_of(version: u64) -> String {
+    format!(
+        "Mon, 23 Nov 2026 10:{:02}:{:02} GMT",
+        version / 60 % 60,
+        version % 60
+    )
 }
 
 /// An address nothing listens on: bound once, then released.
