@@ -16,6 +16,9 @@ pub struct HubUrl {
     /// The hub's HTTP base URL
     #[arg(long, env = "STATECAST_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// An API key or JWT for a hub with authentication
+    #[arg(long, env = "STATECAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl HubUrl {
@@ -65,6 +68,9 @@ pub async fn rest(
         .map_err(|e| e.to_string())?;
     let target = format!("{}{path}", url.base());
     let mut request = client.request(method, &target);
+    if let Some(token) = &url.token {
+        request = request.bearer_auth(token);
+    }
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -223,7 +229,15 @@ pub async fn watch(url: &HubUrl, pattern: &str, json_lines: bool) -> Result<(), 
     let mut ever_connected = false;
     loop {
         let mut connected = false;
-        let error = watch_once(&ws_url, pattern, &printer, &mut revs, &mut connected).await;
+        let error = watch_once(
+            &ws_url,
+            url.token.as_deref(),
+            pattern,
+            &printer,
+            &mut revs,
+            &mut connected,
+        )
+        .await;
         if !ever_connected && !connected {
             // The first attempt failed: say so instead of retrying in silence.
             return Err(format!("cannot reach the hub at {}: {error}", url.base()));
@@ -242,12 +256,13 @@ pub async fn watch(url: &HubUrl, pattern: &str, json_lines: bool) -> Result<(), 
 /// why it ended. `connected` says whether the connection was made.
 async fn watch_once(
     ws_url: &str,
+    token: Option<&str>,
     pattern: &str,
     printer: &Printer,
     revs: &mut HashMap<String, u64>,
     connected: &mut bool,
 ) -> String {
-    match watch_connection(ws_url, pattern, printer, revs, connected).await {
+    match watch_connection(ws_url, token, pattern, printer, revs, connected).await {
         Ok(()) => "the hub closed the connection".into(),
         Err(e) => e,
     }
@@ -255,6 +270,7 @@ async fn watch_once(
 
 async fn watch_connection(
     ws_url: &str,
+    token: Option<&str>,
     pattern: &str,
     printer: &Printer,
     revs: &mut HashMap<String, u64>,
@@ -264,6 +280,12 @@ async fn watch_connection(
         .await
         .map_err(|e| e.to_string())?;
     *connected = true;
+    if let Some(token) = token {
+        let auth = json!({"type": "auth", "id": 0, "token": token});
+        ws.send(Message::text(auth.to_string()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let subscribe = json!({"type": "subscribe", "id": 1, "patterns": [pattern], "since": revs});
     ws.send(Message::text(subscribe.to_string()))
         .await
@@ -280,10 +302,7 @@ async fn watch_connection(
         match message.get("type").and_then(Value::as_str) {
             Some("welcome" | "pong") => {}
             Some("result") if message.get("ok") == Some(&Value::Bool(false)) => {
-                return Err(format!(
-                    "the hub refused the subscription: {}",
-                    message["error"]
-                ));
+                return Err(format!("the hub refused: {}", message["error"]));
             }
             Some("result") => {}
             Some(_) => {

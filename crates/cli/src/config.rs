@@ -8,6 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 use statecast_bridge::BridgeConfig;
 use statecast_bridge::config::{RouteConfig, SourceConfig};
+use statecast_server::auth::AuthConfig;
 
 /// Flags of `statecast serve`; each may also come from its environment variable.
 #[derive(Debug, Args, Default)]
@@ -42,6 +43,9 @@ pub struct ServeArgs {
     /// Run simulated devices (an output controller, two microphones) to watch live changes
     #[arg(long, env = "STATECAST_DEMO")]
     pub demo: bool,
+    /// Listen on a non-loopback address without authentication ([auth] in the file)
+    #[arg(long, env = "STATECAST_INSECURE")]
+    pub insecure: bool,
 }
 
 /// The same settings as they appear in the TOML file.
@@ -57,6 +61,12 @@ pub struct FileConfig {
     pub outbox_messages: Option<usize>,
     pub outbox_bytes: Option<usize>,
     pub demo: Option<bool>,
+    pub insecure: Option<bool>,
+    /// Origins whose pages may open WebSockets and SSE streams (besides the hub's own).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// API keys and JWT settings: only in the file.
+    pub auth: Option<AuthConfig>,
     /// Sources (`[[source]]`) and command routes (`[[route]]`): only in the file.
     #[serde(default)]
     pub source: Vec<SourceConfig>,
@@ -76,6 +86,9 @@ pub struct Settings {
     pub outbox_messages: usize,
     pub outbox_bytes: usize,
     pub demo: bool,
+    pub insecure: bool,
+    pub allowed_origins: Vec<String>,
+    pub auth: AuthConfig,
     pub bridge: BridgeConfig,
 }
 
@@ -110,6 +123,9 @@ impl Settings {
                 .unwrap_or(4096),
             outbox_bytes: args.outbox_bytes.or(file.outbox_bytes).unwrap_or(4 << 20),
             demo: args.demo || file.demo.unwrap_or(false),
+            insecure: args.insecure || file.insecure.unwrap_or(false),
+            allowed_origins: file.allowed_origins,
+            auth: file.auth.unwrap_or_default(),
             bridge: BridgeConfig {
                 source: file.source,
                 route: file.route,

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use statecast_bridge::{Bridge, Handlers};
 use statecast_core::{Hub, HubConfig, OutboxLimits};
 use statecast_server::ServerConfig;
+use statecast_server::auth::Auth;
 use statecast_store::RedbEngine;
 
 use crate::config::{ServeArgs, Settings};
@@ -79,6 +80,8 @@ enum Action {
         #[command(flatten)]
         hub: client::HubUrl,
     },
+    /// Print the SHA-256 of an API key, for `key_sha256` in [[auth.keys]].
+    HashKey { key: String },
     /// Send a command to a device or handler and print its answer.
     Command {
         target: String,
@@ -102,6 +105,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Action::Serve(args) => Settings::resolve(args).and_then(serve),
+        Action::HashKey { key } => {
+            println!("{}", statecast_server::auth::key_sha256(&key));
+            Ok(())
+        }
         other => run_client(other),
     };
     match result {
@@ -122,7 +129,7 @@ fn run_client(command: Action) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         match command {
-            Action::Serve(_) => Ok(()),
+            Action::Serve(_) | Action::HashKey { .. } => Ok(()),
             Action::Watch { pattern, json, hub } => client::watch(&hub, &pattern, json).await,
             Action::Get { topic, hub } => client::get(&hub, &topic).await,
             Action::Set { topic, state, hub } => {
@@ -159,9 +166,20 @@ fn serve(settings: Settings) -> Result<(), String> {
         ..HubConfig::default()
     };
     let hub = Hub::open(engine, hub_config).map_err(|e| e.to_string())?;
+    let auth = Auth::from_config(&settings.auth)?;
+    if !auth.required() && !settings.listen.ip().is_loopback() && !settings.insecure {
+        return Err(format!(
+            "refusing to listen on {} without authentication: anyone who can reach it could \
+             read every state and send commands. Configure [auth] in the config file (see \
+             docs/security.md), listen on 127.0.0.1, or pass --insecure",
+            settings.listen
+        ));
+    }
     let server_config = ServerConfig {
         heartbeat_ms: settings.heartbeat_ms,
         max_frame_bytes: settings.max_frame_bytes,
+        auth: std::sync::Arc::new(auth),
+        allowed_origins: settings.allowed_origins.clone(),
     };
     runtime.block_on(async move {
         let bridge = Bridge::start(&hub, settings.bridge.clone(), Handlers::new())?;

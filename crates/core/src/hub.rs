@@ -266,8 +266,36 @@ struct HistoryEntry {
 
 struct ClientEntry {
     outbox: Arc<Outbox>,
+    /// The patterns the client subscribed to.
+    requested: Vec<Pattern>,
+    /// What it may read (`None`: everything); `patterns` is `requested` narrowed to it.
+    scope: Option<Arc<[Pattern]>>,
+    /// The patterns registered in the index.
     patterns: Vec<Pattern>,
     mode: Mode,
+}
+
+/// `patterns` narrowed to `scope`: each intersected with each scope pattern, without
+/// repeats.
+fn narrow(scope: &Option<Arc<[Pattern]>>, patterns: &[Pattern]) -> Vec<Pattern> {
+    let mut out: Vec<Pattern> = Vec::with_capacity(patterns.len());
+    let mut add = |p: Pattern| {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    };
+    match scope {
+        None => patterns.iter().cloned().for_each(&mut add),
+        Some(scope) => {
+            for pattern in patterns {
+                scope
+                    .iter()
+                    .filter_map(|allowed| pattern.intersect(allowed))
+                    .for_each(&mut add);
+            }
+        }
+    }
+    out
 }
 
 struct CommitThread {
@@ -705,6 +733,8 @@ impl Hub {
         let mut published = self.published_mut();
         let entry = ClientEntry {
             outbox: Arc::clone(&outbox),
+            requested: Vec::new(),
+            scope: None,
             patterns: Vec::new(),
             mode: Mode::Patch,
         };
@@ -1051,6 +1081,66 @@ impl Client {
         let Some(entry) = published.clients[self.key as usize].as_mut() else {
             return 0;
         };
+        for pattern in patterns {
+            if !entry.requested.contains(pattern) {
+                entry.requested.push(pattern.clone());
+            }
+        }
+        let narrowed = narrow(&entry.scope, patterns);
+        self.register(published, &narrowed, since, mode)
+    }
+
+    /// Narrows what the client may read to `scope` (`None`: everything), now and for
+    /// later subscriptions: patterns outside it are dropped, and topics it newly allows
+    /// are sent as snapshots. Returns the number of topics sent.
+    pub fn set_scope(&self, scope: Option<Vec<Pattern>>) -> usize {
+        let mut guard = self.hub.published_mut();
+        let published = &mut *guard;
+        let Some(entry) = published.clients[self.key as usize].as_mut() else {
+            return 0;
+        };
+        entry.scope = scope.map(Arc::from);
+        let keep = narrow(&entry.scope, &entry.requested);
+        let added: Vec<Pattern> = keep
+            .iter()
+            .filter(|p| !entry.patterns.contains(p))
+            .cloned()
+            .collect();
+        // Added first: topics the dropped patterns covered are not sent again.
+        let sent = self.register(published, &added, &Since::Now, None);
+        self.unregister_all_but(published, &keep);
+        sent
+    }
+
+    /// Removes the client's registered patterns that are not in `keep`.
+    fn unregister_all_but(&self, published: &mut Published, keep: &[Pattern]) {
+        let Some(entry) = published.clients[self.key as usize].as_mut() else {
+            return;
+        };
+        let mut dropped = Vec::new();
+        entry.patterns.retain(|p| {
+            let kept = keep.contains(p);
+            if !kept {
+                dropped.push(p.clone());
+            }
+            kept
+        });
+        for pattern in &dropped {
+            published.subscriptions.remove(pattern, self.key);
+        }
+    }
+
+    /// Registers `patterns` (already narrowed) and queues what brings the client in sync.
+    fn register(
+        &self,
+        published: &mut Published,
+        patterns: &[Pattern],
+        since: &Since,
+        mode: Option<Mode>,
+    ) -> usize {
+        let Some(entry) = published.clients[self.key as usize].as_mut() else {
+            return 0;
+        };
         if let Some(mode) = mode {
             entry.mode = mode;
         }
@@ -1122,12 +1212,14 @@ impl Client {
         };
         let mut removed = 0;
         for pattern in patterns {
-            if let Some(i) = entry.patterns.iter().position(|p| p == pattern) {
-                entry.patterns.swap_remove(i);
-                published.subscriptions.remove(pattern, self.key);
+            if let Some(i) = entry.requested.iter().position(|p| p == pattern) {
+                entry.requested.swap_remove(i);
                 removed += 1;
             }
         }
+        // What the remaining subscriptions still need stays registered.
+        let keep = narrow(&entry.scope, &entry.requested);
+        self.unregister_all_but(published, &keep);
         removed
     }
 
@@ -1135,9 +1227,13 @@ impl Client {
     /// many.
     pub fn get(&self, patterns: &[Pattern]) -> usize {
         let published = self.hub.published();
+        let Some(entry) = published.clients[self.key as usize].as_ref() else {
+            return 0;
+        };
+        let patterns = narrow(&entry.scope, patterns);
         let mut slots = Vec::new();
         let mut seen = HashSet::new();
-        for pattern in patterns {
+        for pattern in &patterns {
             published.tree.for_each_match(pattern, |slot| {
                 if seen.insert(slot) {
                     slots.push(slot);

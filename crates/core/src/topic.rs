@@ -118,6 +118,43 @@ impl Pattern {
         }
         topic_segments.next().is_none()
     }
+
+    /// The pattern matching exactly the topics both patterns match, if any: how a
+    /// subscription is narrowed to what a client may read.
+    ///
+    /// ```
+    /// use statecast_core::Pattern;
+    /// let p = |s| Pattern::new(s).unwrap();
+    /// assert_eq!(p("#").intersect(&p("railhub/#")), Some(p("railhub/#")));
+    /// assert_eq!(p("a/+/c").intersect(&p("a/b/#")), Some(p("a/b/c")));
+    /// assert_eq!(p("a/+").intersect(&p("b/#")), None);
+    /// ```
+    pub fn intersect(&self, other: &Pattern) -> Option<Pattern> {
+        let (a, b): (Vec<&str>, Vec<&str>) =
+            (self.segments().collect(), other.segments().collect());
+        let mut out: Vec<&str> = Vec::with_capacity(a.len().max(b.len()));
+        let mut i = 0;
+        loop {
+            match (a.get(i), b.get(i)) {
+                // `#` takes any rest, including none: the other side's rest decides.
+                (Some(&"#"), _) => {
+                    out.extend(&b[i..]);
+                    break;
+                }
+                (_, Some(&"#")) => {
+                    out.extend(&a[i..]);
+                    break;
+                }
+                (None, None) => break,
+                (None, Some(_)) | (Some(_), None) => return None,
+                (Some(&"+"), Some(&x)) | (Some(&x), Some(&"+")) => out.push(x),
+                (Some(&x), Some(&y)) if x == y => out.push(x),
+                _ => return None,
+            }
+            i += 1;
+        }
+        Some(Pattern(Arc::from(out.join("/"))))
+    }
 }
 
 impl fmt::Display for Pattern {
@@ -182,6 +219,26 @@ fn check_name(name: &str, wildcards: bool) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn an_intersection_matches_what_both_match(
+            a in "(a|b|\\+)(/(a|b|\\+)){0,2}(/#)?|#",
+            b in "(a|b|\\+)(/(a|b|\\+)){0,2}(/#)?|#",
+            topic in "(a|b|c)(/(a|b|c)){0,3}",
+        ) {
+            let (a, b) = (Pattern::new(&a).unwrap(), Pattern::new(&b).unwrap());
+            let both = a.matches(&topic) && b.matches(&topic);
+            match a.intersect(&b) {
+                Some(i) => {
+                    prop_assert!(Pattern::new(i.as_str()).is_ok(), "{} is a pattern", i);
+                    prop_assert_eq!(i.matches(&topic), both, "{} for {}", i, topic);
+                }
+                None => prop_assert!(!both),
+            }
+        }
+    }
 
     #[test]
     fn valid_topics() {

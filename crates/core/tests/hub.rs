@@ -1925,3 +1925,122 @@ async fn a_failing_store_refuses_writes_with_unavailable_and_changes_nothing() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Read scopes: what a client may read
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_scoped_client_gets_only_what_it_may_read_however_broad_its_subscription() {
+    let hub = new_hub();
+    hub.set(&topic("railhub/esp32-01"), json!({"on": 1}))
+        .await
+        .unwrap();
+    hub.set(&topic("secret/keys"), json!({"k": 1}))
+        .await
+        .unwrap();
+    let client = hub.connect();
+    client.set_scope(Some(pats(&["railhub/#", "public/+"])));
+    assert_eq!(client.subscribe(&pats(&["#"]), &Since::Now, None), 1);
+    assert_eq!(
+        drain(&client),
+        [snapshot("railhub/esp32-01", 1, json!({"on": 1}))]
+    );
+
+    hub.set(&topic("secret/keys"), json!({"k": 2}))
+        .await
+        .unwrap();
+    hub.event(&topic("secret/alarm"), json!(1)).await.unwrap();
+    hub.set(&topic("public/a"), json!(1)).await.unwrap();
+    hub.set(&topic("public/a/deeper"), json!(1)).await.unwrap();
+    hub.event(&topic("railhub/esp32-01"), json!("tick"))
+        .await
+        .unwrap();
+    assert_eq!(
+        drain(&client),
+        [
+            snapshot("public/a", 1, json!(1)),
+            event("railhub/esp32-01", json!("tick")),
+        ]
+    );
+
+    // `get` is narrowed the same way.
+    assert_eq!(client.get(&pats(&["secret/#", "public/#"])), 1);
+    assert_eq!(drain(&client), [snapshot("public/a", 1, json!(1))]);
+}
+
+#[tokio::test]
+async fn unsubscribing_keeps_what_other_subscriptions_still_need() {
+    let hub = new_hub();
+    let client = hub.connect();
+    client.set_scope(Some(pats(&["railhub/#"])));
+    client.subscribe(&pats(&["#", "railhub/#"]), &Since::Now, None);
+    assert_eq!(client.unsubscribe(&pats(&["#"])), 1);
+    hub.set(&topic("railhub/a"), json!(1)).await.unwrap();
+    assert_eq!(drain(&client), [snapshot("railhub/a", 1, json!(1))]);
+    assert_eq!(client.unsubscribe(&pats(&["railhub/#"])), 1);
+    hub.set(&topic("railhub/a"), json!(2)).await.unwrap();
+    assert_eq!(drain(&client), Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn a_new_scope_drops_what_it_forbids_and_sends_what_it_now_allows() {
+    let hub = new_hub();
+    hub.set(&topic("a/x"), json!(1)).await.unwrap();
+    hub.set(&topic("b/x"), json!(1)).await.unwrap();
+    let client = hub.connect();
+    client.set_scope(Some(pats(&["a/#"])));
+    client.subscribe(&pats(&["#"]), &Since::Now, None);
+    assert_eq!(drain(&client), [snapshot("a/x", 1, json!(1))]);
+
+    // Widened: b/x arrives as a snapshot, a/x is not sent again.
+    assert_eq!(client.set_scope(Some(pats(&["a/#", "b/#"]))), 1);
+    assert_eq!(drain(&client), [snapshot("b/x", 1, json!(1))]);
+
+    // Narrowed: a/x no longer arrives.
+    client.set_scope(Some(pats(&["b/#"])));
+    hub.set(&topic("a/x"), json!(2)).await.unwrap();
+    hub.set(&topic("b/x"), json!(2)).await.unwrap();
+    assert_eq!(drain(&client), [patch("b/x", 2, json!(2))]);
+
+    // Unrestricted again.
+    client.set_scope(None);
+    assert_eq!(drain(&client), [snapshot("a/x", 2, json!(2))]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn nothing_outside_the_scope_ever_arrives(
+        scope in prop::collection::vec("(a|b|\\+)(/(a|b|\\+)){0,2}(/#)?|#", 1..4),
+        subscriptions in prop::collection::vec("(a|b|\\+)(/(a|b|\\+)){0,2}(/#)?|#", 1..4),
+        writes in prop::collection::vec(("(a|b|c)(/(a|b|c)){0,3}", any::<bool>()), 1..30),
+    ) {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+            let hub = new_hub();
+            let scope: Vec<Pattern> = scope.iter().map(|p| pat(p)).collect();
+            let subscriptions: Vec<Pattern> = subscriptions.iter().map(|p| pat(p)).collect();
+            let client = hub.connect();
+            client.set_scope(Some(scope.clone()));
+            client.subscribe(&subscriptions, &Since::Now, None);
+            let mut expected = std::collections::BTreeSet::new();
+            for (i, (name, is_event)) in writes.iter().enumerate() {
+                let t = topic(name);
+                if *is_event {
+                    hub.event(&t, json!(i)).await.unwrap();
+                } else {
+                    hub.set(&t, json!(i)).await.unwrap();
+                }
+                if scope.iter().any(|p| p.matches(name)) && subscriptions.iter().any(|p| p.matches(name)) {
+                    expected.insert(name.clone());
+                }
+            }
+            let got: std::collections::BTreeSet<String> = drain(&client)
+                .iter()
+                .map(|m| m["topic"].as_str().unwrap().to_string())
+                .collect();
+            prop_assert_eq!(got, expected);
+            Ok(())
+        })?;
+    }
+}

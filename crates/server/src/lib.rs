@@ -11,6 +11,7 @@
 //! - [`error`]: JSON error responses; [`metrics`]: transport counters and the exposition.
 
 pub mod assets;
+pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod request;
@@ -26,7 +27,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering;
+
 use statecast_bridge::Bridge;
+use statecast_core::{ErrorCode, HubError};
+
+use crate::auth::{Action, Auth, Caller, Peer};
 use statecast_core::Hub;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -34,12 +40,17 @@ use tokio::sync::{Semaphore, watch};
 use crate::metrics::Metrics;
 
 /// Settings of the transports.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Interval of WebSocket pings (and SSE keep-alive comments).
     pub heartbeat_ms: u64,
     /// Largest WebSocket message accepted (after reassembly).
     pub max_frame_bytes: usize,
+    /// Credentials; [`Auth::off`] lets everyone do everything.
+    pub auth: Arc<Auth>,
+    /// Origins (`https://host[:port]`) whose pages may open WebSockets and SSE streams,
+    /// besides the hub's own; `*` allows any.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +58,8 @@ impl Default for ServerConfig {
         ServerConfig {
             heartbeat_ms: 25_000,
             max_frame_bytes: 1 << 20,
+            auth: Arc::new(Auth::off()),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -65,6 +78,105 @@ pub struct App {
     pub started: Instant,
     /// Turns `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+}
+
+impl App {
+    /// The caller's grant: its token (a bearer header, or `query` where a transport allows
+    /// `?token=`), checked; everything while authentication is off. A refusal is counted and
+    /// logged.
+    pub fn caller(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: Option<&str>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Caller, HubError> {
+        match self.config.auth.grant(headers, query) {
+            Ok(Some(grant)) => Ok(Caller { grant, peer }),
+            Ok(None) => {
+                let e = HubError::new(
+                    ErrorCode::Unauthorized,
+                    "this hub needs a token: send `Authorization: Bearer <token>`",
+                );
+                self.refused(peer, &e);
+                Err(e)
+            }
+            Err(e) => {
+                self.refused(peer, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// `Ok` if the caller may do `action` on `topic`; else `forbidden`, counted and logged.
+    pub fn check(&self, caller: &Caller, action: Action, topic: &str) -> Result<(), HubError> {
+        caller
+            .grant
+            .check(action, topic)
+            .inspect_err(|e| self.refused(caller.peer, e))
+    }
+
+    /// Counts a refused attempt and logs it, at most once a second (with how many were not
+    /// logged), so a flood of bad requests cannot flood the log.
+    pub fn refused(&self, peer: Option<std::net::SocketAddr>, e: &HubError) {
+        let counter = match e.code {
+            ErrorCode::Forbidden => &self.metrics.refused_forbidden,
+            _ => &self.metrics.refused_unauthorized,
+        };
+        Metrics::add(counter, 1);
+        // Seconds since start, from 1: the first refusal always differs from the initial 0.
+        let now = self.started.elapsed().as_secs() + 1;
+        let last = self.metrics.refusal_logged_at.load(Ordering::Relaxed);
+        self.metrics
+            .refusals_unlogged
+            .fetch_add(1, Ordering::Relaxed);
+        if now != last
+            && self
+                .metrics
+                .refusal_logged_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let skipped = self.metrics.refusals_unlogged.swap(0, Ordering::Relaxed);
+            let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+            tracing::warn!(%peer, skipped = skipped.saturating_sub(1), "refused: {e}");
+        }
+    }
+}
+
+/// Refuses a browser page from another site (cross-site WebSocket hijacking): a request
+/// with an `Origin` is allowed when it is the hub's own (same host) or listed in
+/// `allowed_origins`. Clients that are not browsers send no `Origin` and pass.
+pub fn check_origin(
+    app: &App,
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<(), HubError> {
+    let Some(origin) = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let same_site = origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| Some(rest) == host);
+    let listed = app
+        .config
+        .allowed_origins
+        .iter()
+        .any(|o| o == "*" || o.trim_end_matches('/') == origin);
+    if same_site || listed {
+        return Ok(());
+    }
+    let e = HubError::new(
+        ErrorCode::Forbidden,
+        format!("origin {origin} is not allowed (allowed_origins)"),
+    );
+    app.refused(peer, &e);
+    Err(e)
 }
 
 /// The routes of the hub.
@@ -90,7 +202,41 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors(&app.config.allowed_origins))
         .with_state(app)
+}
+
+/// CORS for pages from `allowed_origins` calling the REST API (none listed: no CORS
+/// headers, so browsers keep other sites' pages out).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::POST,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::ETAG])
 }
 
 /// Serves `hub` on `listener` until `shutdown` resolves, then closes every WebSocket with
@@ -130,7 +276,7 @@ pub async fn serve(
     let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -146,7 +292,10 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // The peer's address goes with each request, for the log of refused attempts.
+        let service = hyper_util::service::TowerToHyperService::new(
+            router.clone().layer(axum::Extension(Peer(peer))),
+        );
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();

@@ -23,6 +23,13 @@ pub struct Metrics {
     pub dead_connections: AtomicU64,
     pub client_errors: AtomicU64,
     pub http_requests: AtomicU64,
+    /// Requests and connections refused for a missing or bad credential.
+    pub refused_unauthorized: AtomicU64,
+    /// Requests refused for a lack of permission.
+    pub refused_forbidden: AtomicU64,
+    /// When a refusal was last logged (seconds since start), and how many since.
+    pub refusal_logged_at: AtomicU64,
+    pub refusals_unlogged: AtomicU64,
 }
 
 impl Metrics {
@@ -64,7 +71,17 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
-        let counters: [(&str, &str, u64); 17] = [
+        let counters: [(&str, &str, u64); 19] = [
+            (
+                "statecast_refused_unauthorized_total",
+                "Requests and connections refused for a missing, bad or expired credential.",
+                get(&self.refused_unauthorized),
+            ),
+            (
+                "statecast_refused_forbidden_total",
+                "Requests refused because the credential does not allow them.",
+                get(&self.refused_forbidden),
+            ),
             (
                 "statecast_ws_connections_total",
                 "WebSocket connections accepted.",

@@ -11,7 +11,9 @@ use statecast_core::{ErrorCode, HubError, Mode, Pattern, Since, Topic};
 /// A parsed client message.
 #[derive(Debug)]
 pub enum Request {
-    Auth,
+    Auth {
+        token: String,
+    },
     Subscribe {
         patterns: Vec<Pattern>,
         since: Since,
@@ -92,10 +94,9 @@ fn parse_object(mut o: Map<String, Value>) -> Result<Request, HubError> {
         None => return Err(bad("missing field `type`")),
     };
     Ok(match kind.as_str() {
-        "auth" => {
-            string(&mut o, "token")?;
-            Request::Auth
-        }
+        "auth" => Request::Auth {
+            token: string(&mut o, "token")?,
+        },
         "subscribe" => Request::Subscribe {
             patterns: patterns(&mut o)?,
             since: since(&mut o)?,

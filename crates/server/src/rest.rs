@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use statecast_bridge::Command;
-use statecast_core::{ErrorCode, Outcome, TopicState, Write};
+use statecast_core::{ErrorCode, HubError, Outcome, TopicState, Write};
 
 use crate::App;
+use crate::auth::{Action, Caller};
 use crate::error::{ApiError, status_of};
 use crate::metrics::Metrics;
 use crate::request::{parse_pattern, parse_topic};
@@ -25,12 +26,14 @@ pub struct MatchQuery {
 
 pub async fn list_state(
     State(app): State<Arc<App>>,
+    caller: Caller,
     Query(query): Query<MatchQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Metrics::add(&app.metrics.http_requests, 1);
     let pattern = parse_pattern(query.pattern.as_deref().unwrap_or("#"))?;
-    let topics = app.hub.get_matching(&pattern);
+    let mut topics = app.hub.get_matching(&pattern);
+    topics.retain(|t| caller.grant.allows(Action::Read, t.topic.as_str()));
     // Revs never go back, so the topics and their revs identify the list: pollers get a 304
     // while nothing changed.
     let etag = {
@@ -75,11 +78,13 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 
 pub async fn get_state(
     State(app): State<Arc<App>>,
+    caller: Caller,
     Path(topic): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Metrics::add(&app.metrics.http_requests, 1);
     let topic = parse_topic(&topic)?;
+    app.check(&caller, Action::Read, &topic)?;
     let Some(state) = app.hub.get(&topic) else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
@@ -101,11 +106,13 @@ pub async fn get_state(
 
 pub async fn put_state(
     State(app): State<Arc<App>>,
+    caller: Caller,
     Path(topic): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let topic = parse_topic(&topic)?;
+    app.check(&caller, Action::Write, &topic)?;
     let state = json_body(&headers, body)?;
     let if_rev = if_match(&headers)?;
     let write = Write::Set {
@@ -120,11 +127,13 @@ pub async fn put_state(
 
 pub async fn patch_state(
     State(app): State<Arc<App>>,
+    caller: Caller,
     Path(topic): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let topic = parse_topic(&topic)?;
+    app.check(&caller, Action::Write, &topic)?;
     let patch = json_body(&headers, body)?;
     let if_rev = if_match(&headers)?;
     let write = Write::Patch {
@@ -139,10 +148,12 @@ pub async fn patch_state(
 
 pub async fn delete_state(
     State(app): State<Arc<App>>,
+    caller: Caller,
     Path(topic): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let topic = parse_topic(&topic)?;
+    app.check(&caller, Action::Write, &topic)?;
     let if_rev = if_match(&headers)?;
     let write = Write::Delete {
         topic: topic.clone(),
@@ -155,11 +166,13 @@ pub async fn delete_state(
 
 pub async fn post_event(
     State(app): State<Arc<App>>,
+    caller: Caller,
     Path(topic): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let topic = parse_topic(&topic)?;
+    app.check(&caller, Action::Event, &topic)?;
     let data = json_body(&headers, body)?;
     app.hub
         .submit(Write::Event {
@@ -178,12 +191,14 @@ pub async fn post_event(
 
 pub async fn post_command(
     State(app): State<Arc<App>>,
+    caller: Caller,
     Path(target): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     Metrics::add(&app.metrics.http_requests, 1);
     let target = parse_topic(&target)?;
+    app.check(&caller, Action::Command, &target)?;
     let mut command = json_body(&headers, body)?;
     let name = match command.get_mut("name").map(Value::take) {
         Some(Value::String(name)) => name,
@@ -229,7 +244,18 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
     .into_response()
 }
 
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub async fn metrics(State(app): State<Arc<App>>, caller: Caller) -> Response {
+    if !caller.grant.admin {
+        let e = HubError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} may not read /metrics (needs admin)",
+                caller.grant.subject
+            ),
+        );
+        app.refused(caller.peer, &e);
+        return ApiError(e).into_response();
+    }
     let text = app.metrics.render(
         &app.hub,
         &app.bridge.health(),

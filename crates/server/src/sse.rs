@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
@@ -14,18 +15,27 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use statecast_core::{Client, Frame, Pattern, Since};
 
-use crate::App;
+use crate::auth::Peer;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::request::parse_pattern;
+use crate::{App, check_origin};
 
 const MAX_BATCH: usize = 1024;
 
 pub async fn stream(
     State(app): State<Arc<App>>,
     Query(query): Query<Vec<(String, String)>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let peer = peer.map(|p| p.0.0);
+    check_origin(&app, &headers, peer)?;
+    let token = query
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str());
+    let caller = app.caller(&headers, token, peer)?;
     let mut patterns: Vec<Pattern> = Vec::new();
     for (key, value) in &query {
         if key == "match" {
@@ -49,6 +59,7 @@ pub async fn stream(
         .and_then(|id| parse_cursor(&id, app.hub.epoch()))
         .map_or(Since::Now, Since::Cursor);
     let client = app.hub.connect();
+    client.set_scope(caller.grant.scope());
     client.subscribe(&patterns, &since, None);
     Metrics::add(&app.metrics.sse_connections_total, 1);
     Metrics::add(&app.metrics.sse_connections, 1);
@@ -57,6 +68,10 @@ pub async fn stream(
         client,
         frames: Vec::new(),
         last_cursor: None,
+        expires: caller
+            .grant
+            .remaining()
+            .map(|left| tokio::time::Instant::now() + left),
     };
     let body = Body::from_stream(stream::unfold(state, next_chunk));
     Ok((
@@ -75,6 +90,9 @@ struct StreamState {
     client: Client,
     frames: Vec<Frame>,
     last_cursor: Option<u64>,
+    /// When the caller's token expires: the stream ends (the client reconnects with a new
+    /// one).
+    expires: Option<tokio::time::Instant>,
 }
 
 /// Counts the stream as open while it exists.
@@ -92,7 +110,13 @@ impl Drop for ConnectionGuard {
 /// The next piece of the body: a batch of events, a keep-alive comment on a heartbeat
 /// tick, or the end when the hub closes the client (shutdown).
 async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>, StreamState)> {
-    s.client.ready().await;
+    match s.expires {
+        Some(at) => tokio::select! {
+            _ = s.client.ready() => {}
+            _ = tokio::time::sleep_until(at) => return None,
+        },
+        None => s.client.ready().await,
+    }
     s.frames.clear();
     let drained = s.client.drain_resumable(&mut s.frames, MAX_BATCH);
     if drained.closed {

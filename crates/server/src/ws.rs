@@ -38,10 +38,11 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::App;
+use crate::auth::{Action, Grant, Peer};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::request::{Request as ClientRequest, parse};
+use crate::{App, check_origin};
 
 /// Writes whose `result` may be outstanding at once; past this the connection stops
 /// reading until results go out.
@@ -55,6 +56,7 @@ const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PROTOCOL: u16 = 1002;
 const CLOSE_INVALID_UTF8: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
 
@@ -75,6 +77,28 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
     let key = match handshake_key(request.headers()) {
         Ok(key) => key,
         Err(e) => return e.into_response(),
+    };
+    let peer = request.extensions().get::<Peer>().map(|p| p.0);
+    if let Err(e) = check_origin(&app, request.headers(), peer) {
+        return ApiError(e).into_response();
+    }
+    // A token on the upgrade (header or `?token=`) must be valid; without one, the client
+    // has `auth_timeout_ms` to send an `auth` message.
+    let query_token = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(percent_decode)
+    });
+    let grant = match app
+        .config
+        .auth
+        .grant(request.headers(), query_token.as_deref())
+    {
+        Ok(grant) => grant.map(Box::new),
+        Err(e) => {
+            app.refused(peer, &e);
+            return ApiError(e).into_response();
+        }
     };
     let Some(on_upgrade) = request
         .extensions_mut()
@@ -111,7 +135,8 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
             WebSocketStream::from_partially_read(ReadHalf(read), early, Role::Server, Some(config))
                 .await,
         );
-        connection(app, reader, Writer(write)).await;
+        let session = Session { grant, peer };
+        connection(app, reader, Writer(write), session).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -123,6 +148,31 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
         )
         .body(Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// `%XX` escapes and `+` decoded (a token in a query string).
+fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => out.push(b' '),
+            (b, _, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The `Sec-WebSocket-Key` of a valid upgrade request.
@@ -247,11 +297,33 @@ fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-async fn connection(app: Arc<App>, reader: Reader, writer: Writer) {
+/// Who is on the other end: its grant (`None` until an `auth` message when the upgrade
+/// carried no token) and address.
+struct Session {
+    grant: Option<Box<Grant>>,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl Session {
+    /// When the connection must have authenticated again: at the end of the auth timeout
+    /// while it has no grant, at its token's expiry after.
+    fn deadline(&self, app: &App) -> Option<Instant> {
+        match &self.grant {
+            None => Some(Instant::now() + app.config.auth.auth_timeout),
+            Some(grant) => grant.remaining().map(|left| Instant::now() + left),
+        }
+    }
+}
+
+async fn connection(app: Arc<App>, reader: Reader, writer: Writer, mut session: Session) {
     Metrics::add(&app.metrics.ws_connections_total, 1);
     Metrics::add(&app.metrics.ws_connections, 1);
     let client = app.hub.connect();
-    let ending = run(&app, &client, reader, writer).await;
+    client.set_scope(match &session.grant {
+        Some(grant) => grant.scope(),
+        None => Some(Vec::new()),
+    });
+    let ending = run(&app, &client, reader, writer, &mut session).await;
     drop(client);
     if let Some((code, reader)) = ending {
         tracing::debug!(code, "websocket closed by the server");
@@ -270,10 +342,16 @@ async fn run(
     client: &Client,
     mut reader: Reader,
     mut writer: Writer,
+    session: &mut Session,
 ) -> Option<(u16, Reader)> {
     let heartbeat = Duration::from_millis(app.config.heartbeat_ms.max(1));
     let dead_after = heartbeat.mul_f64(2.5);
     client.reply(welcome(app));
+    // Boxed, and only when auth is on: most connections carry no timer of their own.
+    let mut deadline = session
+        .deadline(app)
+        .filter(|_| app.config.auth.required())
+        .map(|at| Box::pin(tokio::time::sleep_until(at)));
     // Created on the first write: most connections only subscribe.
     let mut acks: Option<FuturesOrdered<Ack>> = None;
     let mut last_seen = Instant::now();
@@ -310,6 +388,17 @@ async fn run(
                 }
             }
             Some(ack) = next_ack(&mut acks), if in_flight > 0 => client.reply(ack),
+            _ = expired(&mut deadline), if deadline.is_some() => {
+                let e = match session.grant {
+                    None => HubError::new(ErrorCode::Unauthorized, "no `auth` message within the auth timeout"),
+                    Some(_) => HubError::new(ErrorCode::Unauthorized, "the token has expired; send `auth` with a fresh one before it does"),
+                };
+                app.refused(session.peer, &e);
+                let frames = [Frame { bytes: error_message(None, &e) }];
+                let _ = writer.batch(app, &frames).await;
+                let _ = writer.close(CLOSE_POLICY, "unauthorized").await;
+                return Some((CLOSE_POLICY, reader));
+            }
             frame = reader.next(), if reading => {
                 last_seen = Instant::now();
                 let message = match frame {
@@ -326,7 +415,17 @@ async fn run(
                     Message::Text(text) => {
                         Metrics::add(&app.metrics.messages_in, 1);
                         Metrics::add(&app.metrics.bytes_in, text.len() as u64);
-                        handle(app, client, &text, &mut acks);
+                        match handle(app, client, session, &text, &mut acks) {
+                            Next::Continue => {}
+                            Next::Reauthenticated => {
+                                deadline = session.deadline(app).map(|at| Box::pin(tokio::time::sleep_until(at)));
+                            }
+                            Next::Close(reason) => {
+                                let _ = writer.batch(app, &client_frames(client)).await;
+                                let _ = writer.close(CLOSE_POLICY, reason).await;
+                                return Some((CLOSE_POLICY, reader));
+                            }
+                        }
                     }
                     Message::Binary(_) => {
                         Metrics::add(&app.metrics.client_errors, 1);
@@ -353,6 +452,14 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Resolves at the deadline (never without one).
+async fn expired(deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -454,9 +561,31 @@ fn welcome(app: &App) -> Bytes {
     )
 }
 
+/// What the connection does after a client message.
+enum Next {
+    Continue,
+    /// A new grant: its expiry replaces the old deadline.
+    Reauthenticated,
+    /// A refused `auth`: what is queued goes out, then a 1008 close.
+    Close(&'static str),
+}
+
+/// What is queued for the client right now (the answer before a close).
+fn client_frames(client: &Client) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    client.drain(&mut frames, MAX_BATCH);
+    frames
+}
+
 /// Handles one client message: answers at once, or queues a write whose `result` is sent
-/// when it is durable.
-fn handle(app: &App, client: &Client, text: &str, acks: &mut Option<FuturesOrdered<Ack>>) {
+/// when it is durable. Every request but `ping` and `auth` needs a grant that allows it.
+fn handle(
+    app: &App,
+    client: &Client,
+    session: &mut Session,
+    text: &str,
+    acks: &mut Option<FuturesOrdered<Ack>>,
+) -> Next {
     let parsed = parse(text);
     let id = parsed.id;
     let request = match parsed.request {
@@ -464,19 +593,61 @@ fn handle(app: &App, client: &Client, text: &str, acks: &mut Option<FuturesOrder
         Err(e) => {
             Metrics::add(&app.metrics.client_errors, 1);
             client.reply(error_message(id.as_ref(), &e));
-            return;
+            return Next::Continue;
         }
     };
-    let write = match request {
-        ClientRequest::Ping => {
+    let refuse = |e: HubError| {
+        app.refused(session.peer, &e);
+        client.reply(error_message(id.as_ref(), &e));
+        Next::Continue
+    };
+    let grant = match (&request, &session.grant) {
+        (ClientRequest::Ping, _) => {
             client.reply(with_id(json!({"type": "pong"}), id.as_ref()));
-            return;
+            return Next::Continue;
         }
-        ClientRequest::Auth => {
-            // Authentication is off: any token is accepted.
-            client.reply(ok(id.as_ref(), json!({})));
-            return;
+        (ClientRequest::Auth { token }, _) => {
+            if !app.config.auth.required() {
+                client.reply(ok(id.as_ref(), json!({})));
+                return Next::Continue;
+            }
+            return match app.config.auth.verify(token) {
+                Ok(grant) => {
+                    client.set_scope(grant.scope());
+                    client.reply(ok(id.as_ref(), json!({"subject": grant.subject})));
+                    session.grant = Some(Box::new(grant));
+                    Next::Reauthenticated
+                }
+                Err(e) => {
+                    app.refused(session.peer, &e);
+                    client.reply(error_message(id.as_ref(), &e));
+                    Next::Close("unauthorized")
+                }
+            };
         }
+        (_, None) => {
+            return refuse(HubError::new(
+                ErrorCode::Unauthorized,
+                "authenticate first: send {\"type\":\"auth\",\"token\":...}",
+            ));
+        }
+        (_, Some(grant)) => grant,
+    };
+    let needed = match &request {
+        ClientRequest::Set { topic, .. }
+        | ClientRequest::Patch { topic, .. }
+        | ClientRequest::Delete { topic } => Some((Action::Write, topic)),
+        ClientRequest::Event { topic, .. } => Some((Action::Event, topic)),
+        ClientRequest::Command { target, .. } => Some((Action::Command, target)),
+        _ => None,
+    };
+    if let Some((action, topic)) = needed
+        && let Err(e) = grant.check(action, topic)
+    {
+        return refuse(e);
+    }
+    let write = match request {
+        ClientRequest::Ping | ClientRequest::Auth { .. } => return Next::Continue,
         ClientRequest::Subscribe {
             patterns,
             since,
@@ -484,17 +655,17 @@ fn handle(app: &App, client: &Client, text: &str, acks: &mut Option<FuturesOrder
         } => {
             let topics = client.subscribe(&patterns, &since, mode);
             client.reply(ok(id.as_ref(), json!({"topics": topics})));
-            return;
+            return Next::Continue;
         }
         ClientRequest::Unsubscribe { patterns } => {
             let removed = client.unsubscribe(&patterns);
             client.reply(ok(id.as_ref(), json!({"removed": removed})));
-            return;
+            return Next::Continue;
         }
         ClientRequest::Get { patterns } => {
             let topics = client.get(&patterns);
             client.reply(ok(id.as_ref(), json!({"topics": topics})));
-            return;
+            return Next::Continue;
         }
         ClientRequest::Command { target, name, args } => {
             // Answered on its own task: a slow device holds up neither this connection's
@@ -502,7 +673,7 @@ fn handle(app: &App, client: &Client, text: &str, acks: &mut Option<FuturesOrder
             let Ok(permit) = Arc::clone(&app.commands_in_flight).try_acquire_owned() else {
                 let e = HubError::new(ErrorCode::RateLimited, "too many commands in flight");
                 client.reply(error_message(id.as_ref(), &e));
-                return;
+                return Next::Continue;
             };
             let replier = client.replier();
             let bridge = Arc::clone(&app.bridge);
@@ -517,7 +688,7 @@ fn handle(app: &App, client: &Client, text: &str, acks: &mut Option<FuturesOrder
                     ),
                 });
             });
-            return;
+            return Next::Continue;
         }
         ClientRequest::Set { topic, state } => Write::Set {
             topic,
@@ -552,6 +723,7 @@ fn handle(app: &App, client: &Client, text: &str, acks: &mut Option<FuturesOrder
             }));
         }
     }
+    Next::Continue
 }
 
 fn write_result(id: Option<&Value>, outcome: Outcome, is_event: bool) -> Bytes {

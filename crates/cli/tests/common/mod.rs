@@ -378,13 +378,46 @@ impl Ws {
     }
 
     async fn over(tcp: TcpStream, addr: &str) -> Ws {
+        Ws::handshake(tcp, addr, "/ws", &[])
+            .await
+            .expect("WebSocket handshake")
+    }
+
+    /// Connects to `path` (`/ws?token=..`) with extra request `headers`; the handshake's
+    /// error (a refused upgrade: `Error::Http` with the response) is returned, not a panic.
+    pub async fn connect_with(
+        addr: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let tcp = within("a TCP connection", TcpStream::connect(addr))
+            .await
+            .expect("TCP connect");
+        Ws::handshake(tcp, addr, path, headers).await
+    }
+
+    async fn handshake(
+        tcp: TcpStream,
+        addr: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         tcp.set_nodelay(true).expect("TCP_NODELAY");
+        let mut request = format!("ws://{addr}{path}")
+            .into_client_request()
+            .expect("a WebSocket request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
         let (stream, response) = within(
             "the WebSocket handshake",
-            tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp),
+            tokio_tungstenite::client_async(request, tcp),
         )
-        .await
-        .expect("WebSocket handshake");
+        .await?;
         assert_eq!(response.status().as_u16(), 101);
         let mut ws = Ws {
             stream,
@@ -393,7 +426,7 @@ impl Ws {
         let welcome = ws.recv_json().await;
         assert_eq!(welcome["type"], "welcome", "first message: {welcome}");
         ws.welcome = welcome;
-        ws
+        Ok(ws)
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
@@ -746,6 +779,11 @@ impl Sse {
         let response = within("the SSE response", request.send())
             .await
             .expect("SSE request");
+        Sse::from_response(response, last_event_id)
+    }
+
+    /// The stream of a `GET /api/stream` answered 200.
+    pub fn from_response(response: reqwest::Response, last_event_id: Option<&str>) -> Sse {
         assert_eq!(response.status().as_u16(), 200);
         let content_type = response
             .headers()
