@@ -8,6 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 use statecast_bridge::BridgeConfig;
 use statecast_bridge::config::{RouteConfig, SourceConfig};
+use statecast_server::Limits;
 use statecast_server::auth::AuthConfig;
 
 /// Flags of `statecast serve`; each may also come from its environment variable.
@@ -43,6 +44,27 @@ pub struct ServeArgs {
     /// Run simulated devices (an output controller, two microphones) to watch live changes
     #[arg(long, env = "STATECAST_DEMO")]
     pub demo: bool,
+    /// Open connections in all; more get HTTP 503 [default: 16000]
+    #[arg(long, env = "STATECAST_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open connections from one IP address; more get HTTP 503 [default: 16000]
+    #[arg(long, env = "STATECAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Subscription patterns one WebSocket may hold [default: 1000]
+    #[arg(long, env = "STATECAST_MAX_SUBSCRIPTIONS", value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+    /// Topics the hub holds; writes creating more are refused [default: 1000000]
+    #[arg(long, env = "STATECAST_MAX_TOPICS", value_name = "N")]
+    pub max_topics: Option<usize>,
+    /// Messages per second one WebSocket may send (bursts as large) [default: 10000]
+    #[arg(long, env = "STATECAST_MESSAGES_PER_SECOND", value_name = "N")]
+    pub messages_per_second: Option<u32>,
+    /// Messages and REST requests per second from one IP address [default: 100000]
+    #[arg(long, env = "STATECAST_MESSAGES_PER_SECOND_PER_IP", value_name = "N")]
+    pub messages_per_second_per_ip: Option<u32>,
+    /// Time a client has to send its request headers (slowloris) [default: 10000]
+    #[arg(long, env = "STATECAST_HANDSHAKE_TIMEOUT_MS", value_name = "N")]
+    pub handshake_timeout_ms: Option<u64>,
     /// Listen on a non-loopback address without authentication ([auth] in the file)
     #[arg(long, env = "STATECAST_INSECURE")]
     pub insecure: bool,
@@ -62,6 +84,13 @@ pub struct FileConfig {
     pub outbox_bytes: Option<usize>,
     pub demo: Option<bool>,
     pub insecure: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub max_subscriptions: Option<usize>,
+    pub max_topics: Option<usize>,
+    pub messages_per_second: Option<u32>,
+    pub messages_per_second_per_ip: Option<u32>,
+    pub handshake_timeout_ms: Option<u64>,
     /// Origins whose pages may open WebSockets and SSE streams (besides the hub's own).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
@@ -87,6 +116,8 @@ pub struct Settings {
     pub outbox_bytes: usize,
     pub demo: bool,
     pub insecure: bool,
+    pub limits: Limits,
+    pub max_topics: usize,
     pub allowed_origins: Vec<String>,
     pub auth: AuthConfig,
     pub bridge: BridgeConfig,
@@ -98,6 +129,7 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let defaults = Limits::default();
         let settings = Settings {
             listen: args
                 .listen
@@ -124,6 +156,33 @@ impl Settings {
             outbox_bytes: args.outbox_bytes.or(file.outbox_bytes).unwrap_or(4 << 20),
             demo: args.demo || file.demo.unwrap_or(false),
             insecure: args.insecure || file.insecure.unwrap_or(false),
+            limits: Limits {
+                max_connections: args
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(defaults.max_connections),
+                max_connections_per_ip: args
+                    .max_connections_per_ip
+                    .or(file.max_connections_per_ip)
+                    .unwrap_or(defaults.max_connections_per_ip),
+                max_subscriptions: args
+                    .max_subscriptions
+                    .or(file.max_subscriptions)
+                    .unwrap_or(defaults.max_subscriptions),
+                messages_per_second: args
+                    .messages_per_second
+                    .or(file.messages_per_second)
+                    .unwrap_or(defaults.messages_per_second),
+                messages_per_second_per_ip: args
+                    .messages_per_second_per_ip
+                    .or(file.messages_per_second_per_ip)
+                    .unwrap_or(defaults.messages_per_second_per_ip),
+                handshake_timeout_ms: args
+                    .handshake_timeout_ms
+                    .or(file.handshake_timeout_ms)
+                    .unwrap_or(defaults.handshake_timeout_ms),
+            },
+            max_topics: args.max_topics.or(file.max_topics).unwrap_or(1_000_000),
             allowed_origins: file.allowed_origins,
             auth: file.auth.unwrap_or_default(),
             bridge: BridgeConfig {
@@ -131,6 +190,15 @@ impl Settings {
                 route: file.route,
             },
         };
+        let l = &settings.limits;
+        if l.max_connections == 0
+            || l.max_connections_per_ip == 0
+            || l.messages_per_second == 0
+            || l.messages_per_second_per_ip == 0
+            || l.handshake_timeout_ms == 0
+        {
+            return Err("connection, rate and timeout limits must be at least 1".into());
+        }
         if settings.heartbeat_ms == 0 {
             return Err("heartbeat_ms must be at least 1".into());
         }

@@ -157,6 +157,7 @@ fn serve(settings: Settings) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let engine = RedbEngine::open(&settings.data_dir).map_err(|e| e.to_string())?;
     let hub_config = HubConfig {
+        max_topics: settings.max_topics,
         history_len: settings.history_len,
         max_state_bytes: settings.max_state_bytes,
         outbox: OutboxLimits {
@@ -180,6 +181,7 @@ fn serve(settings: Settings) -> Result<(), String> {
         max_frame_bytes: settings.max_frame_bytes,
         auth: std::sync::Arc::new(auth),
         allowed_origins: settings.allowed_origins.clone(),
+        limits: settings.limits.clone(),
     };
     runtime.block_on(async move {
         let bridge = Bridge::start(&hub, settings.bridge.clone(), Handlers::new())?;

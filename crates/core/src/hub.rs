@@ -50,6 +50,9 @@ pub struct HubConfig {
     pub outbox: OutboxLimits,
     /// Writes waiting for the store before new ones are refused with `unavailable`.
     pub max_pending: usize,
+    /// Topics the hub holds (removed ones count too: their revs are kept); a write that
+    /// would create one more is refused with `too_large`.
+    pub max_topics: usize,
 }
 
 impl Default for HubConfig {
@@ -60,6 +63,7 @@ impl Default for HubConfig {
             max_state_bytes: 256 << 10,
             outbox: OutboxLimits::default(),
             max_pending: 65_536,
+            max_topics: 1_000_000,
         }
     }
 }
@@ -549,6 +553,13 @@ impl Hub {
             ));
         }
         let latest = writes.topics.get(&topic);
+        let max_topics = self.shared.config.max_topics;
+        if latest.is_none() && writes.topics.len() >= max_topics {
+            return Err(HubError::new(
+                ErrorCode::TooLarge,
+                format!("the hub holds its limit of {max_topics} topics (max_topics)"),
+            ));
+        }
         let current_rev = latest.map_or(0, |l| l.rev);
         let current = latest.and_then(|l| l.state.clone());
         if let Some(expected) = if_rev
@@ -1088,6 +1099,14 @@ impl Client {
         }
         let narrowed = narrow(&entry.scope, patterns);
         self.register(published, &narrowed, since, mode)
+    }
+
+    /// How many patterns the client subscribed to (as it gave them).
+    pub fn subscription_count(&self) -> usize {
+        let published = self.hub.published();
+        published.clients[self.key as usize]
+            .as_ref()
+            .map_or(0, |entry| entry.requested.len())
     }
 
     /// Narrows what the client may read to `scope` (`None`: everything), now and for

@@ -414,9 +414,10 @@ pub fn key_sha256(key: &str) -> String {
     sha256(key).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The peer address of a request, put in its extensions by the accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub std::net::SocketAddr);
+/// The peer address of a request and its connection's slot, put in its extensions by the
+/// accept loop.
+#[derive(Clone)]
+pub struct Peer(pub std::net::SocketAddr, pub std::sync::Arc<crate::Slot>);
 
 /// The authenticated caller of a REST request: its grant (from `Authorization: Bearer`) and
 /// address. Requests without a valid credential are refused with 401 (and logged).
@@ -433,6 +434,8 @@ impl axum::extract::FromRequestParts<std::sync::Arc<crate::App>> for Caller {
         app: &std::sync::Arc<crate::App>,
     ) -> Result<Caller, Self::Rejection> {
         let peer = parts.extensions.get::<Peer>().map(|p| p.0);
+        app.check_rate(peer.map(|p| p.ip()), None)
+            .map_err(crate::error::ApiError)?;
         app.caller(&parts.headers, None, peer)
             .map_err(crate::error::ApiError)
     }

@@ -19,8 +19,9 @@ pub mod rest;
 pub mod sse;
 pub mod ws;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -51,6 +52,36 @@ pub struct ServerConfig {
     /// Origins (`https://host[:port]`) whose pages may open WebSockets and SSE streams,
     /// besides the hub's own; `*` allows any.
     pub allowed_origins: Vec<String>,
+    pub limits: Limits,
+}
+
+/// What one client or address may take of the hub.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections in all, and from one IP address; more get HTTP 503.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Subscription patterns one WebSocket may hold.
+    pub max_subscriptions: usize,
+    /// Messages per second one WebSocket may send (bursts as large).
+    pub messages_per_second: u32,
+    /// WebSocket messages and REST requests per second from one IP address.
+    pub messages_per_second_per_ip: u32,
+    /// Time to send the request headers.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 16_000,
+            max_connections_per_ip: 16_000,
+            max_subscriptions: 1_000,
+            messages_per_second: 10_000,
+            messages_per_second_per_ip: 100_000,
+            handshake_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -60,6 +91,7 @@ impl Default for ServerConfig {
             max_frame_bytes: 1 << 20,
             auth: Arc::new(Auth::off()),
             allowed_origins: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -73,6 +105,13 @@ pub struct App {
     /// Sources' health and the command routes.
     pub bridge: Arc<Bridge>,
     pub commands_in_flight: Arc<Semaphore>,
+    /// Messages and requests per IP address.
+    pub per_ip_rate: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Messages per WebSocket, by connection number: no limiter state in idle connections.
+    pub per_connection_rate: governor::DefaultKeyedRateLimiter<u64>,
+    pub next_connection: std::sync::atomic::AtomicU64,
+    /// Open connections per IP address.
+    pub connections: Mutex<HashMap<std::net::IpAddr, usize>>,
     pub config: ServerConfig,
     pub metrics: Metrics,
     pub started: Instant,
@@ -107,6 +146,31 @@ impl App {
         }
     }
 
+    /// `Ok` unless `ip` sent more than `messages_per_second_per_ip` (or the connection
+    /// `connection` more than `messages_per_second`); else `rate_limited`, counted.
+    pub fn check_rate(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        connection: Option<u64>,
+    ) -> Result<(), HubError> {
+        let over_ip = ip.is_some_and(|ip| self.per_ip_rate.check_key(&ip).is_err());
+        let over_connection =
+            connection.is_some_and(|c| self.per_connection_rate.check_key(&c).is_err());
+        if over_ip || over_connection {
+            Metrics::add(&self.metrics.rate_limited, 1);
+            let which = if over_connection {
+                "messages_per_second"
+            } else {
+                "messages_per_second_per_ip"
+            };
+            return Err(HubError::new(
+                ErrorCode::RateLimited,
+                format!("too many messages; slow down ({which})"),
+            ));
+        }
+        Ok(())
+    }
+
     /// `Ok` if the caller may do `action` on `topic`; else `forbidden`, counted and logged.
     pub fn check(&self, caller: &Caller, action: Action, topic: &str) -> Result<(), HubError> {
         caller
@@ -118,11 +182,11 @@ impl App {
     /// Counts a refused attempt and logs it, at most once a second (with how many were not
     /// logged), so a flood of bad requests cannot flood the log.
     pub fn refused(&self, peer: Option<std::net::SocketAddr>, e: &HubError) {
-        let counter = match e.code {
-            ErrorCode::Forbidden => &self.metrics.refused_forbidden,
-            _ => &self.metrics.refused_unauthorized,
-        };
-        Metrics::add(counter, 1);
+        match e.code {
+            ErrorCode::Forbidden => Metrics::add(&self.metrics.refused_forbidden, 1),
+            ErrorCode::Unauthorized => Metrics::add(&self.metrics.refused_unauthorized, 1),
+            _ => {}
+        }
         // Seconds since start, from 1: the first refusal always differs from the initial 0.
         let now = self.started.elapsed().as_secs() + 1;
         let last = self.metrics.refusal_logged_at.load(Ordering::Relaxed);
@@ -141,6 +205,76 @@ impl App {
             tracing::warn!(%peer, skipped = skipped.saturating_sub(1), "refused: {e}");
         }
     }
+}
+
+/// One open connection, counted in all and per address while it exists.
+pub struct Slot {
+    app: std::sync::Weak<App>,
+    ip: std::net::IpAddr,
+}
+
+impl Slot {
+    /// A slot for a new connection from `ip`, unless the limits are reached.
+    fn take(app: &Arc<App>, ip: std::net::IpAddr) -> Option<Slot> {
+        let limits = &app.config.limits;
+        let mut connections = app.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = app.metrics.connections.load(Ordering::Relaxed) as usize;
+        let from_ip = connections.entry(ip).or_insert(0);
+        if total >= limits.max_connections || *from_ip >= limits.max_connections_per_ip {
+            return None;
+        }
+        *from_ip += 1;
+        Metrics::add(&app.metrics.connections, 1);
+        Some(Slot {
+            app: Arc::downgrade(app),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(app) = self.app.upgrade() else {
+            return;
+        };
+        app.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut connections = app.connections.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = connections.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                connections.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Answers a connection over the limits with 503 and closes it.
+async fn refuse_connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+    let e = HubError::new(
+        ErrorCode::Unavailable,
+        "too many connections (max_connections, max_connections_per_ip)",
+    );
+    Metrics::add(&app.metrics.refused_connections, 1);
+    app.refused(Some(peer), &e);
+    let body = serde_json::json!({"error": e.to_json()}).to_string();
+    let service = hyper::service::service_fn(move |_| {
+        let body = body.clone();
+        async move {
+            axum::http::Response::builder()
+                .status(axum::http::StatusCode::SERVICE_UNAVAILABLE)
+                .header(axum::http::header::CONTENT_TYPE, "application/json")
+                .header(axum::http::header::CONNECTION, "close")
+                .body(axum::body::Body::from(body))
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(
+            app.config.limits.handshake_timeout_ms,
+        ))
+        .serve_connection(TokioIo::new(tcp), service);
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
 }
 
 /// Refuses a browser page from another site (cross-site WebSocket hijacking): a request
@@ -253,15 +387,32 @@ pub async fn serve(
     // The heartbeat: one timer wakes every connection (see `ws.rs`).
     let period = Duration::from_millis(config.heartbeat_ms.max(1));
     let beating = hub.clone();
+    let (app_tx, app_rx) = tokio::sync::oneshot::channel::<Arc<App>>();
     let ticker = tokio::spawn(async move {
+        let Ok(app) = app_rx.await else { return };
         let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
             beating.tick_clients();
+            // Addresses quiet for a while hold no rate state.
+            app.per_ip_rate.retain_recent();
+            app.per_connection_rate.retain_recent();
         }
     });
+    let per_ip_rate = governor::RateLimiter::keyed(governor::Quota::per_second(
+        std::num::NonZeroU32::new(config.limits.messages_per_second_per_ip)
+            .unwrap_or(std::num::NonZeroU32::MIN),
+    ));
+    let per_connection_rate = governor::RateLimiter::keyed(governor::Quota::per_second(
+        std::num::NonZeroU32::new(config.limits.messages_per_second)
+            .unwrap_or(std::num::NonZeroU32::MIN),
+    ));
     let app = Arc::new(App {
+        per_ip_rate,
+        per_connection_rate,
+        next_connection: std::sync::atomic::AtomicU64::new(0),
+        connections: Mutex::new(HashMap::new()),
         hub: hub.clone(),
         bridge: Arc::new(bridge),
         commands_in_flight: Arc::new(Semaphore::new(MAX_COMMANDS_IN_FLIGHT)),
@@ -270,6 +421,7 @@ pub async fn serve(
         started: Instant::now(),
         shutdown: stopped,
     });
+    let _ = app_tx.send(Arc::clone(&app));
     let router = router(Arc::clone(&app));
     // HTTP/1.1 served by hyper directly (not `axum::serve`, whose auto-detecting builder
     // wraps the socket): an upgraded WebSocket then gets its own `TcpStream` back.
@@ -292,11 +444,22 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
-        // The peer's address goes with each request, for the log of refused attempts.
+        let Some(slot) = Slot::take(&app, peer.ip()) else {
+            tokio::spawn(refuse_connection(Arc::clone(&app), tcp, peer));
+            continue;
+        };
+        // The peer's address and its connection slot go with each request: for the log of
+        // refused attempts, and so that a WebSocket keeps the slot after the upgrade.
         let service = hyper_util::service::TowerToHyperService::new(
-            router.clone().layer(axum::Extension(Peer(peer))),
+            router
+                .clone()
+                .layer(axum::Extension(Peer(peer, Arc::new(slot)))),
         );
         let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(
+                app.config.limits.handshake_timeout_ms,
+            ))
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();
         let mut stopping = app.shutdown.clone();

@@ -30,6 +30,12 @@ pub struct Metrics {
     /// When a refusal was last logged (seconds since start), and how many since.
     pub refusal_logged_at: AtomicU64,
     pub refusals_unlogged: AtomicU64,
+    /// Open TCP connections (HTTP and WebSocket).
+    pub connections: AtomicU64,
+    /// Connections refused over `max_connections` / `max_connections_per_ip`.
+    pub refused_connections: AtomicU64,
+    /// Messages and requests refused over a rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 impl Metrics {
@@ -71,7 +77,17 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
-        let counters: [(&str, &str, u64); 19] = [
+        let counters: [(&str, &str, u64); 21] = [
+            (
+                "statecast_refused_connections_total",
+                "Connections refused over max_connections or max_connections_per_ip.",
+                get(&self.refused_connections),
+            ),
+            (
+                "statecast_rate_limited_total",
+                "Messages and requests refused over a rate limit.",
+                get(&self.rate_limited),
+            ),
             (
                 "statecast_refused_unauthorized_total",
                 "Requests and connections refused for a missing, bad or expired credential.",

@@ -30,6 +30,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let peer = peer.map(|p| p.0.0);
+    app.check_rate(peer.map(|p| p.ip()), None)?;
     check_origin(&app, &headers, peer)?;
     let token = query
         .iter()

@@ -51,6 +51,9 @@ const MAX_IN_FLIGHT: usize = 256;
 const MAX_BATCH: usize = 1024;
 /// How long to wait for the client's answer to a close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A client with more messages refused over the rate limit within this time than it may
+/// send in it is closed.
+const SUSTAINED_ABUSE: Duration = Duration::from_secs(5);
 
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -78,7 +81,10 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
-    let peer = request.extensions().get::<Peer>().map(|p| p.0);
+    let (peer, slot) = match request.extensions().get::<Peer>() {
+        Some(Peer(addr, slot)) => (Some(*addr), Some(Arc::clone(slot))),
+        None => (None, None),
+    };
     if let Err(e) = check_origin(&app, request.headers(), peer) {
         return ApiError(e).into_response();
     }
@@ -135,8 +141,19 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
             WebSocketStream::from_partially_read(ReadHalf(read), early, Role::Server, Some(config))
                 .await,
         );
-        let session = Session { grant, peer };
+        let id = app
+            .next_connection
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = Session {
+            grant,
+            peer,
+            id,
+            limited_since: None,
+            refused: 0,
+        };
         connection(app, reader, Writer(write), session).await;
+        // The connection counts against the limits until here.
+        drop(slot);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -302,6 +319,11 @@ fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 struct Session {
     grant: Option<Box<Grant>>,
     peer: Option<std::net::SocketAddr>,
+    /// The connection's number, its key in the per-connection rate limiter.
+    id: u64,
+    /// The start of the window in which `refused` messages were over the rate limit.
+    limited_since: Option<Instant>,
+    refused: u32,
 }
 
 impl Session {
@@ -588,6 +610,26 @@ fn handle(
 ) -> Next {
     let parsed = parse(text);
     let id = parsed.id;
+    if let Err(e) = app.check_rate(session.peer.map(|p| p.ip()), Some(session.id)) {
+        client.reply(error_message(id.as_ref(), &e));
+        // A client over the rate now and then only gets errors; one that has more refused
+        // within SUSTAINED_ABUSE than it may send in that time is closed.
+        let now = Instant::now();
+        match session.limited_since {
+            Some(since) if now - since <= SUSTAINED_ABUSE => session.refused += 1,
+            _ => {
+                session.limited_since = Some(now);
+                session.refused = 1;
+            }
+        }
+        let allowance =
+            u64::from(app.config.limits.messages_per_second) * SUSTAINED_ABUSE.as_secs();
+        if u64::from(session.refused) > allowance {
+            app.refused(session.peer, &e);
+            return Next::Close("rate limit exceeded");
+        }
+        return Next::Continue;
+    }
     let request = match parsed.request {
         Ok(r) => r,
         Err(e) => {
@@ -653,6 +695,15 @@ fn handle(
             since,
             mode,
         } => {
+            let max = app.config.limits.max_subscriptions;
+            if client.subscription_count() + patterns.len() > max {
+                let e = HubError::new(
+                    ErrorCode::TooLarge,
+                    format!("at most {max} subscriptions per connection (max_subscriptions)"),
+                );
+                client.reply(error_message(id.as_ref(), &e));
+                return Next::Continue;
+            }
             let topics = client.subscribe(&patterns, &since, mode);
             client.reply(ok(id.as_ref(), json!({"topics": topics})));
             return Next::Continue;
