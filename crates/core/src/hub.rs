@@ -270,7 +270,8 @@ struct HistoryEntry {
 
 struct ClientEntry {
     outbox: Arc<Outbox>,
-    /// The patterns the client subscribed to.
+    /// The patterns the client subscribed to, while it has a scope (without one they are
+    /// `patterns` themselves, and this stays empty: most clients never pay for it).
     requested: Vec<Pattern>,
     /// What it may read (`None`: everything); `patterns` is `requested` narrowed to it.
     scope: Option<Arc<[Pattern]>>,
@@ -1092,9 +1093,11 @@ impl Client {
         let Some(entry) = published.clients[self.key as usize].as_mut() else {
             return 0;
         };
-        for pattern in patterns {
-            if !entry.requested.contains(pattern) {
-                entry.requested.push(pattern.clone());
+        if entry.scope.is_some() {
+            for pattern in patterns {
+                if !entry.requested.contains(pattern) {
+                    entry.requested.push(pattern.clone());
+                }
             }
         }
         let narrowed = narrow(&entry.scope, patterns);
@@ -1106,7 +1109,10 @@ impl Client {
         let published = self.hub.published();
         published.clients[self.key as usize]
             .as_ref()
-            .map_or(0, |entry| entry.requested.len())
+            .map_or(0, |entry| match entry.scope {
+                None => entry.patterns.len(),
+                Some(_) => entry.requested.len(),
+            })
     }
 
     /// Narrows what the client may read to `scope` (`None`: everything), now and for
@@ -1118,8 +1124,14 @@ impl Client {
         let Some(entry) = published.clients[self.key as usize].as_mut() else {
             return 0;
         };
+        if entry.scope.is_none() {
+            entry.requested = entry.patterns.clone();
+        }
         entry.scope = scope.map(Arc::from);
         let keep = narrow(&entry.scope, &entry.requested);
+        if entry.scope.is_none() {
+            entry.requested = Vec::new();
+        }
         let added: Vec<Pattern> = keep
             .iter()
             .filter(|p| !entry.patterns.contains(p))
@@ -1230,6 +1242,16 @@ impl Client {
             return 0;
         };
         let mut removed = 0;
+        if entry.scope.is_none() {
+            for pattern in patterns {
+                if let Some(i) = entry.patterns.iter().position(|p| p == pattern) {
+                    entry.patterns.swap_remove(i);
+                    published.subscriptions.remove(pattern, self.key);
+                    removed += 1;
+                }
+            }
+            return removed;
+        }
         for pattern in patterns {
             if let Some(i) = entry.requested.iter().position(|p| p == pattern) {
                 entry.requested.swap_remove(i);

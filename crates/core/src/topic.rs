@@ -153,7 +153,8 @@ impl Pattern {
             }
             i += 1;
         }
-        Some(Pattern(Arc::from(out.join("/"))))
+        // Longer than any topic may be (`+/b` with `a/+`, both long): nothing matches both.
+        Pattern::new(&out.join("/")).ok()
     }
 }
 
@@ -284,6 +285,14 @@ mod tests {
         );
         let long = vec!["a".repeat(100); 6].join("/");
         assert!(Topic::new(&long).unwrap_err().0.contains("at most 512"));
+    }
+
+    #[test]
+    fn an_intersection_longer_than_any_topic_is_empty() {
+        let long = "x".repeat(128);
+        let a = Pattern::new(&format!("+/{long}/{long}/+")).unwrap();
+        let b = Pattern::new(&format!("{long}/+/+/{long}")).unwrap();
+        assert_eq!(a.intersect(&b), None);
     }
 
     #[test]

@@ -210,12 +210,15 @@ impl App {
 /// One open connection, counted in all and per address while it exists.
 pub struct Slot {
     app: std::sync::Weak<App>,
-    ip: std::net::IpAddr,
+    pub peer: std::net::SocketAddr,
+    /// The connection's number: its key in the per-connection rate limiter.
+    pub id: u64,
 }
 
 impl Slot {
     /// A slot for a new connection from `ip`, unless the limits are reached.
-    fn take(app: &Arc<App>, ip: std::net::IpAddr) -> Option<Slot> {
+    fn take(app: &Arc<App>, peer: std::net::SocketAddr) -> Option<Slot> {
+        let ip = peer.ip();
         let limits = &app.config.limits;
         let mut connections = app.connections.lock().unwrap_or_else(|e| e.into_inner());
         let total: usize = app.metrics.connections.load(Ordering::Relaxed) as usize;
@@ -227,7 +230,8 @@ impl Slot {
         Metrics::add(&app.metrics.connections, 1);
         Some(Slot {
             app: Arc::downgrade(app),
-            ip,
+            peer,
+            id: app.next_connection.fetch_add(1, Ordering::Relaxed),
         })
     }
 }
@@ -239,10 +243,11 @@ impl Drop for Slot {
         };
         app.metrics.connections.fetch_sub(1, Ordering::Relaxed);
         let mut connections = app.connections.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = connections.get_mut(&self.ip) {
+        let ip = self.peer.ip();
+        if let Some(n) = connections.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                connections.remove(&self.ip);
+                connections.remove(&ip);
             }
         }
     }
@@ -444,17 +449,21 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
-        let Some(slot) = Slot::take(&app, peer.ip()) else {
+        let Some(slot) = Slot::take(&app, peer) else {
             tokio::spawn(refuse_connection(Arc::clone(&app), tcp, peer));
             continue;
         };
         // The peer's address and its connection slot go with each request: for the log of
         // refused attempts, and so that a WebSocket keeps the slot after the upgrade.
-        let service = hyper_util::service::TowerToHyperService::new(
-            router
-                .clone()
-                .layer(axum::Extension(Peer(peer, Arc::new(slot)))),
-        );
+        let peer = Peer(peer, Arc::new(slot));
+        let routes = router.clone();
+        let service = hyper_util::service::TowerToHyperService::new(tower::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer.clone());
+                // A router is always ready: no `poll_ready` needed before `call`.
+                tower::Service::call(&mut routes.clone(), request)
+            },
+        ));
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(Duration::from_millis(

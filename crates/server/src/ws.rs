@@ -42,7 +42,7 @@ use crate::auth::{Action, Grant, Peer};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::request::{Request as ClientRequest, parse};
-use crate::{App, check_origin};
+use crate::{App, Slot, check_origin};
 
 /// Writes whose `result` may be outstanding at once; past this the connection stops
 /// reading until results go out.
@@ -141,19 +141,19 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
             WebSocketStream::from_partially_read(ReadHalf(read), early, Role::Server, Some(config))
                 .await,
         );
-        let id = app
-            .next_connection
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let session = Session {
-            grant,
-            peer,
-            id,
-            limited_since: None,
-            refused: 0,
+            // With auth on, the session starts with its grant (or none yet); with auth off
+            // it needs no state at all.
+            state: app.config.auth.required().then(|| {
+                Box::new(SessionState {
+                    grant,
+                    limited_since: None,
+                    refused: 0,
+                })
+            }),
+            slot,
         };
         connection(app, reader, Writer(write), session).await;
-        // The connection counts against the limits until here.
-        drop(slot);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -314,37 +314,65 @@ fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Who is on the other end: its grant (`None` until an `auth` message when the upgrade
-/// carried no token) and address.
+/// Who is on the other end. Kept small: it lives in every connection's future.
 struct Session {
+    /// The connection's place in the connection limits; it knows the peer's address and is
+    /// the connection's key in the per-connection rate limiter.
+    slot: Option<Arc<Slot>>,
+    /// Made when auth is on or the client first goes over the rate limit.
+    state: Option<Box<SessionState>>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    /// `None` until an `auth` message when auth is on and the upgrade carried no token.
     grant: Option<Box<Grant>>,
-    peer: Option<std::net::SocketAddr>,
-    /// The connection's number, its key in the per-connection rate limiter.
-    id: u64,
     /// The start of the window in which `refused` messages were over the rate limit.
     limited_since: Option<Instant>,
     refused: u32,
 }
 
 impl Session {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.slot.as_ref().map(|slot| slot.peer)
+    }
+
+    /// The client's grant: everything while auth is off, `None` before it authenticated.
+    fn grant(&self) -> Option<&Grant> {
+        match &self.state {
+            None => Some(&EVERYTHING),
+            Some(state) => state.grant.as_deref(),
+        }
+    }
+
+    fn state(&mut self) -> &mut SessionState {
+        self.state.get_or_insert_with(Default::default)
+    }
+
     /// When the connection must have authenticated again: at the end of the auth timeout
-    /// while it has no grant, at its token's expiry after.
+    /// while it has no grant, at its token's expiry after (auth on only).
     fn deadline(&self, app: &App) -> Option<Instant> {
-        match &self.grant {
+        let state = self.state.as_ref()?;
+        match &state.grant {
             None => Some(Instant::now() + app.config.auth.auth_timeout),
             Some(grant) => grant.remaining().map(|left| Instant::now() + left),
         }
     }
 }
 
+/// The grant of every client while auth is off.
+static EVERYTHING: std::sync::LazyLock<Grant> = std::sync::LazyLock::new(Grant::everything);
+
 async fn connection(app: Arc<App>, reader: Reader, writer: Writer, mut session: Session) {
     Metrics::add(&app.metrics.ws_connections_total, 1);
     Metrics::add(&app.metrics.ws_connections, 1);
     let client = app.hub.connect();
-    client.set_scope(match &session.grant {
-        Some(grant) => grant.scope(),
-        None => Some(Vec::new()),
-    });
+    if session.state.is_some() {
+        client.set_scope(match session.grant() {
+            Some(grant) => grant.scope(),
+            None => Some(Vec::new()),
+        });
+    }
     let ending = run(&app, &client, reader, writer, &mut session).await;
     drop(client);
     if let Some((code, reader)) = ending {
@@ -372,7 +400,6 @@ async fn run(
     // Boxed, and only when auth is on: most connections carry no timer of their own.
     let mut deadline = session
         .deadline(app)
-        .filter(|_| app.config.auth.required())
         .map(|at| Box::pin(tokio::time::sleep_until(at)));
     // Created on the first write: most connections only subscribe.
     let mut acks: Option<FuturesOrdered<Ack>> = None;
@@ -411,14 +438,13 @@ async fn run(
             }
             Some(ack) = next_ack(&mut acks), if in_flight > 0 => client.reply(ack),
             _ = expired(&mut deadline), if deadline.is_some() => {
-                let e = match session.grant {
+                let e = match session.grant() {
                     None => HubError::new(ErrorCode::Unauthorized, "no `auth` message within the auth timeout"),
                     Some(_) => HubError::new(ErrorCode::Unauthorized, "the token has expired; send `auth` with a fresh one before it does"),
                 };
-                app.refused(session.peer, &e);
-                let frames = [Frame { bytes: error_message(None, &e) }];
-                let _ = writer.batch(app, &frames).await;
-                let _ = writer.close(CLOSE_POLICY, "unauthorized").await;
+                app.refused(session.peer(), &e);
+                client.reply(error_message(None, &e));
+                Box::pin(policy_close(app, client, &mut writer, "unauthorized")).await;
                 return Some((CLOSE_POLICY, reader));
             }
             frame = reader.next(), if reading => {
@@ -443,8 +469,7 @@ async fn run(
                                 deadline = session.deadline(app).map(|at| Box::pin(tokio::time::sleep_until(at)));
                             }
                             Next::Close(reason) => {
-                                let _ = writer.batch(app, &client_frames(client)).await;
-                                let _ = writer.close(CLOSE_POLICY, reason).await;
+                                Box::pin(policy_close(app, client, &mut writer, reason)).await;
                                 return Some((CLOSE_POLICY, reader));
                             }
                         }
@@ -592,11 +617,13 @@ enum Next {
     Close(&'static str),
 }
 
-/// What is queued for the client right now (the answer before a close).
-fn client_frames(client: &Client) -> Vec<Frame> {
+/// Sends what is queued for the client (the error that explains the close), then a 1008
+/// close. Boxed at its call sites: inline, it would enlarge every connection's future.
+async fn policy_close(app: &App, client: &Client, writer: &mut Writer, reason: &str) {
     let mut frames = Vec::new();
     client.drain(&mut frames, MAX_BATCH);
-    frames
+    let _ = writer.batch(app, &frames).await;
+    let _ = writer.close(CLOSE_POLICY, reason).await;
 }
 
 /// Handles one client message: answers at once, or queues a write whose `result` is sent
@@ -610,22 +637,25 @@ fn handle(
 ) -> Next {
     let parsed = parse(text);
     let id = parsed.id;
-    if let Err(e) = app.check_rate(session.peer.map(|p| p.ip()), Some(session.id)) {
+    let peer = session.peer();
+    let key = session.slot.as_ref().map(|slot| slot.id);
+    if let Err(e) = app.check_rate(peer.map(|p| p.ip()), key) {
         client.reply(error_message(id.as_ref(), &e));
         // A client over the rate now and then only gets errors; one that has more refused
         // within SUSTAINED_ABUSE than it may send in that time is closed.
         let now = Instant::now();
-        match session.limited_since {
-            Some(since) if now - since <= SUSTAINED_ABUSE => session.refused += 1,
+        let state = session.state();
+        match state.limited_since {
+            Some(since) if now - since <= SUSTAINED_ABUSE => state.refused += 1,
             _ => {
-                session.limited_since = Some(now);
-                session.refused = 1;
+                state.limited_since = Some(now);
+                state.refused = 1;
             }
         }
         let allowance =
             u64::from(app.config.limits.messages_per_second) * SUSTAINED_ABUSE.as_secs();
-        if u64::from(session.refused) > allowance {
-            app.refused(session.peer, &e);
+        if u64::from(state.refused) > allowance {
+            app.refused(peer, &e);
             return Next::Close("rate limit exceeded");
         }
         return Next::Continue;
@@ -639,11 +669,11 @@ fn handle(
         }
     };
     let refuse = |e: HubError| {
-        app.refused(session.peer, &e);
+        app.refused(peer, &e);
         client.reply(error_message(id.as_ref(), &e));
         Next::Continue
     };
-    let grant = match (&request, &session.grant) {
+    let grant = match (&request, session.grant()) {
         (ClientRequest::Ping, _) => {
             client.reply(with_id(json!({"type": "pong"}), id.as_ref()));
             return Next::Continue;
@@ -657,11 +687,11 @@ fn handle(
                 Ok(grant) => {
                     client.set_scope(grant.scope());
                     client.reply(ok(id.as_ref(), json!({"subject": grant.subject})));
-                    session.grant = Some(Box::new(grant));
+                    session.state().grant = Some(Box::new(grant));
                     Next::Reauthenticated
                 }
                 Err(e) => {
-                    app.refused(session.peer, &e);
+                    app.refused(peer, &e);
                     client.reply(error_message(id.as_ref(), &e));
                     Next::Close("unauthorized")
                 }
