@@ -1,0 +1,79 @@
+"""The values the client hands out: changes of subscribed topics, topic states, write results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+from ._json import JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A topic's whole state: the first one a subscription gets, a re-creation, a change a
+    merge patch cannot express, or a re-sync after a gap or a poll."""
+
+    topic: str
+    rev: int
+    state: JSON
+    type: Literal["snapshot"] = field(default="snapshot", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """A change applied as an RFC 7396 merge patch: ``patch`` holds only what changed,
+    ``state`` is the topic's state after it."""
+
+    topic: str
+    rev: int
+    state: JSON
+    patch: JSON
+    type: Literal["patch"] = field(default="patch", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """The topic was deleted (``state`` is ``None``)."""
+
+    topic: str
+    rev: int
+    state: None = field(default=None, init=False)
+    type: Literal["removed"] = field(default="removed", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A one-off event published on the topic. ``rev`` and ``state`` are the client's copy
+    of the topic at that moment (``None`` if it holds no state)."""
+
+    topic: str
+    data: JSON
+    rev: int | None = None
+    state: JSON = None
+    type: Literal["event"] = field(default="event", init=False)
+
+
+#: What a subscription yields; tell them apart with ``isinstance``, ``match`` or ``.type``.
+Change: TypeAlias = Snapshot | Patch | Removed | Event
+
+#: The client's connection status.
+Status: TypeAlias = Literal["connecting", "open", "resyncing", "polling", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """A topic as the REST API returns it."""
+
+    topic: str
+    rev: int
+    state: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The hub's answer to ``set``, ``patch`` or ``delete``: the topic's rev after the write
+    and whether it changed anything (a write that changes nothing gets no new rev)."""
+
+    topic: str
+    rev: int
+    changed: bool
