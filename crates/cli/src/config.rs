@@ -65,6 +65,23 @@ pub struct ServeArgs {
     /// Time a client has to send its request headers (slowloris) [default: 10000]
     #[arg(long, env = "STATECAST_HANDSHAKE_TIMEOUT_MS", value_name = "N")]
     pub handshake_timeout_ms: Option<u64>,
+    /// TLS certificate chain (PEM); with --tls-key, the hub speaks HTTPS, WSS and HTTP/2.
+    /// SIGHUP reloads both files.
+    #[arg(
+        long,
+        env = "STATECAST_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(
+        long,
+        env = "STATECAST_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Listen on a non-loopback address without authentication ([auth] in the file)
     #[arg(long, env = "STATECAST_INSECURE")]
     pub insecure: bool,
@@ -84,6 +101,8 @@ pub struct FileConfig {
     pub outbox_bytes: Option<usize>,
     pub demo: Option<bool>,
     pub insecure: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     pub max_subscriptions: Option<usize>,
@@ -116,6 +135,8 @@ pub struct Settings {
     pub outbox_bytes: usize,
     pub demo: bool,
     pub insecure: bool,
+    /// Certificate and key files, when TLS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
     pub max_topics: usize,
     pub allowed_origins: Vec<String>,
@@ -156,6 +177,14 @@ impl Settings {
             outbox_bytes: args.outbox_bytes.or(file.outbox_bytes).unwrap_or(4 << 20),
             demo: args.demo || file.demo.unwrap_or(false),
             insecure: args.insecure || file.insecure.unwrap_or(false),
+            tls: match (
+                args.tls_cert.or(file.tls_cert),
+                args.tls_key.or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => return Err("give both tls_cert and tls_key, or neither".into()),
+            },
             limits: Limits {
                 max_connections: args
                     .max_connections

@@ -11,6 +11,7 @@ use statecast_bridge::{Bridge, Handlers};
 use statecast_core::{Hub, HubConfig, OutboxLimits};
 use statecast_server::ServerConfig;
 use statecast_server::auth::Auth;
+use statecast_server::tls::Tls;
 use statecast_store::RedbEngine;
 
 use crate::config::{ServeArgs, Settings};
@@ -31,7 +32,7 @@ enum Action {
     ///
     /// Settings come from flags, then STATECAST_* environment variables, then the TOML file
     /// given with --config (keys named like the flags, with underscores), then defaults.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print every change of topics matching PATTERN as it happens, one line each with a
     /// timestamp (reconnects and resumes by itself).
     Watch {
@@ -104,7 +105,7 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Action::Serve(args) => Settings::resolve(args).and_then(serve),
+        Action::Serve(args) => Settings::resolve(*args).and_then(serve),
         Action::HashKey { key } => {
             println!("{}", statecast_server::auth::key_sha256(&key));
             Ok(())
@@ -182,7 +183,17 @@ fn serve(settings: Settings) -> Result<(), String> {
         auth: std::sync::Arc::new(auth),
         allowed_origins: settings.allowed_origins.clone(),
         limits: settings.limits.clone(),
+        tls: match &settings.tls {
+            Some((cert, key)) => Some(std::sync::Arc::new(Tls::load(cert, key)?)),
+            None => None,
+        },
     };
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let ws_scheme = if settings.tls.is_some() { "wss" } else { "ws" };
     runtime.block_on(async move {
         let bridge = Bridge::start(&hub, settings.bridge.clone(), Handlers::new())?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -190,7 +201,7 @@ fn serve(settings: Settings) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(
-            "statecast {} listening on http://{addr} (WebSocket ws://{addr}/ws), store {}",
+            "statecast {} listening on {scheme}://{addr} (WebSocket {ws_scheme}://{addr}/ws), store {}",
             env!("CARGO_PKG_VERSION"),
             settings.data_dir.display()
         );

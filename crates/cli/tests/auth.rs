@@ -519,3 +519,62 @@ fn a_public_address_without_auth_is_refused_unless_insecure() {
         "{stderr}"
     );
 }
+
+/// An ES256 key pair: (private PKCS#8 PEM, public SPKI PEM).
+fn ec_key_pair() -> (String, String) {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    (pair.serialize_pem(), pair.public_key_pem())
+}
+
+fn es256(private_pem: &str, kid: Option<&str>) -> String {
+    let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = kid.map(str::to_owned);
+    let claims = json!({
+        "sub": "signed-elsewhere",
+        "exp": now_s() + 600,
+        "statecast": {"read": ["#"]},
+    });
+    encode(
+        &header,
+        &claims,
+        &EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_tokens_verify_against_a_public_key_file_or_a_jwks() {
+    let (private, public) = ec_key_pair();
+    let (other_private, _) = ec_key_pair();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("public.pem"), &public).unwrap();
+    let key = EncodingKey::from_ec_pem(private.as_bytes()).unwrap();
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("k1".into());
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        serde_json::to_string(&json!({"keys": [jwk]})).unwrap(),
+    )
+    .unwrap();
+    for (name, file) in [
+        ("public_key_file", "public.pem"),
+        ("jwks_file", "jwks.json"),
+    ] {
+        let path = dir.path().join(file);
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!("[auth.jwt]\n{name} = {:?}\n", path.to_string_lossy()),
+        )
+        .unwrap();
+        let server = Server::start(&["--config", &config.to_string_lossy()]);
+        let valid = get_as(&server, "/api/state", &es256(&private, Some("k1"))).await;
+        assert_eq!(valid.status, 200, "{name}: {}", valid.text);
+        let forged = get_as(&server, "/api/state", &es256(&other_private, Some("k1"))).await;
+        assert_eq!(forged.status, 401, "{name}: {}", forged.text);
+        assert!(forged.text.contains("signature"), "{name}: {}", forged.text);
+        let hs = get_as(&server, "/api/state", &jwt(SECRET, json!({}))).await;
+        assert_eq!(hs.status, 401, "{name}: an HS256 token is not accepted");
+    }
+}

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod request;
 pub mod rest;
 pub mod sse;
+pub mod tls;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use statecast_bridge::Bridge;
 use statecast_core::{ErrorCode, HubError};
 
 use crate::auth::{Action, Auth, Caller, Peer};
+use crate::tls::Tls;
 use statecast_core::Hub;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -53,6 +55,8 @@ pub struct ServerConfig {
     /// besides the hub's own; `*` allows any.
     pub allowed_origins: Vec<String>,
     pub limits: Limits,
+    /// TLS (and HTTP/2) when given; reloaded on SIGHUP.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// What one client or address may take of the hub.
@@ -92,6 +96,7 @@ impl Default for ServerConfig {
             auth: Arc::new(Auth::off()),
             allowed_origins: Vec::new(),
             limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -250,6 +255,49 @@ impl Drop for Slot {
                 connections.remove(&ip);
             }
         }
+    }
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP (open connections keep theirs).
+async fn reload_on_sighup(tls: Arc<Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot watch SIGHUP: the TLS certificate will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!("TLS reload failed, the old certificate stays: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
+}
+
+/// Serves one HTTP connection until it ends; at shutdown, finishes the request in progress
+/// and closes.
+async fn drive<C, E>(
+    connection: C,
+    mut stopping: watch::Receiver<bool>,
+    graceful_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
+            graceful_shutdown(connection.as_mut());
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("http connection: {e}");
     }
 }
 
@@ -427,6 +475,11 @@ pub async fn serve(
         shutdown: stopped,
     });
     let _ = app_tx.send(Arc::clone(&app));
+    let reloader = app
+        .config
+        .tls
+        .clone()
+        .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     let router = router(Arc::clone(&app));
     // HTTP/1.1 served by hyper directly (not `axum::serve`, whose auto-detecting builder
     // wraps the socket): an upgraded WebSocket then gets its own `TcpStream` back.
@@ -464,31 +517,50 @@ pub async fn serve(
                 tower::Service::call(&mut routes.clone(), request)
             },
         ));
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(
-                app.config.limits.handshake_timeout_ms,
-            ))
-            .serve_connection(TokioIo::new(tcp), service)
-            .with_upgrades();
-        let mut stopping = app.shutdown.clone();
         let open = Arc::clone(&open_connections);
         open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
-                    // Finish the request in progress, then close.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!("http connection: {e}");
+        let stopping = app.shutdown.clone();
+        let handshake = Duration::from_millis(app.config.limits.handshake_timeout_ms);
+        match &app.config.tls {
+            None => {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(handshake)
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades();
+                tokio::spawn(async move {
+                    drive(connection, stopping, |c| c.graceful_shutdown()).await;
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
             }
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                        // HTTP/2 or HTTP/1.1 (with WebSocket upgrades), as ALPN chose.
+                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                            let connection = hyper::server::conn::http2::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .serve_connection(TokioIo::new(stream), service);
+                            drive(connection, stopping, |c| c.graceful_shutdown()).await;
+                        }
+                        Ok(Ok(stream)) => {
+                            let connection = hyper::server::conn::http1::Builder::new()
+                                .timer(hyper_util::rt::TokioTimer::new())
+                                .header_read_timeout(handshake)
+                                .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades();
+                            drive(connection, stopping, |c| c.graceful_shutdown()).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+        }
     }
     drop(listener);
     app.bridge.stop();
@@ -508,6 +580,9 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     ticker.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     hub.shutdown();
     Ok(())
 }

@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -128,15 +129,32 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
                 return;
             }
         };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::error!("websocket upgrade on a connection that is not a TcpStream");
-            return;
-        };
         // Copy out what hyper read past the request (usually nothing) and free its buffer,
         // which would otherwise live as long as the connection.
-        let early = parts.read_buf.to_vec();
-        drop(parts.read_buf);
-        let (read, write) = parts.io.into_inner().into_split();
+        let (read, write, early) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let (read, write) = parts.io.into_inner().into_split();
+                (
+                    ReadSide::Tcp(read),
+                    WriteSide::Tcp(write),
+                    parts.read_buf.to_vec(),
+                )
+            }
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let (read, write) = tokio::io::split(parts.io.into_inner());
+                    (
+                        ReadSide::Tls(read),
+                        WriteSide::Tls(write),
+                        parts.read_buf.to_vec(),
+                    )
+                }
+                Err(_) => {
+                    tracing::error!("websocket upgrade on a connection of an unknown kind");
+                    return;
+                }
+            },
+        };
         let reader = Box::new(
             WebSocketStream::from_partially_read(ReadHalf(read), early, Role::Server, Some(config))
                 .await,
@@ -226,7 +244,58 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, ApiError> {
 /// The read half of the socket as tungstenite's stream. tungstenite also writes (its
 /// automatic answers to pings and closes); those writes are dropped here, because the
 /// connection answers on the write half itself.
-struct ReadHalf(OwnedReadHalf);
+struct ReadHalf(ReadSide);
+
+/// The socket's two halves: plain TCP (split without a lock) or TLS (split by tokio).
+enum ReadSide {
+    Tcp(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+}
+
+enum WriteSide {
+    Tcp(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadSide::Tcp(read) => Pin::new(read).poll_read(cx, buf),
+            ReadSide::Tls(read) => Pin::new(read).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Tcp(write) => Pin::new(write).poll_write(cx, buf),
+            WriteSide::Tls(write) => Pin::new(write).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(write) => Pin::new(write).poll_flush(cx),
+            WriteSide::Tls(write) => Pin::new(write).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(write) => Pin::new(write).poll_shutdown(cx),
+            WriteSide::Tls(write) => Pin::new(write).poll_shutdown(cx),
+        }
+    }
+}
 
 impl AsyncRead for ReadHalf {
     fn poll_read(
@@ -258,7 +327,7 @@ impl AsyncWrite for ReadHalf {
 
 /// The write half: server frames, encoded here (unmasked, as RFC 6455 has servers send
 /// them) and written a batch at a time.
-struct Writer(OwnedWriteHalf);
+struct Writer(WriteSide);
 
 impl Writer {
     /// Writes the hub's messages as text frames (an empty one is the heartbeat's ping) in
@@ -278,6 +347,8 @@ impl Writer {
             messages += 1;
         }
         self.0.write_all(&out).await?;
+        // TLS holds records until flushed; for TCP this does nothing.
+        self.0.flush().await?;
         Metrics::add(&app.metrics.messages_out, messages);
         Metrics::add(&app.metrics.bytes_out, bytes as u64);
         Metrics::add(&app.metrics.socket_writes, 1);
@@ -287,7 +358,8 @@ impl Writer {
     async fn control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(payload.len() + 4);
         encode(&mut out, opcode, payload);
-        self.0.write_all(&out).await
+        self.0.write_all(&out).await?;
+        self.0.flush().await
     }
 
     async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {

@@ -258,7 +258,11 @@ fn launch(dir: &std::path::Path, args: &[String]) -> (Child, String, Arc<Mutex<V
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            let rest = line
+                .split("listening on http://")
+                .nth(1)
+                .or_else(|| line.split("listening on https://").nth(1));
+            if let Some(rest) = rest {
                 let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(addr);
