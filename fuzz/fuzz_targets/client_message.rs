@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use statecast_core::{Pattern, Topic};
-use statecast_server::request::{Request, parse};
+use statecast_core::request::{Request, parse};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

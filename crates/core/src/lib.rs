@@ -9,6 +9,7 @@
 //!   finds a new subscription's topics.
 //! - [`merge`]: RFC 7396 merge patches, computed from two states and applied.
 //! - [`message`]: the server → client messages, serialized once per change.
+//! - [`request`]: the client → server messages, parsed and validated.
 //! - [`outbox`]: each client's bounded queue and its conflation rule.
 //! - [`hub`]: the [`Hub`] (writes, revs, history, fan-out) and the [`Client`] handle.
 //! - [`engine`]: the boundary to durable storage; [`MemoryEngine`] keeps nothing.
@@ -45,6 +46,7 @@ pub mod index;
 pub mod merge;
 pub mod message;
 mod outbox;
+pub mod request;
 pub mod stats;
 pub mod topic;
 

@@ -4,7 +4,6 @@
 //!
 //! # Layout
 //! - [`ws`]: `/ws`, one task per connection (requests in, batched frames out, heartbeat).
-//! - [`request`]: parsing and validating client messages.
 //! - [`sse`]: `/api/stream`, resumable with `Last-Event-ID`.
 //! - [`rest`]: `/api/state`, `/api/events`, `/api/commands`, `/api/health`, `/metrics`.
 //! - [`assets`]: the dashboard (`/`) and the JavaScript client (`/statecast.js`).
@@ -14,7 +13,6 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod metrics;
-pub mod request;
 pub mod rest;
 pub mod sse;
 pub mod tls;

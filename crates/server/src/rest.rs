@@ -16,7 +16,7 @@ use crate::App;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, status_of};
 use crate::metrics::Metrics;
-use crate::request::{parse_pattern, parse_topic};
+use statecast_core::request::{parse_pattern, parse_topic};
 
 #[derive(Deserialize)]
 pub struct MatchQuery {

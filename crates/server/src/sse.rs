@@ -18,8 +18,8 @@ use statecast_core::{Client, Frame, Pattern, Since};
 use crate::auth::Peer;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::request::parse_pattern;
 use crate::{App, check_origin};
+use statecast_core::request::parse_pattern;
 
 const MAX_BATCH: usize = 1024;
 

@@ -42,8 +42,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use crate::auth::{Action, Grant, Peer};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::request::{Request as ClientRequest, parse};
 use crate::{App, Slot, check_origin};
+use statecast_core::request::{Request as ClientRequest, parse};
 
 /// Writes whose `result` may be outstanding at once; past this the connection stops
 /// reading until results go out.

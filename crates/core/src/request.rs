@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
+use crate::{ErrorCode, HubError, Mode, Pattern, Since, Topic};
 use serde_json::{Map, Value};
-use statecast_core::{ErrorCode, HubError, Mode, Pattern, Since, Topic};
 
 /// A parsed client message.
 #[derive(Debug)]
