@@ -41,7 +41,7 @@ export interface StatecastError extends Error {
   /**
    * The hub's error code (`invalid_topic`, `no_route`, `not_found`, ...), or
    * `disconnected` (the socket closed before the result arrived: the write may or may not
-   * have happened), `closed` (the client was closed), `unavailable` (the REST request
+   * have happened), `closed` (the client was closed), `unreachable` (the REST request
    * failed), `http_<status>` (an HTTP error without a statecast error body).
    */
   code: string;

@@ -484,7 +484,7 @@ export function connect(url, options = {}) {
   }
 
   async function rest(method, path, body, asResult = false) {
-    if (typeof fetchFn !== 'function') throw makeError('unavailable', 'no fetch implementation; pass one as options.fetch');
+    if (typeof fetchFn !== 'function') throw makeError('unreachable', 'no fetch implementation; pass one as options.fetch');
     const headers = { Accept: 'application/json', ...authHeaders() };
     const init = { method, headers };
     if (body !== undefined) {
@@ -495,7 +495,7 @@ export function connect(url, options = {}) {
     try {
       res = await fetchFn(httpBase + path, init);
     } catch (err) {
-      throw makeError('unavailable', `request to the hub failed: ${err && err.message ? err.message : err}`);
+      throw makeError('unreachable', `request to the hub failed: ${err && err.message ? err.message : err}`);
     }
     const text = await res.text();
     let json;
