@@ -578,3 +578,52 @@ async fn es256_tokens_verify_against_a_public_key_file_or_a_jwks() {
         assert_eq!(hs.status, 401, "{name}: an HS256 token is not accepted");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_tokens_verify_against_a_public_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("rsa.pem");
+    let public = dir.path().join("rsa.pub.pem");
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let private_arg = private.to_string_lossy().into_owned();
+    let public_arg = public.to_string_lossy().into_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &private_arg,
+    ]);
+    openssl(&["pkey", "-in", &private_arg, "-pubout", "-out", &public_arg]);
+    let config = dir.path().join("statecast.toml");
+    std::fs::write(
+        &config,
+        format!("[auth.jwt]\npublic_key_file = {public_arg:?}\naudience = \"hub\"\n"),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", &config.to_string_lossy()]);
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap();
+    let token = |audience: &str| {
+        let claims = json!({
+            "sub": "rsa", "aud": audience, "exp": now_s() + 600,
+            "statecast": {"read": ["#"]},
+        });
+        encode(&Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap()
+    };
+    assert_eq!(
+        get_as(&server, "/api/state", &token("hub")).await.status,
+        200
+    );
+    let other = get_as(&server, "/api/state", &token("elsewhere")).await;
+    assert_eq!(other.status, 401);
+    assert!(other.text.contains("audience"), "{}", other.text);
+}
