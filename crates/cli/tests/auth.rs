@@ -157,8 +157,8 @@ async fn rest_refuses_missing_and_bad_tokens_and_takes_valid_ones() {
     let metrics = get_as(&server, "/metrics", ADMIN_KEY).await.text;
     let refused = metric_value(&metrics, "statecast_refused_unauthorized_total").unwrap();
     assert!(refused >= 7.0, "{refused}");
-    assert!(server.log_text().contains("refused: unauthorized"));
-    assert!(server.log_text().contains("peer=127.0.0.1:"));
+    server.wait_log("refused: unauthorized").await;
+    server.wait_log("peer=127.0.0.1:").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

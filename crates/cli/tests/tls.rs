@@ -175,5 +175,5 @@ async fn https_wss_and_a_certificate_reload_on_sighup() {
     {
         seen.push(next_json(&mut ws).await);
     }
-    assert!(server.log_text().contains("TLS certificate reloaded"));
+    server.wait_log("TLS certificate reloaded").await;
 }

@@ -106,6 +106,16 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits (bounded) until the server has logged a line containing `text`.
+    pub async fn wait_log(&self, text: &str) {
+        within(&format!("{text:?} in the log"), async {
+            while !self.log_text().contains(text) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+
     /// `kill -9`: the process gets no chance to clean up.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("server is running");
@@ -262,13 +272,16 @@ fn launch(dir: &std::path::Path, args: &[String]) -> (Child, String, Arc<Mutex<V
                 .split("listening on http://")
                 .nth(1)
                 .or_else(|| line.split("listening on https://").nth(1));
-            if let Some(rest) = rest {
-                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr);
-                }
-            }
+            let addr: Option<String> =
+                rest.map(|rest| rest.chars().take_while(|c| !c.is_whitespace()).collect());
+            // Logged before the address is handed over: a test that has the address sees
+            // the line that announced it.
             thread_log.lock().unwrap().push(line);
+            if let Some(addr) = addr
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr);
+            }
         }
     });
     match rx.recv_timeout(START_TIMEOUT) {
