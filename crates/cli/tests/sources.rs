@@ -84,6 +84,7 @@ async fn a_command_reaches_the_device_and_the_repoll_pushes_its_new_state() {
             type = "http_poll"
             url = "http://{addr}/status"
             topic = "railhub/esp32-01"
+            timeout_ms = 20000
             min_interval_ms = 60000
             idle_interval_ms = 60000
             max_interval_ms = 60000
