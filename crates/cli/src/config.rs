@@ -270,6 +270,52 @@ mod tests {
     }
 
     #[test]
+    fn security_limits_and_tls_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("statecast.toml");
+        std::fs::write(
+            &path,
+            r#"
+            max_connections_per_ip = 7
+            messages_per_second = 9
+            tls_cert = "c.pem"
+            tls_key = "k.pem"
+            allowed_origins = ["https://a.example"]
+            [auth]
+            [[auth.keys]]
+            key = "k"
+            read = ["a/#"]
+            "#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            messages_per_second: Some(11),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!(s.limits.max_connections_per_ip, 7);
+        assert_eq!(s.limits.messages_per_second, 11);
+        assert_eq!(s.limits.max_connections, Limits::default().max_connections);
+        assert_eq!(s.tls, Some(("c.pem".into(), "k.pem".into())));
+        assert_eq!(s.allowed_origins, ["https://a.example"]);
+        assert_eq!(s.auth.keys.len(), 1);
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("statecast.toml");
+        std::fs::write(&path, "tls_cert = \"c.pem\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let err = Settings::resolve(args).unwrap_err();
+        assert!(err.contains("tls_key"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("statecast.toml");
