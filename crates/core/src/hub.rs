@@ -270,19 +270,30 @@ struct HistoryEntry {
 
 struct ClientEntry {
     outbox: Arc<Outbox>,
-    /// The patterns the client subscribed to, while it has a scope (without one they are
-    /// `patterns` themselves, and this stays empty: most clients never pay for it).
-    requested: Vec<Pattern>,
-    /// What it may read (`None`: everything); `patterns` is `requested` narrowed to it.
-    scope: Option<Arc<[Pattern]>>,
-    /// The patterns registered in the index.
+    /// What the client may read, when it may not read everything (boxed: most clients
+    /// never have one and pay a pointer for it).
+    scoped: Option<Box<Scoped>>,
+    /// The patterns registered in the index: what the client subscribed to, or with a
+    /// scope, that narrowed to it.
     patterns: Vec<Pattern>,
     mode: Mode,
 }
 
+/// A client's read scope and the patterns it subscribed to (before narrowing).
+struct Scoped {
+    read: Vec<Pattern>,
+    requested: Vec<Pattern>,
+}
+
+impl ClientEntry {
+    fn scope(&self) -> Option<&[Pattern]> {
+        self.scoped.as_deref().map(|s| &s.read[..])
+    }
+}
+
 /// `patterns` narrowed to `scope`: each intersected with each scope pattern, without
 /// repeats.
-fn narrow(scope: &Option<Arc<[Pattern]>>, patterns: &[Pattern]) -> Vec<Pattern> {
+fn narrow(scope: Option<&[Pattern]>, patterns: &[Pattern]) -> Vec<Pattern> {
     let mut out: Vec<Pattern> = Vec::with_capacity(patterns.len());
     let mut add = |p: Pattern| {
         if !out.contains(&p) {
@@ -745,8 +756,7 @@ impl Hub {
         let mut published = self.published_mut();
         let entry = ClientEntry {
             outbox: Arc::clone(&outbox),
-            requested: Vec::new(),
-            scope: None,
+            scoped: None,
             patterns: Vec::new(),
             mode: Mode::Patch,
         };
@@ -1093,14 +1103,14 @@ impl Client {
         let Some(entry) = published.clients[self.key as usize].as_mut() else {
             return 0;
         };
-        if entry.scope.is_some() {
+        if let Some(scoped) = entry.scoped.as_mut() {
             for pattern in patterns {
-                if !entry.requested.contains(pattern) {
-                    entry.requested.push(pattern.clone());
+                if !scoped.requested.contains(pattern) {
+                    scoped.requested.push(pattern.clone());
                 }
             }
         }
-        let narrowed = narrow(&entry.scope, patterns);
+        let narrowed = narrow(entry.scope(), patterns);
         self.register(published, &narrowed, since, mode)
     }
 
@@ -1109,9 +1119,9 @@ impl Client {
         let published = self.hub.published();
         published.clients[self.key as usize]
             .as_ref()
-            .map_or(0, |entry| match entry.scope {
+            .map_or(0, |entry| match &entry.scoped {
                 None => entry.patterns.len(),
-                Some(_) => entry.requested.len(),
+                Some(scoped) => scoped.requested.len(),
             })
     }
 
@@ -1124,14 +1134,12 @@ impl Client {
         let Some(entry) = published.clients[self.key as usize].as_mut() else {
             return 0;
         };
-        if entry.scope.is_none() {
-            entry.requested = entry.patterns.clone();
-        }
-        entry.scope = scope.map(Arc::from);
-        let keep = narrow(&entry.scope, &entry.requested);
-        if entry.scope.is_none() {
-            entry.requested = Vec::new();
-        }
+        let requested = match entry.scoped.take() {
+            Some(scoped) => scoped.requested,
+            None => entry.patterns.clone(),
+        };
+        let keep = narrow(scope.as_deref(), &requested);
+        entry.scoped = scope.map(|read| Box::new(Scoped { read, requested }));
         let added: Vec<Pattern> = keep
             .iter()
             .filter(|p| !entry.patterns.contains(p))
@@ -1242,7 +1250,7 @@ impl Client {
             return 0;
         };
         let mut removed = 0;
-        if entry.scope.is_none() {
+        let Some(scoped) = entry.scoped.as_mut() else {
             for pattern in patterns {
                 if let Some(i) = entry.patterns.iter().position(|p| p == pattern) {
                     entry.patterns.swap_remove(i);
@@ -1251,15 +1259,15 @@ impl Client {
                 }
             }
             return removed;
-        }
+        };
         for pattern in patterns {
-            if let Some(i) = entry.requested.iter().position(|p| p == pattern) {
-                entry.requested.swap_remove(i);
+            if let Some(i) = scoped.requested.iter().position(|p| p == pattern) {
+                scoped.requested.swap_remove(i);
                 removed += 1;
             }
         }
         // What the remaining subscriptions still need stays registered.
-        let keep = narrow(&entry.scope, &entry.requested);
+        let keep = narrow(Some(&scoped.read), &scoped.requested);
         self.unregister_all_but(published, &keep);
         removed
     }
@@ -1271,7 +1279,7 @@ impl Client {
         let Some(entry) = published.clients[self.key as usize].as_ref() else {
             return 0;
         };
-        let patterns = narrow(&entry.scope, patterns);
+        let patterns = narrow(entry.scope(), patterns);
         let mut slots = Vec::new();
         let mut seen = HashSet::new();
         for pattern in &patterns {
