@@ -72,6 +72,13 @@ pub struct Bridge {
     routes: Vec<Route>,
     pollers: Vec<Arc<HttpPoll>>,
     tasks: std::sync::Mutex<Vec<AbortOnDrop>>,
+    forward: std::sync::OnceLock<Arc<dyn Forward>>,
+}
+
+/// Where commands go that no route of this bridge takes: in a cluster, the hub whose
+/// bridge does.
+pub trait Forward: Send + Sync {
+    fn forward(&self, command: Command) -> route::CommandFuture;
 }
 
 impl Bridge {
@@ -82,6 +89,7 @@ impl Bridge {
             routes: Vec::new(),
             pollers: Vec::new(),
             tasks: std::sync::Mutex::new(Vec::new()),
+            forward: std::sync::OnceLock::new(),
         }
     }
 
@@ -168,10 +176,35 @@ impl Bridge {
             .collect()
     }
 
-    /// Sends `command` along the first route whose target pattern matches. After a
-    /// success on a route with `repoll`, the `http_poll` sources that write the target
-    /// poll at once.
+    /// Sends commands that no route takes to `forward` (set once, by a cluster).
+    pub fn set_forward(&self, forward: Arc<dyn Forward>) {
+        let _ = self.forward.set(forward);
+    }
+
+    /// The target patterns of the routes: the commands this bridge takes itself.
+    pub fn targets(&self) -> Vec<statecast_core::Pattern> {
+        self.routes.iter().map(|r| r.pattern.clone()).collect()
+    }
+
+    /// Sends `command` along the first route whose target pattern matches, or, when none
+    /// does, to the [`Forward`] if one is set. After a success on a route with `repoll`,
+    /// the `http_poll` sources that write the target poll at once.
     pub async fn command(&self, command: Command) -> Result<Value, CommandError> {
+        match self.forward.get() {
+            Some(forward) if !self.takes(&command) => forward.forward(command).await,
+            _ => self.command_here(command).await,
+        }
+    }
+
+    fn takes(&self, command: &Command) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.pattern.matches(&command.target))
+    }
+
+    /// As [`Bridge::command`], but only along this bridge's own routes (a forwarded
+    /// command is never forwarded again).
+    pub async fn command_here(&self, command: Command) -> Result<Value, CommandError> {
         let Some(route) = self
             .routes
             .iter()

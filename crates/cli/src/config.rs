@@ -8,6 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 use statecast_bridge::BridgeConfig;
 use statecast_bridge::config::{RouteConfig, SourceConfig};
+use statecast_cluster::ClusterConfig;
 use statecast_server::Limits;
 use statecast_server::auth::AuthConfig;
 
@@ -85,6 +86,27 @@ pub struct ServeArgs {
     /// Listen on a non-loopback address without authentication ([auth] in the file)
     #[arg(long, env = "STATECAST_INSECURE")]
     pub insecure: bool,
+    /// Share state with other hubs through Redis, redis://HOST:PORT[/DB] (instead of the
+    /// embedded store; see docs/cluster.md)
+    #[arg(long, env = "STATECAST_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Prefix of the cluster's Redis keys, so several clusters can share one Redis [default: statecast]
+    #[arg(long, env = "STATECAST_CLUSTER_PREFIX", value_name = "PREFIX")]
+    pub cluster_prefix: Option<String>,
+    /// This hub's name in the cluster [default: random]
+    #[arg(long, env = "STATECAST_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+}
+
+/// `[cluster]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub url: Option<String>,
+    pub prefix: Option<String>,
+    pub node: Option<String>,
+    /// Entries the Redis stream keeps (about).
+    pub stream_len: Option<u64>,
 }
 
 /// The same settings as they appear in the TOML file.
@@ -115,6 +137,8 @@ pub struct FileConfig {
     pub allowed_origins: Vec<String>,
     /// API keys and JWT settings: only in the file.
     pub auth: Option<AuthConfig>,
+    /// Redis cluster settings (`--cluster` and friends win).
+    pub cluster: Option<ClusterFile>,
     /// Sources (`[[source]]`) and command routes (`[[route]]`): only in the file.
     #[serde(default)]
     pub source: Vec<SourceConfig>,
@@ -142,6 +166,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     pub auth: AuthConfig,
     pub bridge: BridgeConfig,
+    /// Redis, when hubs share state; `None`: the embedded store in `data_dir`.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Settings {
@@ -151,6 +177,20 @@ impl Settings {
             None => FileConfig::default(),
         };
         let defaults = Limits::default();
+        let cluster_file = file.cluster.unwrap_or_default();
+        let cluster = args.cluster.or(cluster_file.url).map(|url| {
+            let mut config = ClusterConfig::new(url);
+            if let Some(prefix) = args.cluster_prefix.or(cluster_file.prefix) {
+                config.prefix = prefix;
+            }
+            if let Some(node) = args.node_id.or(cluster_file.node) {
+                config.node = node;
+            }
+            if let Some(len) = cluster_file.stream_len {
+                config.stream_len = len;
+            }
+            config
+        });
         let settings = Settings {
             listen: args
                 .listen
@@ -218,6 +258,7 @@ impl Settings {
                 source: file.source,
                 route: file.route,
             },
+            cluster,
         };
         let l = &settings.limits;
         if l.max_connections == 0

@@ -8,11 +8,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use statecast_bridge::{Bridge, Handlers};
+use statecast_cluster::RedisEngine;
+use statecast_cluster::relay::CommandRelay;
 use statecast_core::{Hub, HubConfig, OutboxLimits};
 use statecast_server::ServerConfig;
 use statecast_server::auth::Auth;
 use statecast_server::tls::Tls;
 use statecast_store::RedbEngine;
+use std::sync::Arc;
 
 use crate::config::{ServeArgs, Settings};
 
@@ -156,7 +159,6 @@ fn serve(settings: Settings) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let engine = RedbEngine::open(&settings.data_dir).map_err(|e| e.to_string())?;
     let hub_config = HubConfig {
         max_topics: settings.max_topics,
         history_len: settings.history_len,
@@ -167,7 +169,20 @@ fn serve(settings: Settings) -> Result<(), String> {
         },
         ..HubConfig::default()
     };
-    let hub = Hub::open(engine, hub_config).map_err(|e| e.to_string())?;
+    let cluster = match &settings.cluster {
+        Some(config) => Some(Arc::new(
+            RedisEngine::open(config.clone()).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let hub = match &cluster {
+        Some(engine) => Hub::open(Arc::clone(engine), hub_config),
+        None => Hub::open(
+            RedbEngine::open(&settings.data_dir).map_err(|e| e.to_string())?,
+            hub_config,
+        ),
+    }
+    .map_err(|e| e.to_string())?;
     let auth = Auth::from_config(&settings.auth)?;
     if !auth.required() && !settings.listen.ip().is_loopback() && !settings.insecure {
         return Err(format!(
@@ -195,15 +210,22 @@ fn serve(settings: Settings) -> Result<(), String> {
     };
     let ws_scheme = if settings.tls.is_some() { "wss" } else { "ws" };
     runtime.block_on(async move {
-        let bridge = Bridge::start(&hub, settings.bridge.clone(), Handlers::new())?;
+        let bridge = Arc::new(Bridge::start(&hub, settings.bridge.clone(), Handlers::new())?);
+        if let Some(engine) = &cluster {
+            let relay = CommandRelay::start(Arc::clone(engine), &bridge).await?;
+            bridge.set_forward(relay);
+        }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let store = match &settings.cluster {
+            Some(c) => format!("cluster {} (prefix {}, node {})", c.url, c.prefix, c.node),
+            None => format!("store {}", settings.data_dir.display()),
+        };
         tracing::info!(
-            "statecast {} listening on {scheme}://{addr} (WebSocket {ws_scheme}://{addr}/ws), store {}",
+            "statecast {} listening on {scheme}://{addr} (WebSocket {ws_scheme}://{addr}/ws), {store}",
             env!("CARGO_PKG_VERSION"),
-            settings.data_dir.display()
         );
         if settings.demo {
             demo::start(hub.clone());
@@ -212,6 +234,9 @@ fn serve(settings: Settings) -> Result<(), String> {
         statecast_server::serve(listener, hub, bridge, server_config, shutdown_signal())
             .await
             .map_err(|e| format!("server error: {e}"))?;
+        if let Some(engine) = &cluster {
+            engine.leave();
+        }
         tracing::info!("statecast stopped; every acknowledged write is stored");
         Ok(())
     })

@@ -3,10 +3,18 @@
 //! The hub assigns revs and computes diffs in memory; an [`Engine`] makes each batch of
 //! changes durable before anyone sees them. The hub calls it from one commit thread, so an
 //! engine may block (fsync, network) without stalling async tasks. The embedded store
-//! (`statecast-store`) and, later, cluster engines implement it; [`MemoryEngine`] keeps
-//! nothing and is what tests and embedders without persistence use.
+//! (`statecast-store`) implements it; [`MemoryEngine`] keeps nothing and is what tests and
+//! embedders without persistence use.
+//!
+//! An engine that several hubs share (the Redis cluster engine, `statecast-cluster`) also
+//! returns a [`SharedLog`] from [`Engine::shared`]. The hub then works the other way round:
+//! it appends each change to the log only if the topic is still at the rev the change was
+//! computed from, and publishes nothing until the change comes back from
+//! [`SharedLog::follow`], in the log's order, like every other hub's changes. So every hub
+//! sees one rev sequence per topic.
 
 use std::fmt;
+use std::time::Duration;
 
 /// One topic as an engine hands it back at start-up.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +36,8 @@ pub struct Loaded {
     pub seq: u64,
     /// Identifies this store's history: an SSE cursor from another store is not trusted.
     pub epoch: String,
+    /// Recent changes, oldest first, for resuming clients (only shared engines keep them).
+    pub history: Vec<Entry>,
 }
 
 /// One change to make durable: the topic's new rev and state (or tombstone).
@@ -60,6 +70,108 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes `records` durable (all or nothing) and records `seq` as the highest sequence
     /// number committed. Returns only when the data would survive the process being killed.
     fn commit(&self, records: &[Record<'_>], seq: u64) -> Result<(), EngineError>;
+
+    /// The log, when several hubs share this engine; `commit` is then never called.
+    fn shared(&self) -> Option<&dyn SharedLog> {
+        None
+    }
+}
+
+/// An engine shared with its owner (who may, say, also take it out of the cluster on exit).
+impl<E: Engine> Engine for std::sync::Arc<E> {
+    fn load(&self) -> Result<Loaded, EngineError> {
+        (**self).load()
+    }
+
+    fn commit(&self, records: &[Record<'_>], seq: u64) -> Result<(), EngineError> {
+        (**self).commit(records, seq)
+    }
+
+    fn shared(&self) -> Option<&dyn SharedLog> {
+        (**self).shared()
+    }
+}
+
+/// The ordered log of an engine that several hubs share. See the module docs.
+pub trait SharedLog: Send + Sync {
+    /// Appends in order; each change only if its topic is still at `rev - 1` (after the
+    /// appends before it). A topic that conflicts takes none of the batch's later changes.
+    /// Returns one result per append, or an error when nothing could be appended.
+    fn append(&self, appends: &[Append<'_>]) -> Result<Vec<Appended>, EngineError>;
+
+    /// Waits up to `wait` for what was appended (by any hub) after what this hub has
+    /// followed so far. Called from one thread; `clients` is this hub's client count, for
+    /// the cluster's presence figures.
+    fn follow(&self, wait: Duration, clients: u64) -> Result<Followed, EngineError>;
+
+    /// The hubs sharing the log, as last seen.
+    fn nodes(&self) -> Vec<Node> {
+        Vec::new()
+    }
+}
+
+/// One append to a [`SharedLog`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Append<'a> {
+    /// A topic's new rev and state (`None`: removed); `patch` is the patch message when a
+    /// merge patch expresses the change.
+    Change {
+        topic: &'a str,
+        rev: u64,
+        state: Option<&'a [u8]>,
+        patch: Option<&'a [u8]>,
+    },
+    /// An event message for the topic's subscribers on every hub.
+    Event { topic: &'a str, message: &'a [u8] },
+}
+
+/// What became of one [`Append`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// Appended as sequence number `seq`.
+    Stored { seq: u64 },
+    /// Not appended: the topic is at `rev` with `state` (`None`: removed or never held).
+    Conflict { rev: u64, state: Option<Vec<u8>> },
+}
+
+/// What [`SharedLog::follow`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Followed {
+    /// The next entries, in order (possibly none).
+    Entries(Vec<Entry>),
+    /// The log cannot prove nothing was missed (it was trimmed, or the connection was lost
+    /// meanwhile): everything it holds now, to start over from.
+    Resync(Loaded),
+}
+
+/// One entry of a [`SharedLog`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The log-wide sequence number: one more than the entry before.
+    pub seq: u64,
+    pub topic: String,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryKind {
+    Change {
+        rev: u64,
+        state: Option<Vec<u8>>,
+        patch: Option<Vec<u8>>,
+    },
+    Event {
+        message: Vec<u8>,
+    },
+}
+
+/// A hub sharing the log, for presence figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: String,
+    pub clients: u64,
+    /// Whether it reported recently.
+    pub alive: bool,
 }
 
 /// An engine that keeps nothing: state lives as long as the process.

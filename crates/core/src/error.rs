@@ -24,6 +24,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    const ALL: [ErrorCode; 15] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidTopic,
+        ErrorCode::InvalidPattern,
+        ErrorCode::NotFound,
+        ErrorCode::TooLarge,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::Conflict,
+        ErrorCode::NoRoute,
+        ErrorCode::Timeout,
+        ErrorCode::Upstream,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The code named `name` on the wire (`"not_found"`), if there is one.
+    pub fn parse(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",

@@ -17,7 +17,7 @@
 //! Locks are `std` locks held for short, non-async sections, in the order
 //! `writes` → `published` → an outbox.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::{Future, poll_fn};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
@@ -28,7 +28,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::engine::{Engine, Record};
+use crate::engine::{Engine, EntryKind, Record};
 use crate::error::{ErrorCode, HubError};
 use crate::index::{PatternIndex, TopicTree};
 use crate::merge::{self, Diff};
@@ -36,6 +36,8 @@ use crate::message;
 use crate::outbox::{Item, Outbox, OutboxLimits, Taken};
 use crate::stats::Stats;
 use crate::topic::{Pattern, Topic};
+
+mod shared;
 
 /// Settings of a hub.
 #[derive(Debug, Clone)]
@@ -121,31 +123,31 @@ pub struct Outcome {
 /// A write accepted by the hub; [`Submitted::wait`] resolves once it is durable and
 /// published.
 #[must_use = "a write is acknowledged only once `wait` returns"]
-pub struct Submitted {
-    outcome: Outcome,
-    done: Option<oneshot::Receiver<Result<(), HubError>>>,
+pub struct Submitted(Answer);
+
+enum Answer {
+    Now(Outcome),
+    Later(oneshot::Receiver<Result<Outcome, HubError>>),
 }
 
-impl Submitted {
-    pub fn outcome(&self) -> Outcome {
-        self.outcome
-    }
+/// Where a queued write's answer goes.
+type Done = oneshot::Sender<Result<Outcome, HubError>>;
 
+/// A write appended to a shared log, waiting to be followed back: its answer and when it
+/// was queued.
+type Waiter = (Done, Outcome, Instant);
+
+impl Submitted {
     /// Waits until the write is durable and has been handed to every subscriber.
-    pub fn wait(self) -> impl Future<Output = Result<Outcome, HubError>> + Send + 'static {
-        let Submitted { outcome, done } = self;
-        async move {
-            match done {
-                None => Ok(outcome),
-                Some(rx) => match rx.await {
-                    Ok(Ok(())) => Ok(outcome),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(HubError::new(
-                        ErrorCode::Unavailable,
-                        "the hub is shutting down",
-                    )),
-                },
-            }
+    pub async fn wait(self) -> Result<Outcome, HubError> {
+        match self.0 {
+            Answer::Now(outcome) => Ok(outcome),
+            Answer::Later(rx) => rx.await.unwrap_or_else(|_| {
+                Err(HubError::new(
+                    ErrorCode::Unavailable,
+                    "the hub is shutting down",
+                ))
+            }),
         }
     }
 }
@@ -195,6 +197,12 @@ struct Shared {
     epoch: String,
     stopped: AtomicBool,
     clients: AtomicU64,
+    /// Why the shared engine cannot be reached, while it cannot.
+    degraded: Mutex<Option<String>>,
+    /// Writes appended to a shared log, answered once followed back (keyed by seq).
+    waiting: Mutex<BTreeMap<u64, Vec<Waiter>>>,
+    /// The seq of the last shared-log entry followed and published.
+    followed: AtomicU64,
 }
 
 struct WriteSide {
@@ -206,6 +214,7 @@ struct WriteSide {
 }
 
 /// The newest state of a topic, possibly not yet committed.
+#[derive(Clone)]
 struct Latest {
     rev: u64,
     state: Option<Arc<Value>>,
@@ -217,7 +226,9 @@ struct Pending {
     topic: Topic,
     seq: u64,
     what: PendingWhat,
-    done: Option<oneshot::Sender<Result<(), HubError>>>,
+    /// The answer once durable (for a shared log, decided at commit time).
+    outcome: Outcome,
+    done: Option<Done>,
     queued: Instant,
 }
 
@@ -234,6 +245,11 @@ enum PendingWhat {
     },
     /// Answers a write that changed nothing once the changes before it are durable.
     Barrier,
+    /// A write not yet computed: a shared log's commit thread prepares it.
+    Write {
+        op: Op,
+        if_rev: Option<u64>,
+    },
 }
 
 struct Published {
@@ -314,9 +330,10 @@ fn narrow(scope: Option<&[Pattern]>, patterns: &[Pattern]) -> Vec<Pattern> {
     out
 }
 
+/// The commit thread (and, for a shared log, the thread following it).
 struct CommitThread {
     shared: Arc<Shared>,
-    handle: Mutex<Option<JoinHandle<()>>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Slot {
@@ -333,6 +350,20 @@ impl Slot {
         match self.snapshot() {
             Some(s) => s.clone(),
             None => message::removed(&self.topic, self.rev),
+        }
+    }
+
+    /// Records a change for resuming clients, dropping the oldest beyond the limits.
+    fn push_history(&mut self, config: &HubConfig, rev: u64, seq: u64, message: Bytes) {
+        self.history_bytes += message.len();
+        self.history.push_back(HistoryEntry { rev, seq, message });
+        while self.history.len() > config.history_len
+            || (self.history_bytes > config.history_bytes && self.history.len() > 1)
+        {
+            if let Some(old) = self.history.pop_front() {
+                self.history_bytes -= old.message.len();
+                self.floor_seq = old.seq;
+            }
         }
     }
 
@@ -427,6 +458,27 @@ impl Hub {
                 floor_seq: stored.seq,
             });
         }
+        for entry in loaded.history {
+            let EntryKind::Change { rev, state, patch } = entry.kind else {
+                continue;
+            };
+            let Some(&slot_id) = published.slot_of.get(entry.topic.as_str()) else {
+                continue;
+            };
+            let slot = &mut published.slots[slot_id as usize];
+            if rev > slot.rev {
+                continue;
+            }
+            let message = match (patch, &state) {
+                (Some(patch), _) => Bytes::from(patch),
+                (None, Some(state)) => message::snapshot(&slot.topic, rev, state),
+                (None, None) => message::removed(&slot.topic, rev),
+            };
+            if slot.history.is_empty() {
+                slot.floor_seq = entry.seq - 1;
+            }
+            slot.push_history(&config, rev, entry.seq, message);
+        }
         published.seq = writes.seq;
         let shared = Arc::new(Shared {
             config,
@@ -438,21 +490,28 @@ impl Hub {
             epoch: loaded.epoch,
             stopped: AtomicBool::new(false),
             clients: AtomicU64::new(0),
+            degraded: Mutex::new(None),
+            waiting: Mutex::new(BTreeMap::new()),
+            followed: AtomicU64::new(loaded.seq),
         });
-        let thread_shared = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("statecast-commit".into())
-            .spawn(move || commit_loop(&thread_shared))
-            .map_err(|e| {
-                HubError::new(
-                    ErrorCode::Internal,
-                    format!("starting the commit thread: {e}"),
-                )
-            })?;
+        let spawn = |name: &str, run: fn(&Shared)| {
+            let thread_shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || run(&thread_shared))
+                .map_err(|e| HubError::new(ErrorCode::Internal, format!("starting {name}: {e}")))
+        };
+        let mut handles = Vec::new();
+        if shared.engine.shared().is_some() {
+            handles.push(spawn("statecast-commit", shared::commit_loop)?);
+            handles.push(spawn("statecast-follow", shared::follow_loop)?);
+        } else {
+            handles.push(spawn("statecast-commit", commit_loop)?);
+        }
         Ok(Hub {
             _commit: Arc::new(CommitThread {
                 shared: Arc::clone(&shared),
-                handle: Mutex::new(Some(handle)),
+                handles: Mutex::new(handles),
             }),
             shared,
         })
@@ -559,157 +618,94 @@ impl Hub {
         };
         let mut writes = self.lock_writes();
         if writes.pending.len() >= self.shared.config.max_pending {
-            return Err(HubError::new(
-                ErrorCode::Unavailable,
-                "the store is behind; try again shortly",
-            ));
+            return Err(behind());
         }
-        let latest = writes.topics.get(&topic);
-        let max_topics = self.shared.config.max_topics;
-        if latest.is_none() && writes.topics.len() >= max_topics {
-            return Err(HubError::new(
-                ErrorCode::TooLarge,
-                format!("the hub holds its limit of {max_topics} topics (max_topics)"),
-            ));
-        }
-        let current_rev = latest.map_or(0, |l| l.rev);
-        let current = latest.and_then(|l| l.state.clone());
-        if let Some(expected) = if_rev
-            && (current.is_none() || current_rev != expected)
-        {
-            return Err(HubError::new(
-                ErrorCode::Conflict,
-                match current {
-                    None => format!("{topic} does not exist (expected rev {expected})"),
-                    Some(_) => format!("{topic} is at rev {current_rev}, not {expected}"),
-                },
-            ));
-        }
-        let (new_state, json, diff) = match op {
-            Op::Set(state, json) => {
-                let diff = match &current {
-                    Some(old) => merge::diff(old, &state),
-                    None => Diff::Replace,
-                };
-                (Some(state), Some(json), diff)
-            }
-            Op::Patch(patch) => {
-                let mut state = current
-                    .as_deref()
-                    .cloned()
-                    .unwrap_or_else(|| Value::Object(Default::default()));
-                merge::apply(&mut state, &patch);
-                if state.is_null() {
-                    return Err(null_state());
-                }
-                let diff = match &current {
-                    Some(old) => merge::diff(old, &state),
-                    None => Diff::Replace,
-                };
-                if diff == Diff::Same {
-                    (Some(state), None, diff)
-                } else {
-                    let json = to_json(&state);
-                    check_size(json.len(), max, "state")?;
-                    (Some(state), Some(json), diff)
-                }
-            }
-            Op::Delete => {
-                if current.is_none() {
-                    return Err(HubError::new(
-                        ErrorCode::NotFound,
-                        format!("{topic} does not exist"),
-                    ));
-                }
-                (None, None, Diff::Replace)
-            }
-        };
-        if diff == Diff::Same {
-            let seq = latest.map_or(0, |l| l.seq);
-            let outcome = Outcome {
-                rev: current_rev,
-                changed: false,
-            };
-            // Answer at once unless the change this one equals is not yet durable.
-            if seq <= self.published().seq {
-                return Ok(Submitted {
-                    outcome,
-                    done: None,
-                });
-            }
+        if self.shared.engine.shared().is_some() {
+            // A shared log decides at commit time, against what every hub wrote.
             let (done, rx) = oneshot::channel();
             let pending = Pending {
                 topic,
-                seq,
-                what: PendingWhat::Barrier,
+                seq: 0,
+                what: PendingWhat::Write { op, if_rev },
+                outcome: UNCHANGED,
                 done: Some(done),
                 queued: Instant::now(),
             };
             self.queue(writes, pending);
-            return Ok(Submitted {
-                outcome,
-                done: Some(rx),
-            });
+            return Ok(Submitted(Answer::Later(rx)));
         }
-        let rev = current_rev + 1;
-        writes.seq += 1;
-        let seq = writes.seq;
-        let patch = match diff {
-            Diff::Patch(p) => Some(message::patch(&topic, rev, &p)),
-            _ => None,
-        };
-        let state_json = json.map(Bytes::from);
-        writes.topics.insert(
-            topic.clone(),
-            Latest {
-                rev,
-                state: new_state.map(Arc::new),
+        let pending = match prepare(&writes, &self.shared.config, topic, op, if_rev)? {
+            Prepared::Same {
+                topic,
+                outcome,
                 seq,
+            } => {
+                // Answer at once unless the change this one equals is not yet durable.
+                if seq <= self.published().seq {
+                    return Ok(Submitted(Answer::Now(outcome)));
+                }
+                Pending {
+                    topic,
+                    seq,
+                    what: PendingWhat::Barrier,
+                    outcome,
+                    done: None,
+                    queued: Instant::now(),
+                }
+            }
+            Prepared::Change { topic, change } => {
+                writes.seq += 1;
+                let seq = writes.seq;
+                let rev = change.rev;
+                writes.topics.insert(
+                    topic.clone(),
+                    Latest {
+                        rev,
+                        state: change.value,
+                        seq,
+                    },
+                );
+                Pending {
+                    topic,
+                    seq,
+                    what: PendingWhat::Change {
+                        rev,
+                        state: change.json,
+                        patch: change.patch,
+                    },
+                    outcome: Outcome { rev, changed: true },
+                    done: None,
+                    queued: Instant::now(),
+                }
+            }
+        };
+        let (done, rx) = oneshot::channel();
+        self.queue(
+            writes,
+            Pending {
+                done: Some(done),
+                ..pending
             },
         );
-        let (done, rx) = oneshot::channel();
-        let pending = Pending {
-            topic,
-            seq,
-            what: PendingWhat::Change {
-                rev,
-                state: state_json,
-                patch,
-            },
-            done: Some(done),
-            queued: Instant::now(),
-        };
-        self.queue(writes, pending);
-        Ok(Submitted {
-            outcome: Outcome { rev, changed: true },
-            done: Some(rx),
-        })
+        Ok(Submitted(Answer::Later(rx)))
     }
 
     fn enqueue_event(&self, topic: Topic, message: Bytes) -> Result<Submitted, HubError> {
         let writes = self.lock_writes();
         if writes.pending.len() >= self.shared.config.max_pending {
-            return Err(HubError::new(
-                ErrorCode::Unavailable,
-                "the hub is behind; try again shortly",
-            ));
+            return Err(behind());
         }
         let (done, rx) = oneshot::channel();
         let pending = Pending {
             topic,
             seq: writes.seq,
             what: PendingWhat::Event { message },
+            outcome: UNCHANGED,
             done: Some(done),
             queued: Instant::now(),
         };
         self.queue(writes, pending);
-        Ok(Submitted {
-            outcome: Outcome {
-                rev: 0,
-                changed: false,
-            },
-            done: Some(rx),
-        })
+        Ok(Submitted(Answer::Later(rx)))
     }
 
     fn queue(&self, mut writes: MutexGuard<'_, WriteSide>, pending: Pending) {
@@ -719,6 +715,24 @@ impl Hub {
         if was_empty {
             self.shared.commit_wanted.notify_one();
         }
+    }
+
+    /// Why the hub cannot take writes right now (a shared engine it cannot reach), if so.
+    pub fn degraded(&self) -> Option<String> {
+        self.shared
+            .degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The hubs sharing this hub's engine, as last seen (empty for a single hub).
+    pub fn nodes(&self) -> Vec<crate::engine::Node> {
+        self.shared
+            .engine
+            .shared()
+            .map(|log| log.nodes())
+            .unwrap_or_default()
     }
 
     /// The published state of one topic, `None` if it does not exist (or was removed).
@@ -837,6 +851,147 @@ enum Op {
     Delete,
 }
 
+impl Clone for Op {
+    fn clone(&self) -> Op {
+        match self {
+            Op::Set(value, json) => Op::Set(value.clone(), json.clone()),
+            Op::Patch(patch) => Op::Patch(patch.clone()),
+            Op::Delete => Op::Delete,
+        }
+    }
+}
+
+/// A write computed against the latest state, not yet queued.
+enum Prepared {
+    /// Equal to the current state: nothing to store. `seq`: the change it equals.
+    Same {
+        topic: Topic,
+        outcome: Outcome,
+        seq: u64,
+    },
+    Change {
+        topic: Topic,
+        change: Change,
+    },
+}
+
+struct Change {
+    rev: u64,
+    /// The new state, `None` for a removal.
+    value: Option<Arc<Value>>,
+    /// The new state serialized.
+    json: Option<Bytes>,
+    /// The `patch` message, when a merge patch expresses the change.
+    patch: Option<Bytes>,
+}
+
+/// Computes `op` against the topic's latest state: refused, equal, or the next rev.
+fn prepare(
+    writes: &WriteSide,
+    config: &HubConfig,
+    topic: Topic,
+    op: Op,
+    if_rev: Option<u64>,
+) -> Result<Prepared, HubError> {
+    let max = config.max_state_bytes;
+    let latest = writes.topics.get(&topic);
+    let max_topics = config.max_topics;
+    if latest.is_none() && writes.topics.len() >= max_topics {
+        return Err(HubError::new(
+            ErrorCode::TooLarge,
+            format!("the hub holds its limit of {max_topics} topics (max_topics)"),
+        ));
+    }
+    let current_rev = latest.map_or(0, |l| l.rev);
+    let current = latest.and_then(|l| l.state.clone());
+    if let Some(expected) = if_rev
+        && (current.is_none() || current_rev != expected)
+    {
+        return Err(HubError::new(
+            ErrorCode::Conflict,
+            match current {
+                None => format!("{topic} does not exist (expected rev {expected})"),
+                Some(_) => format!("{topic} is at rev {current_rev}, not {expected}"),
+            },
+        ));
+    }
+    let (new_state, json, diff) = match op {
+        Op::Set(state, json) => {
+            let diff = match &current {
+                Some(old) => merge::diff(old, &state),
+                None => Diff::Replace,
+            };
+            (Some(state), Some(json), diff)
+        }
+        Op::Patch(patch) => {
+            let mut state = current
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            merge::apply(&mut state, &patch);
+            if state.is_null() {
+                return Err(null_state());
+            }
+            let diff = match &current {
+                Some(old) => merge::diff(old, &state),
+                None => Diff::Replace,
+            };
+            if diff == Diff::Same {
+                (Some(state), None, diff)
+            } else {
+                let json = to_json(&state);
+                check_size(json.len(), max, "state")?;
+                (Some(state), Some(json), diff)
+            }
+        }
+        Op::Delete => {
+            if current.is_none() {
+                return Err(HubError::new(
+                    ErrorCode::NotFound,
+                    format!("{topic} does not exist"),
+                ));
+            }
+            (None, None, Diff::Replace)
+        }
+    };
+    if diff == Diff::Same {
+        return Ok(Prepared::Same {
+            outcome: Outcome {
+                rev: current_rev,
+                changed: false,
+            },
+            seq: latest.map_or(0, |l| l.seq),
+            topic,
+        });
+    }
+    let rev = current_rev + 1;
+    let patch = match diff {
+        Diff::Patch(p) => Some(message::patch(&topic, rev, &p)),
+        _ => None,
+    };
+    Ok(Prepared::Change {
+        topic,
+        change: Change {
+            rev,
+            value: new_state.map(Arc::new),
+            json: json.map(Bytes::from),
+            patch,
+        },
+    })
+}
+
+const UNCHANGED: Outcome = Outcome {
+    rev: 0,
+    changed: false,
+};
+
+fn behind() -> HubError {
+    HubError::new(
+        ErrorCode::Unavailable,
+        "the store is behind; try again shortly",
+    )
+}
+
 fn null_state() -> HubError {
     HubError::new(
         ErrorCode::BadRequest,
@@ -863,8 +1018,8 @@ impl CommitThread {
     fn stop(&self) {
         self.shared.lock_writes().stopping = true;
         self.shared.commit_wanted.notify_one();
-        let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(handle) = handle {
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        for handle in handles {
             let _ = handle.join();
         }
     }
@@ -879,22 +1034,22 @@ impl Drop for CommitThread {
 /// Most writes one group commit takes.
 const MAX_BATCH: usize = 4096;
 
+/// Waits for queued writes and takes up to [`MAX_BATCH`] of them; `None` once the hub stops
+/// and nothing is left.
+fn take_batch(shared: &Shared) -> Option<Vec<Pending>> {
+    let mut writes = shared.lock_writes();
+    while writes.pending.is_empty() && !writes.stopping {
+        writes = shared
+            .commit_wanted
+            .wait(writes)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+    let n = writes.pending.len().min(MAX_BATCH);
+    (n > 0).then(|| writes.pending.drain(..n).collect())
+}
+
 fn commit_loop(shared: &Shared) {
-    loop {
-        let batch: Vec<Pending> = {
-            let mut writes = shared.lock_writes();
-            while writes.pending.is_empty() && !writes.stopping {
-                writes = shared
-                    .commit_wanted
-                    .wait(writes)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            if writes.pending.is_empty() {
-                return;
-            }
-            let n = writes.pending.len().min(MAX_BATCH);
-            writes.pending.drain(..n).collect()
-        };
+    while let Some(batch) = take_batch(shared) {
         let records: Vec<Record<'_>> = batch
             .iter()
             .filter_map(|p| match &p.what {
@@ -928,7 +1083,7 @@ fn commit_loop(shared: &Shared) {
                         .stats
                         .observe_write(now.duration_since(pending.queued));
                     if let Some(done) = pending.done {
-                        let _ = done.send(Ok(()));
+                        let _ = done.send(Ok(pending.outcome));
                     }
                 }
             }
@@ -989,6 +1144,7 @@ fn publish(shared: &Shared, batch: &[Pending]) {
         let (rev, state, patch) = match &pending.what {
             PendingWhat::Change { rev, state, patch } => (*rev, state, patch),
             PendingWhat::Event { message } => {
+                published.seq = published.seq.max(pending.seq);
                 published.deliveries += 1;
                 let delivery = published.deliveries;
                 let clients = &published.clients;
@@ -1002,8 +1158,9 @@ fn publish(shared: &Shared, batch: &[Pending]) {
                     });
                 continue;
             }
-            PendingWhat::Barrier => continue,
+            PendingWhat::Barrier | PendingWhat::Write { .. } => continue,
         };
+        published.seq = published.seq.max(pending.seq);
         let slot_id = match published.slot_of.get(&pending.topic) {
             Some(&id) => id,
             None => {
@@ -1024,35 +1181,34 @@ fn publish(shared: &Shared, batch: &[Pending]) {
             }
         };
         let slot = &mut published.slots[slot_id as usize];
+        if rev <= slot.rev {
+            // Already published (a shared log's entry seen again after a resync).
+            continue;
+        }
+        // A shared log's resync may skip revs: the history cannot bridge that gap.
+        let gap = rev != slot.rev + 1;
+        if gap {
+            slot.history.clear();
+            slot.history_bytes = 0;
+            slot.floor_seq = pending.seq;
+        }
         let was_live = slot.state.is_some();
         slot.rev = rev;
         slot.state = state.clone();
         slot.snapshot = OnceLock::new();
         slot.seq = pending.seq;
         let message = match patch {
-            Some(patch) => patch.clone(),
-            None => slot.current_message(),
+            Some(patch) if !gap => patch.clone(),
+            _ => slot.current_message(),
         };
-        slot.history_bytes += message.len();
-        slot.history.push_back(HistoryEntry {
-            rev,
-            seq: pending.seq,
-            message: message.clone(),
-        });
-        while slot.history.len() > config.history_len
-            || (slot.history_bytes > config.history_bytes && slot.history.len() > 1)
-        {
-            if let Some(old) = slot.history.pop_front() {
-                slot.history_bytes -= old.message.len();
-                slot.floor_seq = old.seq;
-            }
+        if !gap {
+            slot.push_history(config, rev, pending.seq, message.clone());
         }
         match (was_live, state.is_some()) {
             (false, true) => published.live_topics += 1,
             (true, false) => published.live_topics -= 1,
             _ => {}
         }
-        published.seq = pending.seq;
         published.deliveries += 1;
         let delivery = published.deliveries;
         stats.changes.fetch_add(1, Ordering::Relaxed);

@@ -46,6 +46,11 @@ pub struct Stats {
     pub dropped_events: AtomicU64,
     /// Group commits that the store refused.
     pub store_failures: AtomicU64,
+    /// Batches of a shared log with writes that another hub's write overtook (computed
+    /// again and retried).
+    pub conflicts: AtomicU64,
+    /// Times a shared log could not prove continuity and the hub started over from it.
+    pub resyncs: AtomicU64,
     /// Records made durable.
     pub records_committed: AtomicU64,
     /// Time per group commit.

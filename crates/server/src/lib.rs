@@ -430,7 +430,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
-    bridge: Bridge,
+    bridge: Arc<Bridge>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -465,7 +465,7 @@ pub async fn serve(
         next_connection: std::sync::atomic::AtomicU64::new(0),
         connections: Mutex::new(HashMap::new()),
         hub: hub.clone(),
-        bridge: Arc::new(bridge),
+        bridge,
         commands_in_flight: Arc::new(Semaphore::new(MAX_COMMANDS_IN_FLIGHT)),
         config,
         metrics: Metrics::default(),

@@ -77,7 +77,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
-        let counters: [(&str, &str, u64); 21] = [
+        let counters: [(&str, &str, u64); 23] = [
             (
                 "statecast_refused_connections_total",
                 "Connections refused over max_connections or max_connections_per_ip.",
@@ -183,6 +183,16 @@ impl Metrics {
                 "Changes made durable.",
                 get(&stats.records_committed),
             ),
+            (
+                "statecast_cluster_conflicts_total",
+                "Write batches another hub's writes overtook (computed again and retried).",
+                get(&stats.conflicts),
+            ),
+            (
+                "statecast_cluster_resyncs_total",
+                "Times the hub started over from the cluster's stored state.",
+                get(&stats.resyncs),
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -203,7 +213,35 @@ impl Metrics {
             &stats.commit_latency,
         );
         source_metrics(&mut out, sources);
+        cluster_metrics(&mut out, hub);
         out
+    }
+}
+
+/// In a cluster: whether this hub can reach the shared store, and each live hub's clients.
+fn cluster_metrics(out: &mut String, hub: &Hub) {
+    let nodes = hub.nodes();
+    if nodes.is_empty() {
+        return;
+    }
+    let up = u8::from(hub.degraded().is_none());
+    let _ = writeln!(
+        out,
+        "# HELP statecast_cluster_up 1 while this hub reaches the cluster's Redis, else 0.\n\
+         # TYPE statecast_cluster_up gauge\nstatecast_cluster_up {up}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP statecast_cluster_node_clients Clients of each live hub of the cluster.\n\
+         # TYPE statecast_cluster_node_clients gauge"
+    );
+    for node in nodes.iter().filter(|n| n.alive) {
+        let _ = writeln!(
+            out,
+            "statecast_cluster_node_clients{{node=\"{}\"}} {}",
+            node.id.replace(['\\', '"', '\n'], "_"),
+            node.clients
+        );
     }
 }
 

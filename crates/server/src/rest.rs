@@ -228,8 +228,17 @@ pub async fn post_command(
 }
 
 pub async fn health(State(app): State<Arc<App>>) -> Response {
-    axum::Json(json!({
-        "status": "ok",
+    let degraded = app.hub.degraded();
+    let nodes = app.hub.nodes();
+    let cluster = (!nodes.is_empty()).then(|| {
+        let live: Vec<_> = nodes.iter().filter(|n| n.alive).collect();
+        json!({
+            "nodes": live.iter().map(|n| json!({"id": n.id, "clients": n.clients})).collect::<Vec<_>>(),
+            "clients": live.iter().map(|n| n.clients).sum::<u64>(),
+        })
+    });
+    let mut body = json!({
+        "status": if degraded.is_some() { "degraded" } else { "ok" },
         "clients": app.hub.client_count(),
         "topics": app.hub.topic_count(),
         "uptime_s": app.started.elapsed().as_secs(),
@@ -240,8 +249,14 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
             .into_iter()
             .map(|(name, health)| (name, json!(health)))
             .collect::<serde_json::Map<_, _>>(),
-    }))
-    .into_response()
+    });
+    if let Some(why) = degraded {
+        body["degraded"] = json!(why);
+    }
+    if let Some(cluster) = cluster {
+        body["cluster"] = cluster;
+    }
+    axum::Json(body).into_response()
 }
 
 pub async fn metrics(State(app): State<Arc<App>>, caller: Caller) -> Response {

@@ -272,7 +272,12 @@ impl Engine for RedbEngine {
             });
         }
 
-        Ok(Loaded { topics, seq, epoch })
+        Ok(Loaded {
+            topics,
+            seq,
+            epoch,
+            history: Vec::new(),
+        })
     }
 
     /// Writes `records` and `seq` in one write transaction with immediate durability: on
@@ -385,6 +390,7 @@ mod tests {
                 ],
                 seq: 3,
                 epoch,
+                history: Vec::new(),
             }
         );
     }

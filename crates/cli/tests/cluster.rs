@@ -1,0 +1,633 @@
+//! Several hubs sharing one Redis (`--cluster`): one rev sequence per topic on every node
+//! under concurrent writers, resuming on another node, a node killed mid-stream, Redis
+//! stopped and restarted, and commands routed to the node that owns the target.
+//!
+//! Tests share the machine's Redis (127.0.0.1:6379) with a key prefix of their own, which
+//! they delete at the end; the outage test starts a `redis-server` of its own.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Server, Ws, merge_apply, within};
+use serde_json::{Value, json};
+
+const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+
+/// A unique key prefix on the shared Redis; its keys are deleted when dropped.
+struct Prefix(String);
+
+impl Prefix {
+    fn new(test: &str) -> Prefix {
+        Prefix(format!(
+            "test-{test}-{}-{:x}",
+            std::process::id(),
+            rand_u32()
+        ))
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(SHARED_REDIS) else {
+            return;
+        };
+        let Ok(mut con) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}}}:*", self.0))
+            .query(&mut con)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::Instant::now()) as u32
+}
+
+/// Starts `n` nodes of one cluster.
+fn nodes(url: &str, prefix: &Prefix, n: usize, extra: &[&str]) -> Vec<Server> {
+    (0..n)
+        .map(|i| node(url, prefix, &format!("n{i}"), extra))
+        .collect()
+}
+
+fn node(url: &str, prefix: &Prefix, id: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--cluster",
+        url,
+        "--cluster-prefix",
+        &prefix.0,
+        "--node-id",
+        id,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+async fn subscribe(ws: &mut Ws, patterns: Value, since: Option<Value>) -> Vec<Value> {
+    let mut request = json!({"type": "subscribe", "id": "sub", "patterns": patterns});
+    if let Some(since) = since {
+        request["since"] = since;
+    }
+    let mut seen = ws.request(request).await;
+    let result = seen.pop().expect("a result");
+    assert_eq!(result["ok"], true, "subscribe failed: {result}");
+    seen
+}
+
+/// Reads until every topic in `want` has reached its rev; returns what was read.
+async fn read_until_revs(ws: &mut Ws, want: &HashMap<String, u64>) -> Vec<Value> {
+    let mut at: HashMap<String, u64> = HashMap::new();
+    let mut seen = Vec::new();
+    while want
+        .iter()
+        .any(|(t, r)| at.get(t).copied().unwrap_or(0) < *r)
+    {
+        let message = ws.recv_json().await;
+        if let (Some(topic), Some(rev)) = (message["topic"].as_str(), message["rev"].as_u64()) {
+            at.insert(topic.to_string(), rev);
+        }
+        seen.push(message);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_three_nodes_make_one_rev_sequence_everywhere() {
+    let prefix = Prefix::new("race");
+    let cluster = nodes(SHARED_REDIS, &prefix, 3, &[]);
+    let topics = ["race/a", "race/b", "race/c"];
+    let mut subscribers = Vec::new();
+    for server in &cluster {
+        for _ in 0..2 {
+            let mut ws = server.ws().await;
+            assert!(subscribe(&mut ws, json!(["race/#"]), None).await.is_empty());
+            subscribers.push(ws);
+        }
+    }
+    // Presence: each node reports its clients, and every node sees the cluster's total.
+    let health = within("the cluster's presence figures", async {
+        loop {
+            let health = cluster[2].get("/api/health").await.json();
+            if health["cluster"]["clients"] == 6 {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let ids: Vec<_> = health["cluster"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| (n["id"].clone(), n["clients"].clone()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (json!("n0"), json!(2)),
+            (json!("n1"), json!(2)),
+            (json!("n2"), json!(2))
+        ]
+    );
+    assert_eq!(health["clients"], 2, "this node's own clients");
+    // Every node writes every topic at once; each patch changes the state.
+    const WRITES: usize = 40;
+    let mut writers = Vec::new();
+    for (n, server) in cluster.iter().enumerate() {
+        let base = server.http();
+        writers.push(tokio::spawn(async move {
+            let client = common::http_client();
+            for i in 0..WRITES {
+                let topic = topics[i % topics.len()];
+                let response = client
+                    .patch(format!("{base}/api/state/{topic}"))
+                    .json(&json!({format!("n{n}"): i}))
+                    .send()
+                    .await
+                    .expect("PATCH");
+                assert_eq!(response.status(), 200, "{:?}", response.text().await);
+            }
+        }));
+    }
+    for writer in writers {
+        within("the writers", writer).await.expect("writer");
+    }
+    // Every write is one rev of its topic.
+    let mut want = HashMap::new();
+    for (k, topic) in topics.iter().enumerate() {
+        let writes = (0..WRITES).filter(|i| i % topics.len() == k).count() * cluster.len();
+        let state = cluster[0].get(&format!("/api/state/{topic}")).await.json();
+        assert_eq!(state["rev"], writes as u64, "{topic}: {state}");
+        want.insert(topic.to_string(), writes as u64);
+    }
+    let mut conflicts = 0.0;
+    for server in &cluster {
+        conflicts += server.metric("statecast_cluster_conflicts_total").await;
+    }
+    eprintln!("write batches retried after a conflict: {conflicts}");
+    // Every node has the same final state.
+    for server in &cluster[1..] {
+        for topic in topics {
+            let here = server.get(&format!("/api/state/{topic}")).await.json();
+            let there = cluster[0].get(&format!("/api/state/{topic}")).await.json();
+            assert_eq!(here, there, "{topic} differs between nodes");
+        }
+    }
+    // Every subscriber saw exactly the same messages, revs 1.. without gaps, and its
+    // patches rebuild the final state.
+    let mut sequences = Vec::new();
+    for ws in &mut subscribers {
+        sequences.push(read_until_revs(ws, &want).await);
+    }
+    for sequence in &sequences[1..] {
+        assert_eq!(
+            sequence, &sequences[0],
+            "two subscribers saw different changes"
+        );
+    }
+    let mut states: HashMap<String, (u64, Value)> = HashMap::new();
+    for message in &sequences[0] {
+        let topic = message["topic"].as_str().expect("topic").to_string();
+        let rev = message["rev"].as_u64().expect("rev");
+        let entry = states.entry(topic).or_insert((0, json!({})));
+        assert_eq!(rev, entry.0 + 1, "revs go up one by one: {message}");
+        match message["type"].as_str() {
+            Some("patch") => merge_apply(&mut entry.1, &message["patch"]),
+            Some("snapshot") => entry.1 = message["state"].clone(),
+            other => panic!("unexpected {other:?}: {message}"),
+        }
+        entry.0 = rev;
+    }
+    for topic in topics {
+        let stored = cluster[2].get(&format!("/api/state/{topic}")).await.json();
+        assert_eq!(states[topic].1, stored["state"], "{topic}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_node_with_only_the_missed_patches() {
+    let prefix = Prefix::new("resume");
+    let cluster = nodes(SHARED_REDIS, &prefix, 2, &[]);
+    let topic = "resume/mic";
+    assert_eq!(
+        cluster[0]
+            .put(&format!("/api/state/{topic}"), &json!({"battery": 90}))
+            .await
+            .status,
+        200
+    );
+    let mut ws = cluster[0].ws().await;
+    let snapshot = subscribe(&mut ws, json!(["resume/#"]), None).await;
+    assert_eq!(snapshot[0]["rev"], 1);
+    drop(ws);
+    for battery in [89, 88, 87] {
+        let r = cluster[1]
+            .patch(&format!("/api/state/{topic}"), &json!({"battery": battery}))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // On a node that ran meanwhile, and on one started after the writes (its history
+    // comes from the Redis stream).
+    let late = node(SHARED_REDIS, &prefix, "late", &[]);
+    for server in [&cluster[1], &late] {
+        let mut ws = server.ws().await;
+        let missed = subscribe(&mut ws, json!(["resume/#"]), Some(json!({topic: 1}))).await;
+        let revs: Vec<_> = missed
+            .iter()
+            .map(|m| (m["type"].clone(), m["rev"].clone()))
+            .collect();
+        assert_eq!(
+            revs,
+            [
+                (json!("patch"), json!(2)),
+                (json!("patch"), json!(3)),
+                (json!("patch"), json!(4))
+            ],
+            "{missed:?}"
+        );
+        assert_eq!(missed[2]["patch"], json!({"battery": 87}));
+        // Events cross nodes too.
+        let sent = cluster[0]
+            .post(&format!("/api/events/{topic}"), &json!({"clip": true}))
+            .await;
+        assert_eq!(sent.status, 202, "{:?}", sent.json());
+        let event = ws.recv_json().await;
+        assert_eq!(
+            (event["type"].clone(), event["data"].clone()),
+            (json!("event"), json!({"clip": true}))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fell_behind_a_trimmed_stream_resyncs_its_clients() {
+    let prefix = Prefix::new("behind");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("short.toml");
+    std::fs::write(&config, "[cluster]\nstream_len = 10\n").expect("write config");
+    let config = config.to_string_lossy().to_string();
+    let cluster = nodes(SHARED_REDIS, &prefix, 2, &["--config", &config]);
+    let mut ws = cluster[1].ws().await;
+    subscribe(&mut ws, json!(["behind/#"]), None).await;
+    let r = cluster[0]
+        .put("/api/state/behind/x", &json!({"n": 0}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(ws.recv_json().await["rev"], 1);
+    // Pause node 1 (SIGSTOP) while far more changes than the stream keeps go by.
+    let pid = cluster[1].pid().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    for n in 1..=600 {
+        let r = cluster[0]
+            .put("/api/state/behind/x", &json!({"n": n}))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    signal("-CONT");
+    // It cannot prove continuity, so it starts over: a fresh snapshot, not 600 patches.
+    let message = within("the resync snapshot", async {
+        loop {
+            let m = ws.recv_json().await;
+            if m["rev"] == 601 {
+                return m;
+            }
+            assert_ne!(
+                m["type"], "patch",
+                "patches cannot bridge a trimmed stream: {m}"
+            );
+        }
+    })
+    .await;
+    assert_eq!(message["type"], "snapshot");
+    assert_eq!(message["state"], json!({"n": 600}));
+    assert!(cluster[1].metric("statecast_cluster_resyncs_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_stream_loses_no_acknowledged_write() {
+    let prefix = Prefix::new("kill");
+    let mut cluster = nodes(SHARED_REDIS, &prefix, 2, &[]);
+    let topic = "kill/counter";
+    let mut watcher = cluster[1].ws().await;
+    subscribe(&mut watcher, json!(["kill/#"]), None).await;
+    let acked = Arc::new(AtomicU64::new(0));
+    let base = cluster[0].http();
+    let writer_acked = Arc::clone(&acked);
+    let writer = tokio::spawn(async move {
+        let client = common::http_client();
+        for n in 1.. {
+            let sent = client
+                .put(format!("{base}/api/state/{topic}"))
+                .json(&json!({"n": n}))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status() == 200 => writer_acked.store(n, Ordering::SeqCst),
+                _ => return,
+            }
+        }
+    });
+    // Kill the writer's node once it has acknowledged a good number of writes.
+    let mut last_seen = 0;
+    while last_seen < 50 {
+        let message = watcher.recv_json().await;
+        last_seen = message["rev"].as_u64().unwrap_or(last_seen);
+    }
+    cluster[0].kill9();
+    within("the writer to stop", writer).await.expect("writer");
+    let acknowledged = acked.load(Ordering::SeqCst);
+    assert!(acknowledged >= 50);
+    // The survivor holds every acknowledged write (perhaps one more, whose answer died
+    // with the node), and its subscriber gets there.
+    let state = cluster[1].get(&format!("/api/state/{topic}")).await.json();
+    let n = state["state"]["n"].as_u64().expect("n");
+    assert!(
+        n == acknowledged || n == acknowledged + 1,
+        "stored n = {n}, acknowledged {acknowledged}"
+    );
+    let rev = state["rev"].as_u64().expect("rev");
+    let mut want = HashMap::new();
+    want.insert(topic.to_string(), rev);
+    if last_seen < rev {
+        read_until_revs(&mut watcher, &want).await;
+    }
+    // A client of the dead node resumes on the survivor.
+    let mut resumed = cluster[1].ws().await;
+    let missed = subscribe(&mut resumed, json!(["kill/#"]), Some(json!({topic: 10}))).await;
+    assert_eq!(missed.len() as u64, rev - 10, "one patch per missed rev");
+    assert_eq!(missed.last().expect("last")["rev"], rev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_the_node_whose_route_owns_the_target() {
+    let prefix = Prefix::new("cmd");
+    // A device only node n1 can reach: an HTTP server answering with what it got.
+    let device = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let device_addr = device.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/cmd",
+        axum::routing::post(
+            |body: axum::Json<Value>| async move { axum::Json(json!({"got": body.0})) },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(device, app).await });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("n1.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[route]]\ntarget = \"lamp/+\"\ntype = \"http\"\nmethod = \"POST\"\n\
+             url = \"http://{device_addr}/cmd\"\nbody = {{ name = \"{{name}}\", args = \"{{args}}\" }}\n"
+        ),
+    )
+    .expect("write config");
+    let config = config.to_string_lossy().to_string();
+    let plain = node(SHARED_REDIS, &prefix, "n0", &[]);
+    let owner = node(SHARED_REDIS, &prefix, "n1", &["--config", &config]);
+    // n0 learns of n1's routes through Redis: wait (bounded) until it forwards.
+    let answer = within("the command to be forwarded", async {
+        loop {
+            let r = plain
+                .post(
+                    "/api/commands/lamp/kitchen",
+                    &json!({"name": "on", "args": {"level": 3}}),
+                )
+                .await;
+            if r.status == 200 {
+                return r.json();
+            }
+            assert_eq!(r.error_code(), "no_route", "{:?}", r.json());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        answer["body"]["got"],
+        json!({"name": "on", "args": {"level": 3}})
+    );
+    // A target no node routes is still `no_route`, answered at once.
+    let r = plain
+        .post(
+            "/api/commands/nothing/here",
+            &json!({"name": "on", "args": {}}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error_code(), "no_route");
+    drop(owner);
+}
+
+/// A `redis-server` of the test's own, with every write fsynced (appendfsync always), on a
+/// free port; killed by its PID when dropped.
+struct OwnRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut redis = OwnRedis {
+            child: None,
+            port,
+            dir,
+        };
+        redis.launch();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (install Debian's redis-server)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn wait_health(server: &Server, status: &str) -> Value {
+    within(&format!("health {status}"), async {
+        loop {
+            let health = server.get("/api/health").await.json();
+            if health["status"] == status {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_and_restarted_mid_stream_loses_nothing_acknowledged() {
+    let mut redis = OwnRedis::start();
+    let prefix = Prefix::new("outage");
+    let cluster = nodes(&redis.url(), &prefix, 2, &[]);
+    let topic = "outage/sensor";
+    let mut watcher = cluster[1].ws().await;
+    subscribe(&mut watcher, json!(["outage/#"]), None).await;
+    let mut acknowledged = Vec::new();
+    for n in 1..=20 {
+        let r = cluster[0]
+            .patch(&format!("/api/state/{topic}"), &json!({format!("k{n}"): n}))
+            .await;
+        assert_eq!(r.status, 200);
+        acknowledged.push(n);
+    }
+    redis.kill();
+    let health = wait_health(&cluster[0], "degraded").await;
+    assert!(
+        health["degraded"]
+            .as_str()
+            .is_some_and(|d| d.contains("unreachable")),
+        "{health}"
+    );
+    // Writes are refused, never acknowledged; cached state is still served.
+    let refused = cluster[0]
+        .patch(&format!("/api/state/{topic}"), &json!({"lost": true}))
+        .await;
+    assert_eq!(refused.status, 503, "{:?}", refused.json());
+    assert_eq!(refused.error_code(), "unavailable");
+    let cached = cluster[1].get(&format!("/api/state/{topic}")).await.json();
+    assert_eq!(cached["state"]["k20"], 20);
+    redis.launch();
+    wait_health(&cluster[0], "ok").await;
+    wait_health(&cluster[1], "ok").await;
+    for n in 21..=30 {
+        let r = cluster[1]
+            .patch(&format!("/api/state/{topic}"), &json!({format!("k{n}"): n}))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.json());
+        acknowledged.push(n);
+    }
+    // Both nodes hold every acknowledged write and nothing refused.
+    for server in &cluster {
+        let state = server.get(&format!("/api/state/{topic}")).await.json();
+        for n in &acknowledged {
+            assert_eq!(state["state"][format!("k{n}")], *n, "{state}");
+        }
+        assert!(state["state"].get("lost").is_none());
+        assert_eq!(state["rev"], 30);
+    }
+    // The subscriber followed through and ends on the right state.
+    let mut want = HashMap::new();
+    want.insert(topic.to_string(), 30);
+    let seen = read_until_revs(&mut watcher, &want).await;
+    assert_eq!(
+        seen[0]["type"], "snapshot",
+        "the topic's creation: {}",
+        seen[0]
+    );
+    let mut state = json!({});
+    for message in &seen {
+        match message["type"].as_str() {
+            Some("patch") => merge_apply(&mut state, &message["patch"]),
+            Some("snapshot") => state = message["state"].clone(),
+            other => panic!("unexpected {other:?}: {message}"),
+        }
+    }
+    let stored = cluster[1].get(&format!("/api/state/{topic}")).await.json();
+    assert_eq!(state, stored["state"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_is_not_written_over() {
+    let mut redis = OwnRedis::start();
+    let prefix = Prefix::new("amnesia");
+    let server = node(&redis.url(), &prefix, "n0", &[]);
+    let r = server.put("/api/state/amnesia/x", &json!({"v": 1})).await;
+    assert_eq!(r.status, 200);
+    redis.kill();
+    // A Redis that comes back empty (its files lost) holds none of the acknowledged state.
+    for entry in std::fs::read_dir(redis.dir.path()).expect("redis dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).expect("remove");
+        } else {
+            std::fs::remove_file(path).expect("remove");
+        }
+    }
+    redis.launch();
+    let health = within("the node to refuse the emptied Redis", async {
+        loop {
+            let health = server.get("/api/health").await.json();
+            if health["degraded"]
+                .as_str()
+                .is_some_and(|d| d.contains("epoch"))
+            {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(health["status"], "degraded");
+    let refused = server.put("/api/state/amnesia/x", &json!({"v": 2})).await;
+    assert_eq!(refused.status, 503, "{:?}", refused.json());
+    assert_eq!(
+        server.get("/api/state/amnesia/x").await.json()["state"],
+        json!({"v": 1})
+    );
+}

@@ -1,0 +1,396 @@
+//! The hub over a [`SharedLog`]: several hubs, one engine.
+//!
+//! The commit thread computes each write against the latest state it knows and appends it
+//! to the log only if the topic has not moved on meanwhile (another hub wrote it); if it
+//! has, the thread takes the topic's state from the log's answer and computes the write
+//! again. Nothing is published on append: the follow thread reads the log, in its order,
+//! updates the latest and published states and fans each entry out. A write is answered
+//! once its own entry has come back, so its writer's subscribers see it first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{
+    Done, Latest, Outcome, Pending, PendingWhat, Prepared, Shared, UNCHANGED, prepare, publish,
+    take_batch,
+};
+use crate::engine::{Append, Appended, Entry, EntryKind, Followed, Loaded, SharedLog};
+use crate::error::{ErrorCode, HubError};
+use crate::topic::Topic;
+
+/// How long one follow call waits for new entries; bounds how late a stopping hub notices.
+const FOLLOW_WAIT: Duration = Duration::from_millis(250);
+/// Retry delays while the log cannot be read.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+pub(super) fn commit_loop(shared: &Shared) {
+    let Some(log) = shared.engine.shared() else {
+        return;
+    };
+    while let Some(batch) = take_batch(shared) {
+        run_batch(shared, log, batch);
+    }
+}
+
+/// What one pending write came to in this attempt.
+enum Attempt {
+    Refused(HubError),
+    Same(Outcome),
+    /// The `usize`-th append of the batch.
+    Append(usize, Outcome),
+}
+
+/// What is appended for a change: computed here, borrowed by [`Append`].
+struct Appending {
+    rev: u64,
+    json: Option<Bytes>,
+    patch: Option<Bytes>,
+}
+
+fn run_batch(shared: &Shared, log: &dyn SharedLog, batch: Vec<Pending>) {
+    let mut attempts = Vec::with_capacity(batch.len());
+    let mut appending: Vec<(usize, Option<Appending>)> = Vec::new();
+    // The latest states before this batch, to restore when the log refuses it.
+    let mut before: HashMap<Topic, Option<Latest>> = HashMap::new();
+    {
+        let mut writes = shared.lock_writes();
+        for (i, pending) in batch.iter().enumerate() {
+            let attempt = match &pending.what {
+                PendingWhat::Write { op, if_rev } => {
+                    let prepared = prepare(
+                        &writes,
+                        &shared.config,
+                        pending.topic.clone(),
+                        op.clone(),
+                        *if_rev,
+                    );
+                    match prepared {
+                        Err(e) => Attempt::Refused(e),
+                        Ok(Prepared::Same { outcome, .. }) => Attempt::Same(outcome),
+                        Ok(Prepared::Change { topic, change }) => {
+                            let previous = writes.topics.get(&topic).cloned();
+                            before.entry(topic.clone()).or_insert(previous);
+                            let outcome = Outcome {
+                                rev: change.rev,
+                                changed: true,
+                            };
+                            writes.topics.insert(
+                                topic,
+                                Latest {
+                                    rev: change.rev,
+                                    state: change.value,
+                                    seq: 0,
+                                },
+                            );
+                            appending.push((
+                                i,
+                                Some(Appending {
+                                    rev: change.rev,
+                                    json: change.json,
+                                    patch: change.patch,
+                                }),
+                            ));
+                            Attempt::Append(appending.len() - 1, outcome)
+                        }
+                    }
+                }
+                PendingWhat::Event { .. } => {
+                    appending.push((i, None));
+                    Attempt::Append(appending.len() - 1, UNCHANGED)
+                }
+                _ => Attempt::Same(UNCHANGED),
+            };
+            attempts.push(attempt);
+        }
+    }
+    let appends: Vec<Append<'_>> = appending
+        .iter()
+        .map(|(i, change)| {
+            let pending = &batch[*i];
+            match (change, &pending.what) {
+                (Some(c), _) => Append::Change {
+                    topic: &pending.topic,
+                    rev: c.rev,
+                    state: c.json.as_deref(),
+                    patch: c.patch.as_deref(),
+                },
+                (None, PendingWhat::Event { message }) => Append::Event {
+                    topic: &pending.topic,
+                    message,
+                },
+                (None, _) => Append::Event {
+                    topic: &pending.topic,
+                    message: &[],
+                },
+            }
+        })
+        .collect();
+    let result = if appends.is_empty() {
+        Ok(Vec::new())
+    } else {
+        let started = Instant::now();
+        let result = log.append(&appends);
+        shared
+            .stats
+            .observe_commit(started.elapsed(), appends.len());
+        result
+    };
+    drop(appends);
+    let results = match result {
+        Ok(results) if results.len() == appending.len() => results,
+        Ok(results) => {
+            let why = format!(
+                "the log answered {} of {} appends",
+                results.len(),
+                appending.len()
+            );
+            return refuse(shared, batch, before, &why);
+        }
+        Err(e) => return refuse(shared, batch, before, &e.to_string()),
+    };
+    let mut blocked: HashSet<Topic> = HashSet::new();
+    let mut retry = Vec::new();
+    let mut conflicts = Vec::new();
+    let last_stored = results
+        .iter()
+        .filter_map(|r| match r {
+            Appended::Stored { seq } => Some(*seq),
+            Appended::Conflict { .. } => None,
+        })
+        .max();
+    for (pending, attempt) in batch.into_iter().zip(attempts) {
+        if blocked.contains(&pending.topic) {
+            retry.push(pending);
+            continue;
+        }
+        let Some(done) = pending.done else {
+            continue;
+        };
+        match attempt {
+            Attempt::Refused(e) => {
+                let _ = done.send(Err(e));
+            }
+            // Equal to a state this hub may not have published yet: answer after it.
+            Attempt::Same(outcome) => match last_stored {
+                Some(seq) => answer_when_followed(shared, seq, done, outcome, pending.queued),
+                None => {
+                    let _ = done.send(Ok(outcome));
+                }
+            },
+            Attempt::Append(k, outcome) => match &results[k] {
+                Appended::Stored { seq } => {
+                    answer_when_followed(shared, *seq, done, outcome, pending.queued);
+                }
+                Appended::Conflict { rev, state } => {
+                    blocked.insert(pending.topic.clone());
+                    conflicts.push((pending.topic.clone(), *rev, state.clone()));
+                    retry.push(Pending {
+                        done: Some(done),
+                        ..pending
+                    });
+                }
+            },
+        }
+    }
+    if retry.is_empty() {
+        return;
+    }
+    shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+    let mut writes = shared.lock_writes();
+    for (topic, rev, state) in conflicts {
+        let state = state
+            .as_deref()
+            .and_then(|json| serde_json::from_slice(json).ok())
+            .map(Arc::new);
+        writes.topics.insert(topic, Latest { rev, state, seq: 0 });
+    }
+    for pending in retry.into_iter().rev() {
+        writes.pending.push_front(pending);
+    }
+}
+
+/// The log refused the whole batch: answer it `unavailable` and restore the latest states.
+fn refuse(shared: &Shared, batch: Vec<Pending>, before: HashMap<Topic, Option<Latest>>, why: &str) {
+    set_degraded(
+        shared,
+        Some(format!("the shared store is unreachable: {why}")),
+    );
+    let mut writes = shared.lock_writes();
+    for (topic, latest) in before {
+        match latest {
+            Some(latest) => writes.topics.insert(topic, latest),
+            None => writes.topics.remove(&topic),
+        };
+    }
+    drop(writes);
+    shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+    let error = HubError::new(
+        ErrorCode::Unavailable,
+        format!("the store could not take the write: {why}"),
+    );
+    for pending in batch {
+        if let Some(done) = pending.done {
+            let _ = done.send(Err(error.clone()));
+        }
+    }
+}
+
+/// Answers `done` once the log has been followed up to `seq`.
+fn answer_when_followed(shared: &Shared, seq: u64, done: Done, outcome: Outcome, queued: Instant) {
+    let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
+    if shared.followed.load(Ordering::Acquire) >= seq {
+        drop(waiting);
+        shared.stats.observe_write(queued.elapsed());
+        let _ = done.send(Ok(outcome));
+        return;
+    }
+    waiting
+        .entry(seq)
+        .or_default()
+        .push((done, outcome, queued));
+}
+
+/// Marks the log followed up to `seq` and answers the writes waiting for it.
+fn followed_to(shared: &Shared, seq: u64) {
+    shared.followed.fetch_max(seq, Ordering::AcqRel);
+    let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
+    let later = waiting.split_off(&(seq + 1));
+    let ready = std::mem::replace(&mut *waiting, later);
+    drop(waiting);
+    let now = Instant::now();
+    for (done, outcome, queued) in ready.into_values().flatten() {
+        shared.stats.observe_write(now.duration_since(queued));
+        let _ = done.send(Ok(outcome));
+    }
+}
+
+fn set_degraded(shared: &Shared, why: Option<String>) {
+    *shared.degraded.lock().unwrap_or_else(|e| e.into_inner()) = why;
+}
+
+pub(super) fn follow_loop(shared: &Shared) {
+    let Some(log) = shared.engine.shared() else {
+        return;
+    };
+    let mut retry = RETRY_MIN;
+    loop {
+        let stopping = shared.lock_writes().stopping;
+        let nothing_waits = shared
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if stopping && (nothing_waits || retry > RETRY_MIN) {
+            return;
+        }
+        let clients = shared.clients.load(Ordering::Relaxed);
+        match log.follow(FOLLOW_WAIT, clients) {
+            Ok(followed) => {
+                if retry > RETRY_MIN {
+                    set_degraded(shared, None);
+                    retry = RETRY_MIN;
+                }
+                match followed {
+                    Followed::Entries(entries) => apply(shared, entries),
+                    Followed::Resync(loaded) => resync(shared, loaded),
+                }
+            }
+            Err(e) => {
+                set_degraded(
+                    shared,
+                    Some(format!("the shared store is unreachable: {e}")),
+                );
+                std::thread::sleep(retry);
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Publishes followed entries in the log's order, after bringing the latest states up to
+/// them.
+fn apply(shared: &Shared, entries: Vec<Entry>) {
+    let Some(last) = entries.last().map(|e| e.seq) else {
+        return;
+    };
+    let now = Instant::now();
+    let mut batch = Vec::with_capacity(entries.len());
+    {
+        let mut writes = shared.lock_writes();
+        for entry in entries {
+            // Another hub's writer cannot put an invalid topic in the log; skip if it did.
+            let Ok(topic) = Topic::new(&entry.topic) else {
+                continue;
+            };
+            let what = match entry.kind {
+                EntryKind::Change { rev, state, patch } => {
+                    let newer = writes.topics.get(&topic).is_none_or(|l| rev > l.rev);
+                    if newer {
+                        let value = state
+                            .as_deref()
+                            .and_then(|json| serde_json::from_slice(json).ok())
+                            .map(Arc::new);
+                        writes.topics.insert(
+                            topic.clone(),
+                            Latest {
+                                rev,
+                                state: value,
+                                seq: entry.seq,
+                            },
+                        );
+                    }
+                    PendingWhat::Change {
+                        rev,
+                        state: state.map(Bytes::from),
+                        patch: patch.map(Bytes::from),
+                    }
+                }
+                EntryKind::Event { message } => PendingWhat::Event {
+                    message: Bytes::from(message),
+                },
+            };
+            batch.push(Pending {
+                topic,
+                seq: entry.seq,
+                what,
+                outcome: UNCHANGED,
+                done: None,
+                queued: now,
+            });
+        }
+        writes.seq = writes.seq.max(last);
+    }
+    publish(shared, &batch);
+    followed_to(shared, last);
+}
+
+/// Starts over from everything the log holds: each topic that moved on is published as a
+/// fresh snapshot (or removal), since no patch can bridge what was missed.
+fn resync(shared: &Shared, loaded: Loaded) {
+    shared.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+    let mut topics = loaded.topics;
+    topics.sort_by_key(|t| t.seq);
+    let entries = topics
+        .into_iter()
+        .map(|t| Entry {
+            seq: t.seq,
+            topic: t.topic,
+            kind: EntryKind::Change {
+                rev: t.rev,
+                state: t.state,
+                patch: None,
+            },
+        })
+        .collect();
+    apply(shared, entries);
+    {
+        let mut published = shared.published_mut();
+        published.seq = published.seq.max(loaded.seq);
+    }
+    followed_to(shared, loaded.seq);
+}
