@@ -14,6 +14,8 @@
 //! Publishing only what is durable keeps the contract's promises across a crash: a rev a
 //! client has seen is never reused, and nothing acknowledged is lost.
 //!
+//! Over an engine that several hubs share, steps 1 to 3 differ: see `hub/shared.rs`.
+//!
 //! Locks are `std` locks held for short, non-async sections, in the order
 //! `writes` → `published` → an outbox.
 
