@@ -61,9 +61,11 @@ struct Inner {
     /// Bytes and count of the messages in `queue` (resync markers are not counted: they
     /// are bounded by the number of topics).
     bytes: usize,
-    messages: usize,
-    /// Topics with a resync marker in the queue.
-    resync: HashSet<u32>,
+    messages: u32,
+    /// Topics with a resync marker in the queue; boxed, and only made when a client first
+    /// falls behind, since every client carries it (a bare `HashSet` is 48 bytes inline).
+    #[allow(clippy::box_collection)]
+    resync: Option<Box<HashSet<u32>>>,
     lagging: bool,
     dropped_events: u64,
     /// The last fan-out pushed, so a change matching several patterns is queued once.
@@ -74,10 +76,23 @@ struct Inner {
     ticked: bool,
 }
 
+impl Inner {
+    fn in_resync(&self, topic: u32) -> bool {
+        self.resync.as_ref().is_some_and(|r| r.contains(&topic))
+    }
+
+    /// Marks `topic` as awaiting a resync; `false` if it already was.
+    fn start_resync(&mut self, topic: u32) -> bool {
+        self.resync.get_or_insert_default().insert(topic)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Outbox {
     inner: Mutex<Inner>,
-    limits: OutboxLimits,
+    /// [`OutboxLimits`], narrowed: every client carries them.
+    max_messages: u32,
+    max_bytes: u32,
 }
 
 /// What the writer took from an outbox.
@@ -95,7 +110,8 @@ impl Outbox {
     pub fn new(limits: OutboxLimits) -> Outbox {
         Outbox {
             inner: Mutex::new(Inner::default()),
-            limits,
+            max_messages: u32::try_from(limits.max_messages).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(limits.max_bytes).unwrap_or(u32::MAX),
         }
     }
 
@@ -116,13 +132,13 @@ impl Outbox {
         if delivery != 0 {
             inner.last_delivery = delivery;
         }
-        if inner.resync.contains(&topic) {
+        if inner.in_resync(topic) {
             return Pushed::Skipped;
         }
         if self.is_full(&inner, bytes.len()) {
             Self::conflate(&mut inner);
             inner.lagging |= lag;
-            let waker = if inner.resync.insert(topic) {
+            let waker = if inner.start_resync(topic) {
                 Self::push(&mut inner, Item::Resync { topic })
             } else {
                 None
@@ -263,20 +279,20 @@ impl Outbox {
     /// Called with the hub's published state locked: from now on, changes of `topic` queue
     /// normally again.
     pub fn end_resync(&self, topic: u32) {
-        self.lock().resync.remove(&topic);
+        let mut inner = self.lock();
+        if let Some(resync) = &mut inner.resync {
+            resync.remove(&topic);
+            if resync.is_empty() {
+                inner.resync = None;
+            }
+        }
     }
 
     /// Replaces every pending state message by one resync marker per topic, at the place of
     /// the topic's first message. Costs one pass over the queue, which frees it, so the
     /// cost per message stays constant however long a client stalls.
     fn conflate(inner: &mut Inner) {
-        let Inner {
-            queue,
-            bytes,
-            messages,
-            resync,
-            ..
-        } = inner;
+        let mut queue = std::mem::take(&mut inner.queue);
         let mut kept = VecDeque::with_capacity(queue.len());
         for item in queue.drain(..) {
             match item {
@@ -284,20 +300,20 @@ impl Outbox {
                     topic: Some(topic),
                     bytes: b,
                 } => {
-                    *bytes -= b.len();
-                    *messages -= 1;
-                    if resync.insert(topic) {
+                    inner.bytes -= b.len();
+                    inner.messages -= 1;
+                    if inner.start_resync(topic) {
                         kept.push_back(Item::Resync { topic });
                     }
                 }
                 other => kept.push_back(other),
             }
         }
-        *queue = kept;
+        inner.queue = kept;
     }
 
     fn is_full(&self, inner: &Inner, extra: usize) -> bool {
-        inner.messages >= self.limits.max_messages || inner.bytes + extra > self.limits.max_bytes
+        inner.messages >= self.max_messages || inner.bytes + extra > self.max_bytes as usize
     }
 
     fn push(inner: &mut Inner, item: Item) -> Option<Waker> {
@@ -339,6 +355,17 @@ mod tests {
                 Item::Resync { topic } => format!("resync {topic}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn an_outbox_stays_small() {
+        // Every client carries one, in an `Arc` (16 more bytes): up to 104 bytes, that is
+        // one 128-byte block of glibc's allocator (8 bytes of which are its header).
+        assert!(
+            std::mem::size_of::<Outbox>() <= 104,
+            "{}",
+            std::mem::size_of::<Outbox>()
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use statecast_bridge::Bridge;
 use statecast_core::{ErrorCode, HubError};
@@ -110,9 +110,6 @@ pub struct App {
     pub commands_in_flight: Arc<Semaphore>,
     /// Messages and requests per IP address.
     pub per_ip_rate: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
-    /// Messages per WebSocket, by connection number: no limiter state in idle connections.
-    pub per_connection_rate: governor::DefaultKeyedRateLimiter<u64>,
-    pub next_connection: std::sync::atomic::AtomicU64,
     /// Open connections per IP address.
     pub connections: Mutex<HashMap<std::net::IpAddr, usize>>,
     pub config: ServerConfig,
@@ -154,11 +151,10 @@ impl App {
     pub fn check_rate(
         &self,
         ip: Option<std::net::IpAddr>,
-        connection: Option<u64>,
+        connection: Option<&Slot>,
     ) -> Result<(), HubError> {
         let over_ip = ip.is_some_and(|ip| self.per_ip_rate.check_key(&ip).is_err());
-        let over_connection =
-            connection.is_some_and(|c| self.per_connection_rate.check_key(&c).is_err());
+        let over_connection = connection.is_some_and(|slot| !slot.take_message(self));
         if over_ip || over_connection {
             Metrics::add(&self.metrics.rate_limited, 1);
             let which = if over_connection {
@@ -214,8 +210,11 @@ impl App {
 pub struct Slot {
     app: std::sync::Weak<App>,
     pub peer: std::net::SocketAddr,
-    /// The connection's number: its key in the per-connection rate limiter.
-    pub id: u64,
+    /// The connection's message budget (`messages_per_second`, bursts as large) by the
+    /// generic cell rate algorithm that governor uses: the time, in ns since the server
+    /// started, at which the messages taken so far are paid off. Eight bytes here rather
+    /// than governor's per-key map entry or its 48-byte direct limiter, in every connection.
+    paid_off_at: AtomicU64,
 }
 
 impl Slot {
@@ -234,8 +233,24 @@ impl Slot {
         Some(Slot {
             app: Arc::downgrade(app),
             peer,
-            id: app.next_connection.fetch_add(1, Ordering::Relaxed),
+            paid_off_at: AtomicU64::new(0),
         })
+    }
+
+    /// Takes one message from the connection's budget; `false` (and nothing taken) when it
+    /// is spent. Only the connection's own task calls it.
+    pub fn take_message(&self, app: &App) -> bool {
+        let per_second = u64::from(app.config.limits.messages_per_second.max(1));
+        let cost = 1_000_000_000 / per_second;
+        // A full burst (one second's worth) may be outstanding at once.
+        let tolerance = cost * per_second;
+        let now = u64::try_from(app.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let paid_off_at = self.paid_off_at.load(Ordering::Relaxed).max(now) + cost;
+        if paid_off_at - now > tolerance {
+            return false;
+        }
+        self.paid_off_at.store(paid_off_at, Ordering::Relaxed);
+        true
     }
 }
 
@@ -448,21 +463,14 @@ pub async fn serve(
             beating.tick_clients();
             // Addresses quiet for a while hold no rate state.
             app.per_ip_rate.retain_recent();
-            app.per_connection_rate.retain_recent();
         }
     });
     let per_ip_rate = governor::RateLimiter::keyed(governor::Quota::per_second(
         std::num::NonZeroU32::new(config.limits.messages_per_second_per_ip)
             .unwrap_or(std::num::NonZeroU32::MIN),
     ));
-    let per_connection_rate = governor::RateLimiter::keyed(governor::Quota::per_second(
-        std::num::NonZeroU32::new(config.limits.messages_per_second)
-            .unwrap_or(std::num::NonZeroU32::MIN),
-    ));
     let app = Arc::new(App {
         per_ip_rate,
-        per_connection_rate,
-        next_connection: std::sync::atomic::AtomicU64::new(0),
         connections: Mutex::new(HashMap::new()),
         hub: hub.clone(),
         bridge,

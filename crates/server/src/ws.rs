@@ -388,8 +388,8 @@ fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 
 /// Who is on the other end. Kept small: it lives in every connection's future.
 struct Session {
-    /// The connection's place in the connection limits; it knows the peer's address and is
-    /// the connection's key in the per-connection rate limiter.
+    /// The connection's place in the connection limits; it knows the peer's address and
+    /// holds the connection's message budget.
     slot: Option<Arc<Slot>>,
     /// Made when auth is on or the client first goes over the rate limit.
     state: Option<Box<SessionState>>,
@@ -710,8 +710,7 @@ fn handle(
     let parsed = parse(text);
     let id = parsed.id;
     let peer = session.peer();
-    let key = session.slot.as_ref().map(|slot| slot.id);
-    if let Err(e) = app.check_rate(peer.map(|p| p.ip()), key) {
+    if let Err(e) = app.check_rate(peer.map(|p| p.ip()), session.slot.as_deref()) {
         client.reply(error_message(id.as_ref(), &e));
         // A client over the rate now and then only gets errors; one that has more refused
         // within SUSTAINED_ABUSE than it may send in that time is closed.
