@@ -31,6 +31,8 @@ pub enum SourceKind {
     Mqtt(MqttConfig),
     Websocket(WebSocketConfig),
     Exec(ExecConfig),
+    #[serde(rename = "homeassistant")]
+    HomeAssistant(HomeAssistantConfig),
 }
 
 /// Polls a device's HTTP API and sets what it answers as state.
@@ -109,6 +111,35 @@ pub struct ExecConfig {
     pub topic: String,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
+}
+
+/// Mirrors a Home Assistant instance's entities on `<prefix>/<entity_id>` and takes
+/// commands for them as service calls (see [`crate::homeassistant`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistantConfig {
+    /// Home Assistant's WebSocket API, `ws://host:8123/api/websocket` (no `wss://` yet).
+    pub url: String,
+    /// A long-lived access token (the user's profile page) or an access token.
+    pub token: String,
+    /// Which entities are mirrored: glob patterns over entity ids (`*` any run of
+    /// characters, `?` one), `light.*` say; one starting with `!` leaves out what it
+    /// matches. None (the default) or only `!` patterns: every other entity.
+    #[serde(default)]
+    pub entities: Vec<String>,
+    /// The topics are `<prefix>/<entity_id>`; commands to them are service calls.
+    #[serde(default = "default_homeassistant_prefix")]
+    pub prefix: String,
+    /// Whether commands to `<prefix>/<entity_id>` become service calls.
+    #[serde(default = "default_true")]
+    pub commands: bool,
+    /// How long a service call may take to be answered.
+    #[serde(default = "default_timeout_ms")]
+    pub command_timeout_ms: u64,
+    /// Home Assistant is pinged this often; without a pong before the next ping, the
+    /// connection is dropped and made again.
+    #[serde(default = "default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
 }
 
 /// Turns an incoming message into a write. The first rule that matches wins; without rules,
@@ -216,6 +247,12 @@ fn default_max_interval_ms() -> u64 {
 }
 fn default_ping_interval_ms() -> u64 {
     30_000
+}
+fn default_homeassistant_prefix() -> String {
+    "ha".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_mqtt_action() -> Action {
     Action::Set

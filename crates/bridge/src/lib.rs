@@ -2,19 +2,21 @@
 //! device APIs, MQTT, upstream WebSocket streams, local commands) and write what they get
 //! through the same [`Hub`] API as every other writer; the hub's change detection means an
 //! unchanged device publishes nothing. **Routes** carry commands back: an HTTP request, an
-//! MQTT publish, or a handler of the embedding application.
+//! MQTT publish, a handler of the embedding application, or a Home Assistant service call.
 //!
 //! # Layout
 //! - [`config`]: the `[[source]]` and `[[route]]` tables.
 //! - [`supervise`]: restarts with backoff and jitter; a failing source never reaches the hub.
 //! - [`health`]: each source's health, published on `_sources/<name>`.
 //! - [`http_poll`], [`mqtt`], [`websocket`], [`exec`]: the sources.
+//! - [`homeassistant`]: a Home Assistant mirror, which also routes commands to its topics.
 //! - [`rules`]: upstream messages to writes; [`template`]: `{placeholder}` templates.
 //! - [`route`]: commands and their routes.
 
 pub mod config;
 pub mod exec;
 pub mod health;
+pub mod homeassistant;
 pub mod http_poll;
 pub mod mqtt;
 pub mod route;
@@ -37,6 +39,7 @@ pub use route::{Command, CommandError, Handler};
 
 use crate::config::SourceKind;
 use crate::health::Health;
+use crate::homeassistant::HomeAssistantSource;
 use crate::http_poll::HttpPoll;
 use crate::route::Route;
 use crate::supervise::{AbortOnDrop, Backoff, supervise};
@@ -108,6 +111,7 @@ impl Bridge {
             routes.push(route);
         }
         let mut names = std::collections::HashSet::new();
+        let mut prefixes = HashMap::new();
         let mut bridge = Bridge::empty();
         bridge.routes = routes;
         let mut tasks = Vec::new();
@@ -124,6 +128,7 @@ impl Bridge {
                 SourceKind::Mqtt(_) => "mqtt",
                 SourceKind::Websocket(_) => "websocket",
                 SourceKind::Exec(_) => "exec",
+                SourceKind::HomeAssistant(_) => "homeassistant",
             };
             let health = Arc::new(Health::new(hub.clone(), &name, kind));
             let hub = hub.clone();
@@ -151,6 +156,22 @@ impl Bridge {
                 }
                 SourceKind::Exec(c) => {
                     let s = Arc::new(exec::ExecSource::new(hub, h, &name, c).map_err(at)?);
+                    tokio::spawn(supervise(health.clone(), backoff, move || {
+                        Arc::clone(&s).run()
+                    }))
+                }
+                SourceKind::HomeAssistant(c) => {
+                    let s = HomeAssistantSource::new(hub, h, &name, c).map_err(at)?;
+                    if let Some(other) = prefixes.insert(s.prefix().to_string(), name.clone()) {
+                        return Err(at(format!(
+                            "prefix {:?} is mirrored by source {other:?} already",
+                            s.prefix()
+                        )));
+                    }
+                    let s = Arc::new(s);
+                    // After the [[route]]s: a route of the file can take some of these
+                    // targets elsewhere.
+                    bridge.routes.extend(s.route());
                     tokio::spawn(supervise(health.clone(), backoff, move || {
                         Arc::clone(&s).run()
                     }))
@@ -186,9 +207,10 @@ impl Bridge {
         self.routes.iter().map(|r| r.pattern.clone()).collect()
     }
 
-    /// Sends `command` along the first route whose target pattern matches, or, when none
-    /// does, to the [`Forward`] if one is set. After a success on a route with `repoll`,
-    /// the `http_poll` sources that write the target poll at once.
+    /// Sends `command` along the first route whose target pattern matches (the `[[route]]`s
+    /// in their order, then those of `homeassistant` sources), or, when none does, to the
+    /// [`Forward`] if one is set. After a success on a route with `repoll`, the `http_poll`
+    /// sources that write the target poll at once.
     pub async fn command(&self, command: Command) -> Result<Value, CommandError> {
         match self.forward.get() {
             Some(forward) if !self.takes(&command) => forward.forward(command).await,

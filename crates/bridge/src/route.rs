@@ -1,5 +1,6 @@
-//! Commands and the routes that carry them to devices: an HTTP request, an MQTT publish or a
-//! handler of the embedding application.
+//! Commands and the routes that carry them to devices: an HTTP request, an MQTT publish, a
+//! handler of the embedding application, or a Home Assistant service call (the route a
+//! `homeassistant` source adds for its own topics).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,6 +91,7 @@ pub(crate) enum RouteTarget {
     Http(HttpRoute),
     Mqtt(MqttRoute),
     Handler(Handler),
+    HomeAssistant(Arc<crate::homeassistant::HomeAssistantSource>),
 }
 
 pub(crate) struct HttpRoute {
@@ -141,6 +143,7 @@ impl Route {
                 RouteTarget::Http(r) => r.send(&command).await,
                 RouteTarget::Mqtt(r) => r.send(&command).await,
                 RouteTarget::Handler(h) => h(command.clone()).await,
+                RouteTarget::HomeAssistant(source) => source.call_service(&command).await,
             }
         };
         match tokio::time::timeout(timeout, sent).await {

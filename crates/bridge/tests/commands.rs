@@ -7,28 +7,7 @@ use axum::http::Method;
 use common::*;
 use serde_json::{Value, json};
 use statecast_bridge::{Bridge, Command, CommandError, Handlers};
-use statecast_core::{ErrorCode, Topic};
-
-fn command(target: &str, name: &str, args: Value) -> Command {
-    Command {
-        target: Topic::new(target).expect("valid target"),
-        name: name.into(),
-        args,
-    }
-}
-
-async fn send(
-    bridge: &Bridge,
-    target: &str,
-    name: &str,
-    args: Value,
-) -> Result<Value, CommandError> {
-    within(
-        &format!("the answer to {name} on {target}"),
-        bridge.command(command(target, name, args)),
-    )
-    .await
-}
+use statecast_core::ErrorCode;
 
 fn http_route(target: &str, url: &str, timeout_ms: u64) -> String {
     format!(

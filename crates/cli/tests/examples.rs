@@ -24,6 +24,7 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         &[("mopidy", "websocket"), ("pulse", "exec")],
     ),
     ("mqtt-sensors", &[("home-mqtt", "mqtt")]),
+    ("homeassistant", &[("home", "homeassistant")]),
 ];
 
 fn repo_root() -> PathBuf {
@@ -195,4 +196,31 @@ async fn mqtt_sensors() {
         health["sources"]["home-mqtt"]["status"], "offline",
         "{health}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn homeassistant() {
+    // Home Assistant's port is closed: the source is offline, and a command to a mirrored
+    // entity finds the source's route, which answers that it is not connected.
+    let (server, _dir) = start_example("homeassistant");
+    let health = assert_sources(&server, "homeassistant").await;
+    assert_eq!(health["sources"]["home"]["status"], "offline", "{health}");
+    let resp = server
+        .post(
+            "/api/commands/ha/input_boolean.porch_light",
+            &json!({"name": "input_boolean.toggle"}),
+        )
+        .await;
+    assert_eq!(resp.status, 502, "{}", resp.text);
+    assert_eq!(resp.error_code(), "upstream", "{}", resp.text);
+    assert!(resp.text.contains("not connected"), "{}", resp.text);
+    // `entities` leaves the power meters out: no route for them.
+    let resp = server
+        .post(
+            "/api/commands/ha/sensor.fridge_power",
+            &json!({"name": "homeassistant.update_entity"}),
+        )
+        .await;
+    assert_eq!(resp.status, 404, "{}", resp.text);
+    assert_eq!(resp.error_code(), "no_route", "{}", resp.text);
 }

@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde_json::Value;
-use statecast_bridge::{Bridge, BridgeConfig, Handlers};
-use statecast_core::{Client, Hub, HubConfig, MemoryEngine, Pattern, Since};
+use statecast_bridge::{Bridge, BridgeConfig, Command, CommandError, Handlers};
+use statecast_core::{Client, Hub, HubConfig, MemoryEngine, Pattern, Since, Topic};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -55,6 +55,29 @@ pub fn start(hub: &Hub, text: &str) -> Bridge {
 pub fn start_with(hub: &Hub, text: &str, handlers: Handlers) -> Bridge {
     Bridge::start(hub, config(text), handlers)
         .unwrap_or_else(|e| panic!("the bridge does not start: {e}\n{text}"))
+}
+
+/// A command as a client sends it.
+pub fn command(target: &str, name: &str, args: Value) -> Command {
+    Command {
+        target: Topic::new(target).expect("valid target"),
+        name: name.into(),
+        args,
+    }
+}
+
+/// Sends a command through the bridge and waits (bounded) for its answer.
+pub async fn send(
+    bridge: &Bridge,
+    target: &str,
+    name: &str,
+    args: Value,
+) -> Result<Value, CommandError> {
+    within(
+        &format!("the answer to {name} on {target}"),
+        bridge.command(command(target, name, args)),
+    )
+    .await
 }
 
 /// A random suffix for names that must not collide with other tests or earlier runs.
