@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python" / "tests"))
 
-from support import HubProcess  # noqa: E402
+from support import HubProcess
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ describe('mapped events', () => {
   });
 });
 
-describe('commands outside the grant', () => {
+describe('a token with a narrower grant', () => {
   let hub;
   before(async () => {
     hub = await hubWith(`${mappings(9)}
@@ -128,9 +128,35 @@ describe('commands outside the grant', () => {
 [[auth.keys]]
 key = "viewer"
 read = ["board/#"]
+[[auth.keys]]
+key = "apps-only"
+read = ["board/apps"]
+[[auth.keys]]
+key = "writer"
+write = ["#"]
 `);
+    const auth = { Authorization: 'Bearer writer' };
+    await rest(hub.base, 'PUT', '/api/state/board/apps', { apps: ['clock'] }, auth);
+    await rest(hub.base, 'PUT', '/api/state/board/current_app', { name: 'clock' }, auth);
   });
   after(async () => { await hub?.close(); });
+
+  test('gets only the mapped events of topics it may read', async () => {
+    const socket = connect(hub.base, { auth: { token: 'apps-only' } });
+    await connected(socket);
+    await socket.next('apps_list');
+    const from = socket.events.length;
+    assert.deepEqual(await socket.ask('request_state'), { type: 'result', ok: true, topics: 1 });
+    await rest(hub.base, 'PATCH', '/api/state/board/current_app', { name: 'snake' },
+      { Authorization: 'Bearer writer' });
+    await rest(hub.base, 'PATCH', '/api/state/board/apps', { apps: ['snake'] },
+      { Authorization: 'Bearer writer' });
+    // The apps change was written after the current_app change: had current_app been
+    // sent, it would be recorded before this.
+    await socket.next('apps_list', (s) => s.apps[0] === 'snake', { from });
+    assert.equal(socket.events.filter((e) => e.name === 'current_app').length, 0);
+    socket.close();
+  });
 
   test('are refused before they reach a device', async () => {
     const socket = connect(hub.base, { auth: { token: 'viewer' } });

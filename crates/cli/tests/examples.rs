@@ -24,6 +24,8 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         &[("mopidy", "websocket"), ("pulse", "exec")],
     ),
     ("mqtt-sensors", &[("home-mqtt", "mqtt")]),
+    // The board writes its state itself (board.py): no sources.
+    ("led-board", &[]),
 ];
 
 fn repo_root() -> PathBuf {
@@ -195,4 +197,17 @@ async fn mqtt_sensors() {
         health["sources"]["home-mqtt"]["status"], "offline",
         "{health}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn led_board() {
+    let (server, _dir) = start_example("led-board");
+    assert_sources(&server, "led-board").await;
+    // What the front end's set_app becomes, through [[socketio.on]] and the route.
+    assert_routed(
+        &server,
+        "ledboard/main",
+        json!({"name": "set_app", "args": {"app": "weather"}}),
+    )
+    .await;
 }
