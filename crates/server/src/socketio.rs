@@ -50,8 +50,9 @@ const INBOX: usize = 256;
 /// Writes whose `result` may be outstanding, and requests awaiting their acknowledgement;
 /// past these the task takes no more events (they wait in the inbox).
 const MAX_IN_FLIGHT: usize = 256;
-/// Packets socketioxide buffers per connection before its transport takes them.
-const SEND_BUFFER: usize = 256;
+/// Packets socketioxide buffers per connection before its transport takes them (bounded
+/// in count only, so kept small: the hub's outbox, bounded in bytes too, holds the rest).
+const SEND_BUFFER: usize = 128;
 /// Most hub messages taken from an outbox at once.
 const MAX_BATCH: usize = 128;
 /// First and longest wait before emitting again into a full send buffer.
@@ -310,7 +311,10 @@ fn answer(
             sender.send(&body)
         }
         None if body.get("ok") == Some(&Value::Bool(false)) => {
-            let error = json!({"type": "error", "error": body["error"].take()});
+            let mut error = json!({"type": "error", "error": body["error"].take()});
+            if let Some(id) = id {
+                error["id"] = id.clone();
+            }
             socket.emit("error", &error)
         }
         None => Ok(()),
@@ -342,8 +346,8 @@ enum Out {
 
 enum Flushed {
     All,
-    /// The send buffer is full: try again shortly.
-    Full,
+    /// The send buffer is full: try again shortly. `true` if some went out first.
+    Full(bool),
     /// The socket is gone.
     Closed,
 }
@@ -455,11 +459,20 @@ impl Connection {
                     retry = RETRY_MIN;
                     false
                 }
-                Flushed::Full => true,
+                Flushed::Full(sent_some) => {
+                    // The transport is taking packets: look again soon.
+                    if sent_some {
+                        retry = RETRY_MIN;
+                    }
+                    true
+                }
                 Flushed::Closed => return End::Gone,
             };
             let in_flight = self.acks.as_ref().map_or(0, FuturesOrdered::len);
-            let reading = in_flight < MAX_IN_FLIGHT
+            // Nothing more is taken in while the client does not take what it has: its
+            // events wait in the inbox, and past that are refused.
+            let reading = !blocked
+                && in_flight < MAX_IN_FLIGHT
                 && self.waiting.len() < MAX_IN_FLIGHT
                 && !self.generic.as_ref().is_some_and(Client::is_congested);
             tokio::select! {
@@ -537,6 +550,7 @@ impl Connection {
 
     /// Emits what is in `out`, in order, until the send buffer is full.
     fn flush(&mut self) -> Flushed {
+        let mut sent_some = false;
         while let Some(item) = self.out.pop_front() {
             let sent = match &item {
                 Out::Message(bytes) => self.send_message(bytes),
@@ -556,6 +570,7 @@ impl Connection {
             };
             match sent {
                 Ok(()) => {
+                    sent_some = true;
                     if let Out::Message(bytes) | Out::State { bytes, .. } = &item {
                         Metrics::add(&self.app.metrics.messages_out, 1);
                         Metrics::add(&self.app.metrics.bytes_out, bytes.len() as u64);
@@ -563,7 +578,7 @@ impl Connection {
                 }
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                     self.out.push_front(item);
-                    return Flushed::Full;
+                    return Flushed::Full(sent_some);
                 }
                 Err(SendError::Socket(SocketError::Closed)) => return Flushed::Closed,
                 Err(SendError::Serialize(e)) => {
