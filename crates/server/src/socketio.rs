@@ -373,8 +373,8 @@ struct Connection {
 
 /// Why a connection ends.
 enum End {
-    /// The socket disconnected, or the hub closed (shutdown: the transport is closed for
-    /// everyone and clients reconnect).
+    /// The socket disconnected, or the hub closed its clients (shutdown: the connection
+    /// drops with the process, and the client reconnects by itself).
     Gone,
     /// The server disconnects the client, after telling it why.
     Refuse(HubError),
