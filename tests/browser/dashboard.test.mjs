@@ -6,65 +6,10 @@
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import net from "node:net";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = join(here, "..", "..");
-const BIN = process.env.STATECAST_BIN ?? join(repo, "target", "debug", "statecast");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const OUTPUT = join(here, "output");
-const TIMEOUT = 10_000;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Polls `check` until it returns a truthy value, failing after TIMEOUT. */
-async function until(what, check) {
-  const deadline = Date.now() + TIMEOUT;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Starts the hub on `port` with `dataDir`; resolves once /api/health answers. */
-async function startHub(port, dataDir) {
-  const child = spawn(BIN, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  await until("the hub to answer", async () => {
-    try {
-      return (await fetch(`http://127.0.0.1:${port}/api/health`)).ok;
-    } catch {
-      return false;
-    }
-  });
-  return child;
-}
-
-function stopHub(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve();
-    child.once("exit", () => resolve());
-    child.kill("SIGTERM");
-  });
-}
+import { join } from "node:path";
+import { OUTPUT, freePort, launch, startHub, stop as stopHub, until } from "./support.mjs";
 
 const children = [];
 let browser;
@@ -89,13 +34,7 @@ test("the dashboard shows writes in place and the connection's state", async () 
     });
   assert.equal((await put("demo/railhub/esp32-01", { uptime: 1, outputs: [0, 1] })).status, 200);
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  browser = await launch();
   const page = await browser.newPage({ viewport: { width: 390, height: 800 } }); // a phone
   await page.goto(base + "/");
 

@@ -202,6 +202,7 @@ fn serve(settings: Settings) -> Result<(), String> {
             Some((cert, key)) => Some(std::sync::Arc::new(Tls::load(cert, key)?)),
             None => None,
         },
+        socketio: settings.socketio.clone(),
     };
     let scheme = if settings.tls.is_some() {
         "https"

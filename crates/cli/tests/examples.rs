@@ -25,6 +25,8 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     ("mqtt-sensors", &[("home-mqtt", "mqtt")]),
     ("homeassistant", &[("home", "homeassistant")]),
+    // The board writes its state itself (board.py): no sources.
+    ("led-board", &[]),
 ];
 
 fn repo_root() -> PathBuf {
@@ -223,4 +225,17 @@ async fn homeassistant() {
         .await;
     assert_eq!(resp.status, 404, "{}", resp.text);
     assert_eq!(resp.error_code(), "no_route", "{}", resp.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn led_board() {
+    let (server, _dir) = start_example("led-board");
+    assert_sources(&server, "led-board").await;
+    // What the front end's set_app becomes, through [[socketio.on]] and the route.
+    assert_routed(
+        &server,
+        "ledboard/main",
+        json!({"name": "set_app", "args": {"app": "weather"}}),
+    )
+    .await;
 }

@@ -56,15 +56,18 @@ pub struct Parsed {
 
 /// Parses one text frame.
 pub fn parse(text: &str) -> Parsed {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            return Parsed {
-                id: None,
-                request: Err(bad(format!("not valid JSON: {e}"))),
-            };
-        }
-    };
+    match serde_json::from_str(text) {
+        Ok(value) => parse_value(value),
+        Err(e) => Parsed {
+            id: None,
+            request: Err(bad(format!("not valid JSON: {e}"))),
+        },
+    }
+}
+
+/// Parses a message that is already JSON (a transport that decodes it itself, such as
+/// Socket.IO).
+pub fn parse_value(value: Value) -> Parsed {
     let Value::Object(mut object) = value else {
         return Parsed {
             id: None,

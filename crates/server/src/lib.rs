@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`ws`]: `/ws`, one task per connection (requests in, batched frames out, heartbeat).
 //! - [`sse`]: `/api/stream`, resumable with `Last-Event-ID`.
+//! - [`socketio`]: `/socket.io/`, the same protocol as Socket.IO events, plus the event
+//!   mappings that let Flask-SocketIO front ends run unchanged.
 //! - [`rest`]: `/api/state`, `/api/events`, `/api/commands`, `/api/health`, `/metrics`.
 //! - [`assets`]: the dashboard (`/`) and the JavaScript client (`/statecast.js`).
 //! - [`error`]: JSON error responses; [`metrics`]: transport counters and the exposition.
@@ -14,6 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod rest;
+pub mod socketio;
 pub mod sse;
 pub mod tls;
 pub mod ws;
@@ -55,6 +58,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// TLS (and HTTP/2) when given; reloaded on SIGHUP.
     pub tls: Option<Arc<Tls>>,
+    /// The Socket.IO endpoint and its event mappings.
+    pub socketio: socketio::Mappings,
 }
 
 /// What one client or address may take of the hub.
@@ -95,6 +100,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             limits: Limits::default(),
             tls: None,
+            socketio: socketio::Mappings::default(),
         }
     }
 }
@@ -379,10 +385,10 @@ pub fn check_origin(
     Err(e)
 }
 
-/// The routes of the hub.
-pub fn router(app: Arc<App>) -> Router {
+/// The routes of the hub; `socketio` serves the Socket.IO endpoint in front of them.
+pub fn router(app: Arc<App>, socketio: Option<socketioxide::layer::SocketIoLayer>) -> Router {
     let body_limit = app.hub.config().max_state_bytes + 64 * 1024;
-    Router::new()
+    let routes = Router::new()
         .route("/", get(assets::dashboard))
         .route("/statecast.js", get(assets::client_js))
         .route("/ws", get(ws::upgrade))
@@ -400,7 +406,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/health", get(rest::health))
         .route("/metrics", get(rest::metrics))
         .fallback(rest::not_found)
-        .method_not_allowed_fallback(rest::method_not_allowed)
+        .method_not_allowed_fallback(rest::method_not_allowed);
+    // Inside the CORS layer: pages from `allowed_origins` may poll it too.
+    let routes = match socketio {
+        Some(socketio) => routes.layer(socketio),
+        None => routes,
+    };
+    routes
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors(&app.config.allowed_origins))
         .with_state(app)
@@ -486,7 +498,8 @@ pub async fn serve(
         .tls
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
-    let router = router(Arc::clone(&app));
+    let socketio = app.config.socketio.enabled.then(|| socketio::layer(&app));
+    let router = router(Arc::clone(&app), socketio);
     // HTTP/1.1 served by hyper directly (not `axum::serve`, whose auto-detecting builder
     // wraps the socket): an upgraded WebSocket then gets its own `TcpStream` back.
     let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -571,7 +584,10 @@ pub async fn serve(
     drop(listener);
     app.bridge.stop();
     let _ = stop.send(true);
-    // WebSockets and SSE streams see `closed` on their next drain and end.
+    // WebSockets and SSE streams see `closed` on their next drain and end. Socket.IO
+    // connections are left to drop with the process: a Socket.IO or engine.io close would
+    // tell clients that the server meant it, and some (python-socketio) would then not
+    // reconnect by themselves once the hub is back.
     hub.close_clients();
     // Give connections a moment to finish: requests in progress, WebSocket close frames.
     let deadline = Instant::now() + Duration::from_secs(3);

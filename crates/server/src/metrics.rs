@@ -14,6 +14,8 @@ pub struct Metrics {
     pub ws_connections_total: AtomicU64,
     pub sse_connections: AtomicU64,
     pub sse_connections_total: AtomicU64,
+    pub socketio_connections: AtomicU64,
+    pub socketio_connections_total: AtomicU64,
     pub messages_in: AtomicU64,
     pub bytes_in: AtomicU64,
     pub messages_out: AtomicU64,
@@ -48,7 +50,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let stats = hub.stats();
-        let gauges: [(&str, &str, u64); 5] = [
+        let gauges: [(&str, &str, u64); 6] = [
             (
                 "statecast_ws_connections",
                 "Open WebSocket connections.",
@@ -60,8 +62,13 @@ impl Metrics {
                 get(&self.sse_connections),
             ),
             (
+                "statecast_socketio_connections",
+                "Open Socket.IO connections.",
+                get(&self.socketio_connections),
+            ),
+            (
                 "statecast_clients",
-                "Connected clients of the hub (WebSocket and SSE).",
+                "Connected clients of the hub (WebSocket, SSE and Socket.IO).",
                 hub.client_count(),
             ),
             ("statecast_topics", "Live topics.", hub.topic_count() as u64),
@@ -77,7 +84,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
-        let counters: [(&str, &str, u64); 23] = [
+        let counters: [(&str, &str, u64); 24] = [
             (
                 "statecast_refused_connections_total",
                 "Connections refused over max_connections or max_connections_per_ip.",
@@ -109,8 +116,13 @@ impl Metrics {
                 get(&self.sse_connections_total),
             ),
             (
+                "statecast_socketio_connections_total",
+                "Socket.IO connections accepted.",
+                get(&self.socketio_connections_total),
+            ),
+            (
                 "statecast_messages_in_total",
-                "Client messages received over WebSocket.",
+                "Client messages received over WebSocket and Socket.IO.",
                 get(&self.messages_in),
             ),
             (

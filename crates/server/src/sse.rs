@@ -162,7 +162,7 @@ fn encode(frames: &[Frame], id: Option<String>) -> Bytes {
 }
 
 /// The `type` of a message the hub serialized (always its first member).
-fn message_type(bytes: &[u8]) -> &str {
+pub(crate) fn message_type(bytes: &[u8]) -> &str {
     let rest = bytes.strip_prefix(b"{\"type\":\"").unwrap_or(b"message\"");
     let end = rest.iter().position(|&b| b == b'"').unwrap_or(0);
     std::str::from_utf8(&rest[..end]).unwrap_or("message")

@@ -71,7 +71,8 @@ const OP_PONG: u8 = 0xA;
 
 /// Boxed: moved between the connection's stages, inline it would take room in each.
 type Reader = Box<WebSocketStream<ReadHalf>>;
-type Ack = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+/// The `result` of a write, ready once the write is durable.
+pub(crate) type Ack = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
 /// Answers the upgrade request and runs the connection on its own task. The handshake is
 /// done here, on hyper's upgrade, so the connection gets its `TcpStream` back: it writes
@@ -165,8 +166,7 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
             state: app.config.auth.required().then(|| {
                 Box::new(SessionState {
                     grant,
-                    limited_since: None,
-                    refused: 0,
+                    abuse: Abuse::default(),
                 })
             }),
             slot,
@@ -186,7 +186,7 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
 }
 
 /// `%XX` escapes and `+` decoded (a token in a query string).
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let hex = |b: u8| (b as char).to_digit(16);
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -399,9 +399,34 @@ struct Session {
 struct SessionState {
     /// `None` until an `auth` message when auth is on and the upgrade carried no token.
     grant: Option<Box<Grant>>,
+    abuse: Abuse,
+}
+
+/// A client's messages refused over the rate limit. A client over the rate now and then
+/// only gets errors; one that has more refused within `SUSTAINED_ABUSE` than it may send in
+/// that time is closed.
+#[derive(Default)]
+pub(crate) struct Abuse {
     /// The start of the window in which `refused` messages were over the rate limit.
     limited_since: Option<Instant>,
     refused: u32,
+}
+
+impl Abuse {
+    /// Counts one refused message; `true` when the client is to be closed.
+    pub(crate) fn refuse(&mut self, app: &App) -> bool {
+        let now = Instant::now();
+        match self.limited_since {
+            Some(since) if now - since <= SUSTAINED_ABUSE => self.refused += 1,
+            _ => {
+                self.limited_since = Some(now);
+                self.refused = 1;
+            }
+        }
+        let allowance =
+            u64::from(app.config.limits.messages_per_second) * SUSTAINED_ABUSE.as_secs();
+        u64::from(self.refused) > allowance
+    }
 }
 
 impl Session {
@@ -583,7 +608,7 @@ async fn expired(deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
 }
 
 /// The next write result, in the order the writes were sent.
-async fn next_ack(acks: &mut Option<FuturesOrdered<Ack>>) -> Option<Bytes> {
+pub(crate) async fn next_ack(acks: &mut Option<FuturesOrdered<Ack>>) -> Option<Bytes> {
     acks.as_mut()?.next().await
 }
 
@@ -712,20 +737,7 @@ fn handle(
     let peer = session.peer();
     if let Err(e) = app.check_rate(peer.map(|p| p.ip()), session.slot.as_deref()) {
         client.reply(error_message(id.as_ref(), &e));
-        // A client over the rate now and then only gets errors; one that has more refused
-        // within SUSTAINED_ABUSE than it may send in that time is closed.
-        let now = Instant::now();
-        let state = session.state();
-        match state.limited_since {
-            Some(since) if now - since <= SUSTAINED_ABUSE => state.refused += 1,
-            _ => {
-                state.limited_since = Some(now);
-                state.refused = 1;
-            }
-        }
-        let allowance =
-            u64::from(app.config.limits.messages_per_second) * SUSTAINED_ABUSE.as_secs();
-        if u64::from(state.refused) > allowance {
+        if session.state().abuse.refuse(app) {
             app.refused(peer, &e);
             return Next::Close("rate limit exceeded");
         }
@@ -738,11 +750,6 @@ fn handle(
             client.reply(error_message(id.as_ref(), &e));
             return Next::Continue;
         }
-    };
-    let refuse = |e: HubError| {
-        app.refused(peer, &e);
-        client.reply(error_message(id.as_ref(), &e));
-        Next::Continue
     };
     let grant = match (&request, session.grant()) {
         (ClientRequest::Ping, _) => {
@@ -769,13 +776,33 @@ fn handle(
             };
         }
         (_, None) => {
-            return refuse(HubError::new(
+            let e = HubError::new(
                 ErrorCode::Unauthorized,
                 "authenticate first: send {\"type\":\"auth\",\"token\":...}",
-            ));
+            );
+            app.refused(peer, &e);
+            client.reply(error_message(id.as_ref(), &e));
+            return Next::Continue;
         }
         (_, Some(grant)) => grant,
     };
+    dispatch(app, client, grant, peer, request, id, acks);
+    Next::Continue
+}
+
+/// Carries out a request of a client holding `grant` (every request but `ping` and
+/// `auth`): checks that the grant allows it, then answers at once through the client's
+/// outbox, or queues a write in `acks` whose `result` is ready when the write is durable.
+/// Replies carry `id`. Shared by the WebSocket and Socket.IO transports.
+pub(crate) fn dispatch(
+    app: &App,
+    client: &Client,
+    grant: &Grant,
+    peer: Option<std::net::SocketAddr>,
+    request: ClientRequest,
+    id: Option<Value>,
+    acks: &mut Option<FuturesOrdered<Ack>>,
+) {
     let needed = match &request {
         ClientRequest::Set { topic, .. }
         | ClientRequest::Patch { topic, .. }
@@ -787,10 +814,12 @@ fn handle(
     if let Some((action, topic)) = needed
         && let Err(e) = grant.check(action, topic)
     {
-        return refuse(e);
+        app.refused(peer, &e);
+        client.reply(error_message(id.as_ref(), &e));
+        return;
     }
     let write = match request {
-        ClientRequest::Ping | ClientRequest::Auth { .. } => return Next::Continue,
+        ClientRequest::Ping | ClientRequest::Auth { .. } => return,
         ClientRequest::Subscribe {
             patterns,
             since,
@@ -803,21 +832,21 @@ fn handle(
                     format!("at most {max} subscriptions per connection (max_subscriptions)"),
                 );
                 client.reply(error_message(id.as_ref(), &e));
-                return Next::Continue;
+                return;
             }
             let topics = client.subscribe(&patterns, &since, mode);
             client.reply(ok(id.as_ref(), json!({"topics": topics})));
-            return Next::Continue;
+            return;
         }
         ClientRequest::Unsubscribe { patterns } => {
             let removed = client.unsubscribe(&patterns);
             client.reply(ok(id.as_ref(), json!({"removed": removed})));
-            return Next::Continue;
+            return;
         }
         ClientRequest::Get { patterns } => {
             let topics = client.get(&patterns);
             client.reply(ok(id.as_ref(), json!({"topics": topics})));
-            return Next::Continue;
+            return;
         }
         ClientRequest::Command { target, name, args } => {
             // Answered on its own task: a slow device holds up neither this connection's
@@ -825,7 +854,7 @@ fn handle(
             let Ok(permit) = Arc::clone(&app.commands_in_flight).try_acquire_owned() else {
                 let e = HubError::new(ErrorCode::RateLimited, "too many commands in flight");
                 client.reply(error_message(id.as_ref(), &e));
-                return Next::Continue;
+                return;
             };
             let replier = client.replier();
             let bridge = Arc::clone(&app.bridge);
@@ -840,7 +869,7 @@ fn handle(
                     ),
                 });
             });
-            return Next::Continue;
+            return;
         }
         ClientRequest::Set { topic, state } => Write::Set {
             topic,
@@ -875,10 +904,9 @@ fn handle(
             }));
         }
     }
-    Next::Continue
 }
 
-fn write_result(id: Option<&Value>, outcome: Outcome, is_event: bool) -> Bytes {
+pub(crate) fn write_result(id: Option<&Value>, outcome: Outcome, is_event: bool) -> Bytes {
     if is_event {
         ok(id, json!({}))
     } else {
@@ -886,7 +914,7 @@ fn write_result(id: Option<&Value>, outcome: Outcome, is_event: bool) -> Bytes {
     }
 }
 
-fn ok(id: Option<&Value>, extra: Value) -> Bytes {
+pub(crate) fn ok(id: Option<&Value>, extra: Value) -> Bytes {
     let mut reply = json!({"type": "result", "ok": true});
     if let (Value::Object(reply), Value::Object(extra)) = (&mut reply, extra) {
         reply.extend(extra);

@@ -364,6 +364,19 @@ impl Resp {
 // WebSocket (tokio-tungstenite)
 // ---------------------------------------------------------------------------------------
 
+/// A TCP connection to `addr` with a small receive buffer (SO_RCVBUF), so that a client
+/// that stops reading stalls the server's writes early.
+pub async fn tcp_small_buffer(addr: &str, recv_buffer: u32) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(recv_buffer).expect("SO_RCVBUF");
+    within(
+        "a TCP connection",
+        socket.connect(addr.parse().expect("socket address")),
+    )
+    .await
+    .expect("TCP connect")
+}
+
 /// A WebSocket client; every read is bounded by [`TIMEOUT`].
 pub struct Ws {
     pub stream: WebSocketStream<TcpStream>,
@@ -383,15 +396,7 @@ impl Ws {
     /// Like [`Ws::connect`], with a small TCP receive buffer (SO_RCVBUF) so that a client
     /// that stops reading stalls the server's writes early.
     pub async fn connect_small_buffer(addr: &str, recv_buffer: u32) -> Ws {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.set_recv_buffer_size(recv_buffer).expect("SO_RCVBUF");
-        let tcp = within(
-            "a TCP connection",
-            socket.connect(addr.parse().expect("socket address")),
-        )
-        .await
-        .expect("TCP connect");
-        Ws::over(tcp, addr).await
+        Ws::over(tcp_small_buffer(addr, recv_buffer).await, addr).await
     }
 
     async fn over(tcp: TcpStream, addr: &str) -> Ws {

@@ -1,0 +1,157 @@
+//! The Socket.IO endpoint at the protocol level, with a hand-made engine.io client over
+//! WebSocket: what stock clients cannot show, such as a client that stops reading. (The
+//! stock clients are tested in `tests/socketio/`.)
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A Socket.IO v5 client over engine.io v4's WebSocket transport, connected to `/`.
+struct Sio {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl Sio {
+    /// Connects with a small TCP receive buffer, so that not reading stalls the server soon.
+    async fn connect(addr: &str, recv_buffer: u32) -> Sio {
+        let tcp = tcp_small_buffer(addr, recv_buffer).await;
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = within("the handshake", tokio_tungstenite::client_async(url, tcp))
+            .await
+            .expect("WebSocket handshake");
+        let mut sio = Sio { ws };
+        let open = sio.recv_text().await;
+        assert!(open.starts_with("0{"), "engine.io open: {open}");
+        sio.send_text("40").await;
+        let connected = sio.recv_text().await;
+        assert!(
+            connected.starts_with("40{"),
+            "Socket.IO connect: {connected}"
+        );
+        sio
+    }
+
+    async fn send_text(&mut self, text: impl Into<String>) {
+        within("a send", self.ws.send(Message::text(text.into())))
+            .await
+            .expect("send");
+    }
+
+    async fn recv_text(&mut self) -> String {
+        loop {
+            match within("a message", self.ws.next()).await {
+                Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                    self.send_text("3").await;
+                }
+                Some(Ok(Message::Text(text))) => return text.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("the connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// Emits `event` with `data`, asking for acknowledgement `ack`.
+    async fn emit(&mut self, event: &str, data: Value, ack: u64) {
+        self.send_text(format!("42{ack}{}", json!([event, data])))
+            .await;
+    }
+
+    /// The next event as `(name, first argument)`; an acknowledgement as `("ack:<id>", ..)`.
+    async fn next(&mut self) -> (String, Value) {
+        let text = self.recv_text().await;
+        if let Some(rest) = text.strip_prefix("42") {
+            let args: Vec<Value> = serde_json::from_str(rest).expect("event arguments");
+            let name = args[0].as_str().expect("event name").to_string();
+            return (name, args.get(1).cloned().unwrap_or(Value::Null));
+        }
+        if let Some(rest) = text.strip_prefix("43") {
+            let at = rest.find('[').expect("ack arguments");
+            let args: Vec<Value> = serde_json::from_str(&rest[at..]).expect("ack arguments");
+            return (format!("ack:{}", &rest[..at]), args[0].clone());
+        }
+        panic!("unexpected packet {text}");
+    }
+}
+
+/// A client that stops reading holds up neither the writers nor the hub's memory: its
+/// events beyond the bounded queues are dropped and counted, state changes are folded into
+/// the latest state, and once it reads again it gets every event not counted as dropped,
+/// a `lagged` per episode, and the state as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_gets_the_latest_state_and_a_count_of_what_it_missed() {
+    const EVENTS: u64 = 1500;
+    let server = Server::start(&["--heartbeat-ms", "60000"]);
+    let mut slow = Sio::connect(server.addr(), 4096).await;
+    slow.emit("subscribe", json!({"patterns": ["load/#"]}), 1)
+        .await;
+    let (name, ack) = slow.next().await;
+    assert_eq!(
+        (name.as_str(), &ack),
+        ("ack:1", &json!({"type": "result", "ok": true, "topics": 0}))
+    );
+
+    // The client reads nothing meanwhile; 48 MB of events are more than every buffer on
+    // the way holds.
+    let pad = "x".repeat(32 * 1024);
+    for i in 0..EVENTS {
+        let resp = server
+            .post("/api/events/load/ev", &json!({"i": i, "pad": pad}))
+            .await;
+        assert_eq!(resp.status, 202, "{}", resp.text);
+    }
+    for n in 1..=50 {
+        let resp = server.put("/api/state/load/state", &json!({"n": n})).await;
+        assert_eq!(resp.status, 200, "{}", resp.text);
+    }
+
+    // Reading again, up to the answer of a request sent now: everything queued before it
+    // has arrived by then.
+    slow.emit("get", json!({"patterns": ["load/state"]}), 2)
+        .await;
+    let (mut events, mut dropped, mut lagged) = (0u64, 0u64, 0);
+    let mut last_i: Option<u64> = None;
+    let mut state: Option<(u64, Value)> = None;
+    loop {
+        let (name, data) = slow.next().await;
+        match name.as_str() {
+            "event" => {
+                let i = data["data"]["i"].as_u64().expect("i");
+                assert!(last_i.is_none_or(|last| i > last), "events out of order");
+                last_i = Some(i);
+                events += 1;
+            }
+            "lagged" => {
+                lagged += 1;
+                dropped += data["dropped_events"].as_u64().expect("dropped_events");
+            }
+            "snapshot" => state = Some((data["rev"].as_u64().expect("rev"), data["state"].clone())),
+            "patch" => {
+                let (rev, current) = state.as_mut().expect("a patch before any snapshot");
+                assert_eq!(data["rev"].as_u64(), Some(*rev + 1), "a gap in the revs");
+                *rev += 1;
+                *current = data["patch"].clone();
+            }
+            "ack:2" => break,
+            other => panic!("unexpected {other}: {data}"),
+        }
+    }
+    assert!(
+        dropped > 0,
+        "nothing was dropped: the test did not fill the queues"
+    );
+    assert!(lagged >= 1);
+    assert_eq!(
+        events + dropped,
+        EVENTS,
+        "{events} events arrived, {dropped} counted as dropped"
+    );
+    assert_eq!(state, Some((50, json!({"n": 50}))));
+    // The hub kept serving others all along.
+    let health = server.get("/api/health").await;
+    assert_eq!(health.status, 200);
+}

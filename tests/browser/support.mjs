@@ -1,0 +1,76 @@
+// Helpers of the browser tests: the hub binary, free ports, bounded waits, Chromium.
+import { spawn } from "node:child_process";
+import { join, dirname } from "node:path";
+import net from "node:net";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const REPO = join(here, "..", "..");
+export const BIN = process.env.STATECAST_BIN ?? join(REPO, "target", "debug", "statecast");
+export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+export const OUTPUT = join(here, "output");
+export const TIMEOUT = 10_000;
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `check` until it returns a truthy value, failing after TIMEOUT. */
+export async function until(what, check) {
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Starts the hub on `port` with `dataDir` (and `args`); resolves once /api/health answers. */
+export async function startHub(port, dataDir, args = []) {
+  const child = spawn(BIN, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, ...args], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  try {
+    await until("the hub to answer", async () => {
+      if (child.exitCode !== null) throw new Error(`the hub exited with ${child.exitCode}`);
+      try {
+        return (await fetch(`http://127.0.0.1:${port}/api/health`)).ok;
+      } catch {
+        return false;
+      }
+    });
+  } catch (e) {
+    await stop(child);
+    throw e;
+  }
+  return child;
+}
+
+/** SIGTERM to a child this test started; resolves once it has exited. */
+export function stop(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+  });
+}
+
+/** Debian's Chromium, headless. */
+export function launch() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+}
