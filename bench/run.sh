@@ -6,8 +6,11 @@
 #   SERVERS="statecast node-uws" SCENARIOS="burst light" bench/run.sh
 #   QUICK=1 bench/run.sh              # shorter paced runs (10 s instead of 30 s)
 #   APPEND=1 SERVERS=fastapi bench/run.sh   # add to today's results
+#   SERVERS=statecast SCENARIOS=cluster bench/run.sh   # 1 hub against 3 sharing Redis
 #
 # The server runs on CPU 0 and the load generator on CPU 1 (taskset / sched_setaffinity).
+# The cluster scenario (statecast only; the peers skip it) needs a Redis it may write to:
+# REDIS=redis://HOST:PORT (default redis://127.0.0.1:6379); it deletes its own keys after.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -33,7 +36,7 @@ fastapi|plain|$py $repo/bench/peers/fastapi_server.py --port {port}
 flask-socketio|socketio|$py $repo/bench/peers/flask_socketio_server.py --port {port}
 "
 SERVERS="${SERVERS:-statecast node-uws node-ws node-socketio fastapi flask-socketio}"
-SCENARIOS="${SCENARIOS:-light burst scale many-topics slow durable}"
+SCENARIOS="${SCENARIOS:-light burst scale many-topics slow durable cluster}"
 paced=30
 [ -n "${QUICK:-}" ] && paced=10
 
@@ -66,6 +69,11 @@ for server in $SERVERS; do
           run "$name" "$protocol" "$command" many-topics --topics "$topics" --rate 1000 --duration 10
         done ;;
       durable) run "$name" "$protocol" "$command" durable --duration 10 ;;
+      cluster)
+        # statecast's own: 1 hub against 3 sharing Redis, same load, side by side.
+        [ "$name" = statecast ] || continue
+        run "$name" "$protocol" "$command" cluster --duration "$paced" \
+          --redis "${REDIS:-redis://127.0.0.1:6379}" ;;
       *) echo "unknown scenario $scenario" >&2; exit 2 ;;
     esac
   done

@@ -66,6 +66,20 @@ pub struct Subscriber {
     pub regressions: u64,
     pub lagged: u64,
     pub closed: Option<String>,
+    /// Per topic, a digest of every `(rev, seq)` received after the initial sync, in order
+    /// (see [`fold`]); kept only when set to `Some` before subscribing (cluster scenario).
+    pub sequence: Option<HashMap<Box<str>, u64>>,
+}
+
+/// Adds one change, `(rev, seq)`, to a digest of a sequence of changes. Order matters: two
+/// subscribers have the same digest only if they saw the same changes in the same order.
+pub fn fold(digest: u64, rev: u64, seq: u64) -> u64 {
+    let mut x = digest.rotate_left(17)
+        ^ rev.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ seq.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^ (x >> 29)
 }
 
 /// Connects a WebSocket from loopback source address number `index`.
@@ -234,6 +248,14 @@ pub async fn run_subscriber(
                     _ => {}
                 }
                 let seq = fields.seq.or(entry.map(|e| e.1)).unwrap_or(0);
+                if let Some(sequence) = sub.sequence.as_mut() {
+                    match sequence.get_mut(topic) {
+                        Some(digest) => *digest = fold(*digest, rev, seq),
+                        None => {
+                            sequence.insert(topic.into(), fold(0, rev, seq));
+                        }
+                    }
+                }
                 match entry {
                     Some(_) => {
                         if let Some(held) = sub.topics.get_mut(topic) {
@@ -258,6 +280,9 @@ pub async fn run_subscriber(
 /// The last acknowledged rev and seq of each topic published.
 pub type Finals = Rc<RefCell<HashMap<String, (u64, u64)>>>;
 
+/// Every acknowledged publish: `(topic, rev, seq)`, in the order the acks arrived.
+pub type AckLog = Rc<RefCell<Vec<(Box<str>, u64, u64)>>>;
+
 /// The state the bench publishes: a timestamp for latency, a sequence number for checking,
 /// and padding to a realistic size.
 pub fn state_json(seq: u64, payload: &str) -> String {
@@ -281,6 +306,7 @@ impl WsPublisher {
         protocol: Protocol,
         window: usize,
         finals: Finals,
+        acks: Option<AckLog>,
     ) -> Result<WsPublisher, String> {
         let mut ws = connect_with(base_url, protocol, 0, 64 << 10).await?;
         hello(&mut ws, protocol).await?;
@@ -294,6 +320,7 @@ impl WsPublisher {
             Rc::clone(&pending),
             Rc::clone(&window),
             finals,
+            acks,
             Rc::clone(&refused),
         ));
         Ok(WsPublisher {
@@ -360,6 +387,7 @@ async fn read_acks(
     pending: Rc<RefCell<HashMap<u64, (String, u64)>>>,
     window: Rc<tokio::sync::Semaphore>,
     finals: Finals,
+    acks: Option<AckLog>,
     refused: Rc<RefCell<u64>>,
 ) -> Result<(), String> {
     while let Some(frame) = stream.next().await {
@@ -375,6 +403,9 @@ async fn read_acks(
             window.add_permits(1);
             match (ok, rev) {
                 (true, Some(rev)) => {
+                    if let Some(acks) = &acks {
+                        acks.borrow_mut().push((topic.as_str().into(), rev, seq));
+                    }
                     let mut finals = finals.borrow_mut();
                     let entry = finals.entry(topic).or_insert((0, 0));
                     if rev >= entry.0 {

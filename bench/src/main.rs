@@ -6,10 +6,14 @@
 //! - [`protocol`]: the adapters for statecast, plain WebSocket peers and Socket.IO peers.
 //! - [`clients`]: subscribers and publishers (one thread, no locks).
 //! - [`server`]: starting the server pinned to its own CPU, `/proc` sampling.
+//! - [`cluster`]: one hub against several sharing Redis, side by side.
+//! - [`redis`]: the little Redis client the cluster scenarios clean up with.
 //! - [`report`]: the table, JSON lines, CDF plots and the markdown report.
 
 mod clients;
+mod cluster;
 mod protocol;
+mod redis;
 mod report;
 mod server;
 
@@ -40,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one scenario against one server.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Render JSON lines of results as a markdown report (and CDF plots next to it).
     Report {
         /// The results file (JSON lines) written by `run --results`.
@@ -71,6 +75,13 @@ pub enum Scenario {
     Durable,
     /// CI: 100 subscribers, a few hundred changes, every delivery checked, no timing.
     Smoke,
+    /// 999 subscribers spread over 3 hubs sharing Redis (`--cluster`), writes round-robin
+    /// over the hubs: 10 changes/s for 10 s (latency), then 2,000 as fast as accepted
+    /// (deliveries/s); the same against 1 hub on its embedded store first.
+    Cluster,
+    /// CI: 3 hubs sharing Redis, 60 subscribers, 20 paced + 200 burst changes, every
+    /// delivery checked, no timing, no single-hub run.
+    ClusterSmoke,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -143,6 +154,13 @@ struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// The Redis the cluster scenarios' hubs share (keys `{statecast-bench-<pid>-<random>}:*`,
+    /// deleted at the end).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Hubs in the cluster scenarios.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
 }
 
 /// Settings after the scenario's presets are applied.
@@ -171,8 +189,15 @@ fn plan(args: &RunArgs) -> Plan {
         Slow => (990, 10, 1, Some((2.0, 30.0)), 0),
         Durable => (0, 0, 64, Some((0.0, 10.0)), 0),
         Smoke => (100, 2, 1, None, 300),
+        Cluster => (999, 0, 1, Some((10.0, 10.0)), 2000),
+        ClusterSmoke => (60, 0, 1, Some((20.0, 1.0)), 200),
     };
     let paced = match (args.rate, args.duration, args.changes) {
+        // The cluster scenarios have both phases; `--duration 0` or `--changes 0` skips one.
+        _ if matches!(args.scenario, Cluster | ClusterSmoke) => {
+            let (rate, seconds) = paced.unwrap_or((10.0, 10.0));
+            Some((args.rate.unwrap_or(rate), args.duration.unwrap_or(seconds)))
+        }
         (_, _, Some(_)) => None,
         (Some(r), Some(d), None) => Some((r, d)),
         (Some(r), None, None) => Some((r, paced.map_or(10.0, |p| p.1))),
@@ -205,7 +230,7 @@ fn plan(args: &RunArgs) -> Plan {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run_command(args),
+        Command::Run(args) => run_command(*args),
         Command::Report {
             results,
             out,
@@ -248,7 +273,11 @@ fn run_command(args: RunArgs) -> Result<bool, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let local = tokio::task::LocalSet::new();
-    let result = local.block_on(&runtime, async {
+    let clustered = matches!(plan.scenario, Scenario::Cluster | Scenario::ClusterSmoke);
+    let results = local.block_on(&runtime, async {
+        if clustered {
+            return cluster::run(&args, &plan, pin_server).await;
+        }
         let mut server = match (&args.server_cmd, args.server_pid, &args.url) {
             (Some(cmd), _, _) => {
                 Server::spawn(cmd, plan.protocol.health_path(), pin_server).await?
@@ -256,20 +285,39 @@ fn run_command(args: RunArgs) -> Result<bool, String> {
             (None, Some(pid), Some(url)) => Server::attach(pid, url.clone()),
             _ => return Err("give --server-cmd, or --server-pid with --url".to_string()),
         };
-        if plan.scenario == Scenario::Durable {
+        let result = if plan.scenario == Scenario::Durable {
             durable(&plan, &mut server, args.writers).await
         } else {
             fan_out(&plan, &server, &args).await
-        }
+        };
+        result.map(|r| vec![r])
     })?;
-    report::print(&result);
+    for (i, result) in results.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        report::print(result);
+    }
+    if clustered {
+        println!();
+        cluster::print_summary(&results);
+    }
     if let Some(path) = &args.results {
-        report::append_json(path, &result)?;
+        for result in &results {
+            report::append_json(path, result)?;
+        }
     }
     if let Some(path) = &args.plot {
-        report::plot(path, std::slice::from_ref(&result))?;
+        // One curve per run: name the phase when there are several.
+        let mut curves = results.clone();
+        if clustered {
+            for r in &mut curves {
+                r.name = format!("{} ({})", r.name, r.scenario);
+            }
+        }
+        report::plot(path, &curves)?;
     }
-    Ok(result.correct)
+    Ok(!results.is_empty() && results.iter().all(|r| r.correct))
 }
 
 fn progress(quiet: bool, len: usize, what: &str) -> ProgressBar {
@@ -315,7 +363,8 @@ async fn fan_out(plan: &Plan, server: &Server, args: &RunArgs) -> Result<RunResu
     // Only changes made while measuring are checked at the end: the peers send nothing on
     // subscribe, so their subscribers know only the topics that changed since.
     let created: Finals = Rc::default();
-    let mut creator = WsPublisher::connect(&base, plan.protocol, args.window, created).await?;
+    let mut creator =
+        WsPublisher::connect(&base, plan.protocol, args.window, created, None).await?;
     for (i, topic) in topics.iter().enumerate() {
         creator.publish(topic, 0, &payload).await?;
         if i % 1000 == 0 {
@@ -392,7 +441,8 @@ async fn fan_out(plan: &Plan, server: &Server, args: &RunArgs) -> Result<RunResu
     match plan.publish {
         Publish::Ws => {
             ws_publisher = Some(
-                WsPublisher::connect(&base, plan.protocol, args.window, Rc::clone(&finals)).await?,
+                WsPublisher::connect(&base, plan.protocol, args.window, Rc::clone(&finals), None)
+                    .await?,
             )
         }
         Publish::Rest => {

@@ -74,6 +74,49 @@ pub struct RunResult {
     pub durable_checked: Option<(u64, u64)>,
     /// `(latency µs, quantile)` points of the latency distribution.
     pub cdf: Vec<(u64, f64)>,
+    /// The cluster scenario's extra figures and checks (absent in the others).
+    #[serde(default)]
+    pub cluster: Option<ClusterFigures>,
+}
+
+/// What the cluster scenario adds to a run: the hubs (the server figures above are summed
+/// over them), Redis's CPU, and the checks that every hub published the same history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterFigures {
+    /// Hubs; the server figures are summed over them.
+    pub nodes: usize,
+    /// The hubs share Redis (`--cluster`); else one hub on its embedded store.
+    #[serde(default)]
+    pub shared_redis: bool,
+    /// Measured phase: `paced` (latency) or `burst` (deliveries/s).
+    pub phase: String,
+    /// Redis's utime + stime over the measured phase, when its process could be read.
+    pub redis_cpu_us: Option<u64>,
+    /// Subscribers (not conflated) whose `(rev, seq)` sequence of a topic differs from the
+    /// acknowledged writes in rev order.
+    pub sequence_mismatches: u64,
+    /// Subscribers whose initial snapshot was not the topic as created.
+    pub initial_mismatches: u64,
+    /// Revs between the created and final rev that no acknowledgement named, or named
+    /// twice.
+    pub ack_gaps: u64,
+    /// `(hub, topic)` pairs whose state read back over REST was not the final acknowledged
+    /// one.
+    pub node_state_mismatches: u64,
+}
+
+impl ClusterFigures {
+    pub fn redis_cpu_us_per_delivery(&self, deliveries: u64) -> Option<f64> {
+        self.redis_cpu_us
+            .map(|us| us as f64 / deliveries.max(1) as f64)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.sequence_mismatches
+            + self.initial_mismatches
+            + self.ack_gaps
+            + self.node_state_mismatches
+    }
 }
 
 impl RunResult {
@@ -125,6 +168,7 @@ impl RunResult {
             correct: m.correct,
             durable_checked: m.durable_checked,
             cdf,
+            cluster: None,
         }
     }
 }
@@ -203,6 +247,45 @@ pub fn print(r: &RunResult) {
             ),
         ),
     ];
+    let mut rows = rows;
+    if let Some(c) = &r.cluster {
+        let at = rows.len() - 1;
+        rows.insert(
+            at,
+            (
+                "hubs",
+                if c.shared_redis {
+                    format!(
+                        "{} sharing Redis (server figures summed over them)",
+                        c.nodes
+                    )
+                } else {
+                    format!("{}, embedded store", c.nodes)
+                },
+            ),
+        );
+        if let Some(us) = c.redis_cpu_us {
+            rows.insert(
+                at + 1,
+                (
+                    "Redis CPU",
+                    format!(
+                        "{} ms, {:.3} us per delivery",
+                        us / 1000,
+                        c.redis_cpu_us_per_delivery(r.deliveries).unwrap_or(0.0)
+                    ),
+                ),
+            );
+        }
+        rows.push((
+            "cluster checks",
+            format!(
+                "sequence mismatches {}, initial snapshot mismatches {}, ack gaps {}, \
+                 hub states not final {}",
+                c.sequence_mismatches, c.initial_mismatches, c.ack_gaps, c.node_state_mismatches
+            ),
+        ));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in rows {
         println!("{key:>width$}  {value}");
@@ -284,6 +367,10 @@ pub fn markdown(results: &Path, out: &Path, header: &str) -> Result<bool, String
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", results.display()))?;
+    // The CDF plots go next to the markdown, so its directory must exist first.
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let mut md = String::new();
     md.push_str("# statecast-bench results\n\n");
     if !header.is_empty() {
@@ -312,7 +399,7 @@ pub fn markdown(results: &Path, out: &Path, header: &str) -> Result<bool, String
         md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &group {
             md.push_str(&format!(
-                "| {} | {}{} | {:.0} | {} | {} | {} | {} | {:.2} | {:.0} | {} | {:.0} | {} |\n",
+                "| {} | {}{} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {} |\n",
                 r.name,
                 r.subscribers,
                 if r.stalled > 0 {
@@ -325,7 +412,7 @@ pub fn markdown(results: &Path, out: &Path, header: &str) -> Result<bool, String
                 r.p99_us,
                 r.p999_us,
                 r.max_us,
-                r.cpu_us_per_delivery,
+                cpu_text(r),
                 r.rss_bytes_per_connection,
                 r.rss_end_kb,
                 r.publishes_per_s,
@@ -348,9 +435,6 @@ pub fn markdown(results: &Path, out: &Path, header: &str) -> Result<bool, String
         }
         md.push('\n');
     }
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
     std::fs::write(out, md).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(true)
 }
@@ -366,6 +450,19 @@ fn scenario_key(r: &RunResult) -> String {
     }
 }
 
+fn cpu_text(r: &RunResult) -> String {
+    match r
+        .cluster
+        .as_ref()
+        .and_then(|c| c.redis_cpu_us_per_delivery(r.deliveries))
+    {
+        Some(redis) if r.cluster.as_ref().is_some_and(|c| c.shared_redis) => {
+            format!("{:.2} (+{redis:.2} Redis)", r.cpu_us_per_delivery)
+        }
+        _ => format!("{:.2}", r.cpu_us_per_delivery),
+    }
+}
+
 fn check_text(r: &RunResult) -> String {
     let mut text = if r.correct {
         "ok".to_string()
@@ -377,6 +474,15 @@ fn check_text(r: &RunResult) -> String {
     }
     if let Some((n, lost)) = r.durable_checked {
         text.push_str(&format!(", kill -9: {lost}/{n} lost"));
+    }
+    if let Some(c) = &r.cluster
+        && c.shared_redis
+    {
+        text.push_str(&format!(
+            ", same history on {} hubs: {}",
+            c.nodes,
+            if c.failures() == 0 { "yes" } else { "NO" }
+        ));
     }
     text
 }

@@ -17,6 +17,7 @@ pub struct Server {
 struct Spawn {
     argv: Vec<String>,
     pin: Option<usize>,
+    data: PathBuf,
 }
 
 /// CPU time and memory of a process at one moment.
@@ -49,7 +50,7 @@ impl Server {
             pid: 0,
             base_url: format!("http://127.0.0.1:{port}"),
             child: None,
-            spawn: Some(Spawn { argv, pin }),
+            spawn: Some(Spawn { argv, pin, data }),
         };
         server.start(health_path).await?;
         Ok(server)
@@ -109,6 +110,36 @@ impl Server {
 
     pub fn sample(&self) -> Result<Sample, String> {
         sample(self.pid)
+    }
+
+    /// Stops a server the bench started: `SIGTERM` to its PID, `SIGKILL` if it is still
+    /// running after `grace`; then removes its data directory. Returns whether it stopped
+    /// on `SIGTERM`.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
+        // SAFETY: kill has no memory preconditions; `pid` is our own child, not yet reaped.
+        let mut stopped = pid > 0 && unsafe { libc::kill(pid, libc::SIGTERM) } == 0;
+        let deadline = Instant::now() + grace;
+        while stopped {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => stopped = false,
+            }
+        }
+        if !stopped {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(spawn) = &self.spawn {
+            let _ = std::fs::remove_dir_all(&spawn.data);
+        }
+        stopped
     }
 }
 
