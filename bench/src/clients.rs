@@ -495,3 +495,37 @@ async fn put(request: reqwest::RequestBuilder) -> Result<u64, String> {
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| format!("no rev in {body}"))
 }
+
+/// Waits until every subscriber holds the final rev of each topic it `follows` (given the
+/// subscriber's index and the topic); `false` when nothing was delivered for 10 s before
+/// that.
+pub async fn caught_up(
+    subscribers: &[Rc<RefCell<Subscriber>>],
+    finals: &HashMap<String, (u64, u64)>,
+    totals: &Rc<RefCell<Totals>>,
+    follows: impl Fn(usize, &str) -> bool,
+) -> bool {
+    let mut last_progress = (Instant::now(), 0u64);
+    loop {
+        let done = subscribers.iter().enumerate().all(|(i, sub)| {
+            let sub = sub.borrow();
+            finals.iter().all(|(topic, (rev, _))| {
+                !follows(i, topic)
+                    || sub
+                        .topics
+                        .get(topic.as_str())
+                        .is_some_and(|(held, _)| held >= rev)
+            })
+        });
+        if done {
+            return true;
+        }
+        let deliveries = totals.borrow().deliveries;
+        if deliveries != last_progress.1 {
+            last_progress = (Instant::now(), deliveries);
+        } else if last_progress.0.elapsed() > Duration::from_secs(10) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -409,7 +409,8 @@ async fn measure(
         let publish_time = started.elapsed();
 
         let finals_now = finals.borrow().clone();
-        let complete = caught_up(&subscribers, &finals_now, &totals).await;
+        let complete =
+            crate::clients::caught_up(&subscribers, &finals_now, &totals, |_, _| true).await;
         let end = sample_hubs(hubs)?;
         let redis_end = redis_cpu(redis_pid);
         totals.borrow_mut().measuring = false;
@@ -542,36 +543,6 @@ async fn read_state(client: &reqwest::Client, base: &str, topic: &str) -> Option
         body.get("rev")?.as_u64()?,
         body.pointer("/state/seq")?.as_u64()?,
     ))
-}
-
-/// Waits until every subscriber holds the final rev of every topic; `false` when nothing
-/// was delivered for 10 s before that.
-async fn caught_up(
-    subscribers: &[Rc<RefCell<Subscriber>>],
-    finals: &HashMap<String, (u64, u64)>,
-    totals: &Rc<RefCell<Totals>>,
-) -> bool {
-    let mut last_progress = (Instant::now(), 0u64);
-    loop {
-        let done = subscribers.iter().all(|sub| {
-            let sub = sub.borrow();
-            finals.iter().all(|(topic, (rev, _))| {
-                sub.topics
-                    .get(topic.as_str())
-                    .is_some_and(|(held, _)| held >= rev)
-            })
-        });
-        if done {
-            return true;
-        }
-        let deliveries = totals.borrow().deliveries;
-        if deliveries != last_progress.1 {
-            last_progress = (Instant::now(), deliveries);
-        } else if last_progress.0.elapsed() > Duration::from_secs(10) {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Per topic, the digest of the acknowledged writes in rev order, as a subscriber that saw

@@ -502,30 +502,10 @@ async fn fan_out(plan: &Plan, server: &Server, args: &RunArgs) -> Result<RunResu
     let owner = |topic: &str| -> Option<usize> {
         topic.strip_prefix("dev/")?.split('/').next()?.parse().ok()
     };
-    let mut last_progress = (Instant::now(), 0u64);
-    let complete = loop {
-        let done = subscribers.iter().enumerate().all(|(i, sub)| {
-            let sub = sub.borrow();
-            finals.iter().all(|(topic, (rev, _))| {
-                if topics.len() > 1 && owner(topic) != Some(i) {
-                    return true;
-                }
-                sub.topics
-                    .get(topic.as_str())
-                    .is_some_and(|(held, _)| held >= rev)
-            })
-        });
-        if done {
-            break true;
-        }
-        let deliveries = totals.borrow().deliveries;
-        if deliveries != last_progress.1 {
-            last_progress = (Instant::now(), deliveries);
-        } else if last_progress.0.elapsed() > Duration::from_secs(10) {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let complete = clients::caught_up(&subscribers, &finals, &totals, |i, topic| {
+        topics.len() <= 1 || owner(topic) == Some(i)
+    })
+    .await;
     let end = server.sample()?;
     totals.borrow_mut().measuring = false;
     drop(stalled);
