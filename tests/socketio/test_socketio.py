@@ -203,13 +203,13 @@ async def test_mapped_events_request_state_and_a_command(hub_with: Callable[[str
         assert sorted(rec.names(start)) == ["apps_list", "current_app"]
 
         answer = await ask(sio, "switch", {"output": 2, "on": True})
-        assert answer == {"type": "result", "ok": True, "result": {"status": 200, "body": {"done": True}}}
+        assert answer == {"status": 200, "body": {"done": True}}
         assert device.received[-1] == {
             "path": "/cmd/switch",
             "body": {"name": "switch", "args": {"output": 2, "on": True}},
         }
         refused = await ask(sio, "jam")
-        assert refused["ok"] is False
+        assert list(refused) == ["error"]
         assert refused["error"]["code"] == "upstream"
         assert refused["error"]["status"] == 409
         assert device.received[-1]["path"] == "/cmd/jammed"

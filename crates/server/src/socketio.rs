@@ -330,6 +330,9 @@ struct Waiting {
     ack: Option<i64>,
     /// The `id` the client put in its payload, echoed in the acknowledgement.
     id: Option<Value>,
+    /// A `[[socketio.on]]` command: the acknowledgement is the command's answer itself (or
+    /// `{"error": ...}`), as a Flask-SocketIO handler's return value was.
+    bare: bool,
 }
 
 /// Something to send, in order.
@@ -610,12 +613,20 @@ impl Connection {
         let Some(waiting) = self.waiting.get(&tag) else {
             return Ok(());
         };
-        let sent = answer(
-            &self.socket,
-            waiting.ack,
-            waiting.id.as_ref(),
-            Value::Object(body),
-        );
+        let body = match body.remove("result") {
+            Some(answer) if waiting.bare => answer,
+            // Without an acknowledgement a failure goes out as an `error` event instead.
+            None if waiting.bare && waiting.ack.is_some() => {
+                json!({"error": body.remove("error").unwrap_or(Value::Null)})
+            }
+            result => {
+                if let Some(result) = result {
+                    body.insert("result".into(), result);
+                }
+                Value::Object(body)
+            }
+        };
+        let sent = answer(&self.socket, waiting.ack, waiting.id.as_ref(), body);
         // Kept while the send buffer is full: the same message is tried again.
         if !matches!(
             sent,
@@ -691,7 +702,11 @@ impl Connection {
         };
         match request {
             ClientRequest::Ping => self.out.push_back(Out::Answer {
-                waiting: Waiting { ack, id },
+                waiting: Waiting {
+                    ack,
+                    id,
+                    bare: false,
+                },
                 body: json!({"type": "pong"}),
             }),
             ClientRequest::Auth { token } => return self.reauthenticate(&token, ack, id, expires),
@@ -726,7 +741,11 @@ impl Connection {
     ) -> Result<(), HubError> {
         if !self.app.config.auth.required() {
             self.out.push_back(Out::Answer {
-                waiting: Waiting { ack, id },
+                waiting: Waiting {
+                    ack,
+                    id,
+                    bare: false,
+                },
                 body: json!({"type": "result", "ok": true}),
             });
             return Ok(());
@@ -747,7 +766,11 @@ impl Connection {
             .remaining()
             .map(|left| Box::pin(tokio::time::sleep_until(Instant::now() + left)));
         self.out.push_back(Out::Answer {
-            waiting: Waiting { ack, id },
+            waiting: Waiting {
+                ack,
+                id,
+                bare: false,
+            },
             body: json!({"type": "result", "ok": true, "subject": grant.subject}),
         });
         self.grant = grant;
@@ -767,7 +790,11 @@ impl Connection {
                 }
                 // No `emit` mappings: nothing to send.
                 None => self.out.push_back(Out::Answer {
-                    waiting: Waiting { ack, id: None },
+                    waiting: Waiting {
+                        ack,
+                        id: None,
+                        bare: false,
+                    },
                     body: json!({"type": "result", "ok": true, "topics": 0}),
                 }),
             },
@@ -777,6 +804,9 @@ impl Connection {
                     Some(args) => args,
                 };
                 let tag = self.wait(ack, None);
+                if let Some(waiting) = tag.as_u64().and_then(|t| self.waiting.get_mut(&t)) {
+                    waiting.bare = true;
+                }
                 if self.mapped.is_none() {
                     self.ensure_generic();
                 }
@@ -801,14 +831,25 @@ impl Connection {
     fn wait(&mut self, ack: Option<i64>, id: Option<Value>) -> Value {
         let tag = self.next_id;
         self.next_id += 1;
-        self.waiting.insert(tag, Waiting { ack, id });
+        self.waiting.insert(
+            tag,
+            Waiting {
+                ack,
+                id,
+                bare: false,
+            },
+        );
         json!(tag)
     }
 
     /// Answers with an error at once.
     fn refuse(&mut self, ack: Option<i64>, id: Option<Value>, e: &HubError) {
         self.out.push_back(Out::Answer {
-            waiting: Waiting { ack, id },
+            waiting: Waiting {
+                ack,
+                id,
+                bare: false,
+            },
             body: error_value(e),
         });
     }
