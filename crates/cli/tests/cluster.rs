@@ -141,6 +141,12 @@ async fn concurrent_writers_on_three_nodes_make_one_rev_sequence_everywhere() {
         ]
     );
     assert_eq!(health["clients"], 2, "this node's own clients");
+    let metrics = cluster[2].metrics().await;
+    for node in ["n0", "n1", "n2"] {
+        let line = format!("statecast_cluster_node_clients{{node=\"{node}\"}} 2");
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert_eq!(cluster[2].metric("statecast_cluster_up").await, 1.0);
     // Every node writes every topic at once; each patch changes the state.
     const WRITES: usize = 40;
     let mut writers = Vec::new();
@@ -581,6 +587,7 @@ async fn redis_stopped_and_restarted_mid_stream_loses_nothing_acknowledged() {
             .is_some_and(|d| d.contains("unreachable")),
         "{health}"
     );
+    assert_eq!(cluster[0].metric("statecast_cluster_up").await, 0.0);
     // Writes are refused, never acknowledged; cached state is still served.
     let refused = cluster[0]
         .patch(&format!("/api/state/{topic}"), &json!({"lost": true}))
