@@ -388,9 +388,11 @@ async fn a_node_killed_mid_stream_loses_no_acknowledged_write() {
             }
         }
     });
-    // Kill the writer's node once it has acknowledged a good number of writes.
+    // Kill the writer's node once it has acknowledged a good number of writes (the
+    // watcher's messages mark the writer's progress; it may see a change before the
+    // writer's node has answered it).
     let mut last_seen = 0;
-    while last_seen < 50 {
+    while acked.load(Ordering::SeqCst) < 50 {
         let message = watcher.recv_json().await;
         last_seen = message["rev"].as_u64().unwrap_or(last_seen);
     }
