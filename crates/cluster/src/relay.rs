@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, PubSub};
 use serde_json::{Value, json};
 use statecast_bridge::route::CommandFuture;
 use statecast_bridge::{Bridge, Command, CommandError, Forward};
@@ -29,6 +29,9 @@ use crate::RedisEngine;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often each hub advertises its routes again (Redis may have restarted).
 const ADVERTISE_EVERY: Duration = Duration::from_secs(5);
+/// Delays between attempts to subscribe again after losing the subscription.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(50);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(2);
 /// Forwarded commands waiting for an answer, at most.
 const MAX_WAITING: usize = 4096;
 
@@ -38,7 +41,7 @@ pub struct CommandRelay(Arc<Inner>);
 
 struct Inner {
     engine: Arc<RedisEngine>,
-    connection: MultiplexedConnection,
+    connection: ConnectionManager,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Value, CommandError>>>>,
     next_id: AtomicU64,
 }
@@ -51,18 +54,16 @@ impl CommandRelay {
     ) -> Result<Arc<CommandRelay>, String> {
         let client = engine.client().clone();
         let url = &engine.config().url;
-        let connection = client
-            .get_multiplexed_async_connection()
+        // A connection manager reconnects by itself after Redis restarts.
+        let connection = ConnectionManager::new(client.clone())
             .await
             .map_err(|e| format!("Redis at {url}: {e}"))?;
-        let mut pubsub = client
-            .get_async_pubsub()
-            .await
-            .map_err(|e| format!("Redis at {url}: {e}"))?;
-        let node = &engine.config().node;
-        let prefix = &engine.config().prefix;
-        pubsub
-            .subscribe(&[command_channel(prefix, node), reply_channel(prefix, node)])
+        let config = engine.config();
+        let channels = [
+            command_channel(&config.prefix, &config.node),
+            reply_channel(&config.prefix, &config.node),
+        ];
+        let pubsub = subscribe(&client, &channels)
             .await
             .map_err(|e| format!("Redis at {url}: {e}"))?;
         let relay = Arc::new(Inner {
@@ -77,27 +78,13 @@ impl CommandRelay {
             .map(|p| p.as_str().to_string())
             .collect();
         tokio::spawn(advertise(Arc::downgrade(&relay), targets));
-        let weak_relay = Arc::downgrade(&relay);
-        let weak_bridge = Arc::downgrade(bridge);
-        let reply = reply_channel(&relay.engine.config().prefix, &relay.engine.config().node);
-        tokio::spawn(async move {
-            let mut messages = pubsub.into_on_message();
-            while let Some(message) = messages.next().await {
-                let Some(relay) = weak_relay.upgrade() else {
-                    return;
-                };
-                let channel = message.get_channel_name().to_string();
-                let Ok(body) = serde_json::from_slice::<Value>(message.get_payload_bytes()) else {
-                    continue;
-                };
-                if channel == reply {
-                    relay.answered(&body);
-                } else {
-                    tokio::spawn(run_forwarded(relay, weak_bridge.clone(), body));
-                }
-            }
-            tracing::warn!("the command relay lost its Redis subscription");
-        });
+        tokio::spawn(listen(
+            Arc::downgrade(&relay),
+            Arc::downgrade(bridge),
+            client,
+            channels,
+            pubsub,
+        ));
         Ok(Arc::new(CommandRelay(relay)))
     }
 }
@@ -118,11 +105,27 @@ impl Inner {
         }
     }
 
+    /// Runs `cmd`, once more if the connection had dropped: the connection manager reports
+    /// the failure (Redis restarted, say) and reconnects for the next command. Only for
+    /// commands that may run twice.
+    async fn retried<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let mut connection = self.connection.clone();
+        match cmd.query_async(&mut connection).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                cmd.query_async(&mut connection).await
+            }
+            result => result,
+        }
+    }
+
     /// The live hub (not this one) whose routes take `target`.
     async fn owner(&self, target: &Topic) -> Result<Option<String>, redis::RedisError> {
-        let mut connection = self.connection.clone();
-        let routes: HashMap<String, String> = connection.hgetall(self.engine.keys_routes()).await?;
-        let nodes: HashMap<String, String> = connection.hgetall(self.engine.keys_nodes()).await?;
+        let routes: HashMap<String, String> = self
+            .retried(redis::cmd("HGETALL").arg(self.engine.keys_routes()))
+            .await?;
+        let nodes: HashMap<String, String> = self
+            .retried(redis::cmd("HGETALL").arg(self.engine.keys_nodes()))
+            .await?;
         let me = &self.engine.config().node;
         let alive = self.engine.nodes();
         let mut owners: Vec<&String> = routes
@@ -175,6 +178,8 @@ impl Inner {
             "name": command.name,
             "args": command.args,
         });
+        // Not retried: a command must not run twice. After a lost connection the caller
+        // gets `unavailable` and may send it again.
         let mut connection = self.connection.clone();
         let published: Result<u64, _> = connection
             .publish(command_channel(&config.prefix, &owner), body.to_string())
@@ -221,6 +226,62 @@ impl Forward for CommandRelay {
     }
 }
 
+async fn subscribe(client: &redis::Client, channels: &[String; 2]) -> redis::RedisResult<PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channels).await?;
+    Ok(pubsub)
+}
+
+/// Takes commands for this hub and answers to its own, subscribing again (with backoff)
+/// whenever the subscription is lost, until the relay is dropped.
+async fn listen(
+    relay: Weak<Inner>,
+    bridge: Weak<Bridge>,
+    client: redis::Client,
+    channels: [String; 2],
+    first: PubSub,
+) {
+    let [_, reply] = &channels;
+    let mut pubsub = Some(first);
+    let mut retry = RESUBSCRIBE_MIN;
+    loop {
+        let current = match pubsub.take() {
+            Some(p) => p,
+            None => match subscribe(&client, &channels).await {
+                Ok(p) => {
+                    retry = RESUBSCRIBE_MIN;
+                    tracing::info!("the command relay subscribed again");
+                    p
+                }
+                Err(e) => {
+                    tracing::debug!("the command relay cannot subscribe: {e}");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RESUBSCRIBE_MAX);
+                    continue;
+                }
+            },
+        };
+        let mut messages = current.into_on_message();
+        while let Some(message) = messages.next().await {
+            let Some(relay) = relay.upgrade() else {
+                return;
+            };
+            let Ok(body) = serde_json::from_slice::<Value>(message.get_payload_bytes()) else {
+                continue;
+            };
+            if message.get_channel_name() == reply {
+                relay.answered(&body);
+            } else {
+                tokio::spawn(run_forwarded(relay, bridge.clone(), body));
+            }
+        }
+        if relay.strong_count() == 0 {
+            return;
+        }
+        tracing::warn!("the command relay lost its Redis subscription; subscribing again");
+    }
+}
+
 fn command_channel(prefix: &str, node: &str) -> String {
     format!("{{{prefix}}}:cmd:{node}")
 }
@@ -246,9 +307,11 @@ async fn run_forwarded(relay: Arc<Inner>, bridge: Weak<Bridge>, body: Value) {
         Ok(value) => json!({"id": id, "ok": value}),
         Err(e) => json!({"id": id, "error": e.to_json()}),
     };
-    let mut connection = relay.connection.clone();
+    // An answer may go out twice (the second is ignored): retried if Redis restarted.
     let channel = reply_channel(&relay.engine.config().prefix, from);
-    let result: Result<u64, _> = connection.publish(channel, reply.to_string()).await;
+    let result: Result<u64, _> = relay
+        .retried(redis::cmd("PUBLISH").arg(channel).arg(reply.to_string()))
+        .await;
     if let Err(e) = result {
         tracing::warn!("cannot answer a forwarded command: {e}");
     }
