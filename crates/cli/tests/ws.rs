@@ -495,6 +495,52 @@ async fn command_without_a_handler_is_refused_with_no_route() {
     ws.ping_pong().await;
 }
 
+/// A client with a small receive buffer, subscribed to `pattern`, that reads nothing
+/// until [`catch_up_stalled`].
+async fn stalled_client(server: &Server, pattern: &str) -> Ws {
+    let mut stalled = Ws::connect_small_buffer(server.addr(), 4096).await;
+    assert!(
+        subscribe(&mut stalled, "s", json!({"patterns": [pattern]}))
+            .await
+            .is_empty()
+    );
+    stalled
+}
+
+/// Reads the stalled client until it holds rev `n` of `topic`, which must be `expected`,
+/// with fresh snapshots where its patches were dropped, and then nothing but a `lagged`
+/// notice before the pong. Returns how many messages it read and its follower.
+async fn catch_up_stalled(
+    stalled: &mut Ws,
+    topic: &str,
+    n: u64,
+    expected: &Value,
+) -> (usize, Follower) {
+    let mut follower = Follower::default();
+    let mut received = 0usize;
+    while follower.rev < n {
+        let message = stalled.recv_json().await;
+        received += 1;
+        if message["type"] != "lagged" {
+            assert_eq!(message["topic"], topic, "{message}");
+        }
+        follower.take(&message);
+    }
+    assert_eq!(follower.state.as_ref(), Some(expected));
+    assert!(
+        follower.snapshots >= 2,
+        "no fresh snapshot replaced the dropped patches"
+    );
+    stalled
+        .send_json(&json!({"type": "ping", "id": "end"}))
+        .await;
+    let tail = stalled.recv_until(|m| m["type"] == "pong").await;
+    for message in &tail[..tail.len() - 1] {
+        assert_eq!(message["type"], "lagged", "{message}");
+    }
+    (received, follower)
+}
+
 /// Write `i` of the stalled-client test's publisher: sets and patches alternate, each with
 /// a 2 KiB member that changes every time, so the stream (about 20 MB) is far more than a
 /// client's outbox (4 MiB) and socket buffers can hold.
@@ -514,13 +560,7 @@ async fn a_stalled_client_blocks_nobody_stays_bounded_and_catches_up_on_the_fina
     let topic = "stall/t";
     let server = Server::start(&["--heartbeat-ms", "60000"]);
 
-    // Subscribes, then never reads its socket until the end.
-    let mut stalled = Ws::connect_small_buffer(server.addr(), 4096).await;
-    assert!(
-        subscribe(&mut stalled, "s", json!({"patterns": [topic]}))
-            .await
-            .is_empty()
-    );
+    let mut stalled = stalled_client(&server, topic).await;
 
     let mut normal = server.ws().await;
     assert!(
@@ -528,12 +568,18 @@ async fn a_stalled_client_blocks_nobody_stays_bounded_and_catches_up_on_the_fina
             .await
             .is_empty()
     );
+    // How far the normal client got: the publisher stays at most `AHEAD` writes (about
+    // 2 MB, half its outbox) in front of it, so a test machine busy with other tests
+    // cannot make the normal client lag; the stalled one falls behind by all of them.
+    const AHEAD: u64 = 1000;
+    let (normal_rev, mut normal_at) = tokio::sync::watch::channel(0u64);
     let normal_reader = tokio::spawn(async move {
         let mut follower = Follower::default();
         while follower.rev < N {
             let message = normal.recv_json().await;
             assert_eq!(message["topic"], topic, "{message}");
             follower.take(&message);
+            normal_rev.send_replace(follower.rev);
         }
         (normal, follower)
     });
@@ -543,6 +589,14 @@ async fn a_stalled_client_blocks_nobody_stays_bounded_and_catches_up_on_the_fina
     let (mut sink, mut results) = publisher.stream.split();
     let sender = tokio::spawn(async move {
         for i in 1..=N {
+            if i > *normal_at.borrow() + AHEAD {
+                sink.flush().await.expect("flush writes");
+                while i > *normal_at.borrow_and_update() + AHEAD {
+                    within("the normal client", normal_at.changed())
+                        .await
+                        .expect("the normal client's progress");
+                }
+            }
             sink.feed(Message::text(stall_write(i, topic).to_string()))
                 .await
                 .expect("feed a write");
@@ -599,21 +653,7 @@ async fn a_stalled_client_blocks_nobody_stays_bounded_and_catches_up_on_the_fina
     assert!(conflations >= 1.0, "the stalled client was never conflated");
 
     // Now the stalled client reads: it must end on the final rev and state.
-    let mut follower = Follower::default();
-    let mut received = 0usize;
-    while follower.rev < N {
-        let message = stalled.recv_json().await;
-        received += 1;
-        if message["type"] != "lagged" {
-            assert_eq!(message["topic"], topic, "{message}");
-        }
-        follower.take(&message);
-    }
-    assert_eq!(follower.state.as_ref(), Some(&expected));
-    assert!(
-        follower.snapshots >= 2,
-        "no fresh snapshot replaced the dropped patches"
-    );
+    let (received, follower) = catch_up_stalled(&mut stalled, topic, N, &expected).await;
     assert!(
         (received as u64) < N,
         "the stalled client got every message: {received}"
@@ -622,19 +662,51 @@ async fn a_stalled_client_blocks_nobody_stays_bounded_and_catches_up_on_the_fina
         "stalled client: {received} messages, {} snapshots, {} patches, {} lagged",
         follower.snapshots, follower.patches, follower.lagged
     );
-    // Only a `lagged` notice may still come before the pong.
-    stalled
-        .send_json(&json!({"type": "ping", "id": "end"}))
-        .await;
-    let tail = stalled.recv_until(|m| m["type"] == "pong").await;
-    for message in &tail[..tail.len() - 1] {
-        assert_eq!(message["type"], "lagged", "{message}");
-    }
     let read = server.get("/api/state/stall/t").await;
     assert_eq!(
         read.json(),
         json!({"topic": topic, "rev": N, "state": expected})
     );
+}
+
+/// One write at a time keeps the hub quiet, so each change goes straight to the idle
+/// sockets from the publisher (a direct write). The stalled client's socket fills up in the
+/// middle of a frame: the rest of that frame must still come first and whole, then the
+/// queue, and the client must end on the final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_changes_to_a_stalled_client_stay_whole_frames_in_order() {
+    const N: u64 = 800;
+    let topic = "direct/t";
+    // A small outbox, so it overflows soon after the socket buffers are full.
+    let server = Server::start(&["--heartbeat-ms", "60000", "--outbox-bytes", "262144"]);
+    let mut stalled = stalled_client(&server, topic).await;
+    let mut normal = server.ws().await;
+    assert!(
+        subscribe(&mut normal, "s", json!({"patterns": [topic]}))
+            .await
+            .is_empty()
+    );
+    let mut publisher = server.ws().await;
+    let mut normal_follower = Follower::default();
+    let mut expected = json!({});
+    for i in 1..=N {
+        // 8 KiB and an odd length, so a full socket cuts frames anywhere.
+        let state = json!({"n": i, "blob": format!("{i:0>17}").repeat(482)});
+        let result = publisher
+            .call(json!({"type": "set", "id": i, "topic": topic, "state": state}))
+            .await;
+        assert_eq!(result["rev"], i, "{result}");
+        expected = state;
+        // Each change reached the reading client before the next write.
+        normal_follower.take(&normal.recv_json().await);
+        assert_eq!(normal_follower.rev, i);
+    }
+    assert_eq!(normal_follower.state.as_ref(), Some(&expected));
+    assert_eq!(normal_follower.snapshots, 1, "{normal_follower:?}");
+    let conflations = server.metric("statecast_queue_conflations_total").await;
+    assert!(conflations >= 1.0, "the stalled client was never conflated");
+
+    catch_up_stalled(&mut stalled, topic, N, &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1062,5 +1134,61 @@ async fn subscribing_during_a_stream_of_writes_gives_each_client_a_consistent_se
     for follower in followers {
         let follower = within("a follower", follower).await.expect("follower task");
         assert_eq!(follower.state, Some(json!({"n": N})));
+    }
+}
+
+/// A WebSocket ping is answered with a pong carrying its payload (RFC 6455 5.5.2), through
+/// the connection's queue like everything else it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_ping_is_answered_with_its_payload() {
+    let server = Server::start(&[]);
+    let mut ws = server.ws().await;
+    ws.stream
+        .send(Message::Ping(b"are you there"[..].into()))
+        .await
+        .expect("send a ping");
+    loop {
+        match within("the pong", ws.stream.next()).await {
+            Some(Ok(Message::Pong(payload))) => {
+                assert_eq!(&payload[..], b"are you there");
+                break;
+            }
+            Some(Ok(Message::Text(_))) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    ws.ping_pong().await;
+}
+
+/// A client that writes a topic it subscribes to gets its own change before the write's
+/// `result`, also when the hub, quiet, writes changes to idle sockets itself and answers
+/// the writer before it has written to every subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_subscribes_gets_its_own_change_before_the_result() {
+    let topic = "own/t";
+    let server = Server::start(&[]);
+    let mut others = Vec::new();
+    for _ in 0..50 {
+        let mut other = server.ws().await;
+        subscribe(&mut other, "s", json!({"patterns": [topic]})).await;
+        others.push(other);
+    }
+    let mut writer = server.ws().await;
+    subscribe(&mut writer, "s", json!({"patterns": [topic]})).await;
+    for i in 1..=100u64 {
+        let seen = writer
+            .request(json!({"type": "set", "id": i, "topic": topic, "state": {"n": i}}))
+            .await;
+        let (result, before) = seen.split_last().expect("a result");
+        assert_eq!(result["rev"], i, "{result}");
+        assert_eq!(before.len(), 1, "write {i}: {seen:?}");
+        assert_eq!(before[0]["rev"], i, "write {i}: {seen:?}");
+    }
+    for mut other in others {
+        let mut follower = Follower::default();
+        while follower.rev < 100 {
+            follower.take(&other.recv_json().await);
+        }
+        assert_eq!(follower.state, Some(json!({"n": 100})));
     }
 }

@@ -35,7 +35,7 @@ use crate::error::{ErrorCode, HubError};
 use crate::index::{PatternIndex, TopicTree};
 use crate::merge::{self, Diff};
 use crate::message;
-use crate::outbox::{Item, Outbox, OutboxLimits, Taken};
+use crate::outbox::{DirectWrite, Item, Outbox, OutboxLimits, Taken};
 use crate::stats::Stats;
 use crate::topic::{Pattern, Topic};
 
@@ -167,6 +167,15 @@ pub struct TopicState {
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub bytes: Bytes,
+    /// Already framed by the transport itself ([`Client::reply_raw`], or the rest of a
+    /// partial direct write): written as it is.
+    pub raw: bool,
+}
+
+impl Frame {
+    pub fn message(bytes: Bytes) -> Frame {
+        Frame { bytes, raw: false }
+    }
 }
 
 /// What [`Client::drain`] found.
@@ -295,6 +304,16 @@ struct ClientEntry {
     /// scope, that narrowed to it.
     patterns: Vec<Pattern>,
     mode: Mode,
+    /// How the publisher writes to this client's socket itself (see [`DirectWrite`]).
+    direct: Option<Arc<dyn DirectWrite>>,
+}
+
+/// A message the publisher writes to a reserved socket once the hub's lock is released.
+struct DirectSend {
+    outbox: Arc<Outbox>,
+    sink: Arc<dyn DirectWrite>,
+    bytes: Bytes,
+    topic: Option<u32>,
 }
 
 /// A client's read scope and the patterns it subscribed to (before narrowing).
@@ -775,6 +794,7 @@ impl Hub {
             scoped: None,
             patterns: Vec::new(),
             mode: Mode::Patch,
+            direct: None,
         };
         let key = match published.free_clients.pop() {
             Some(key) => {
@@ -1038,7 +1058,8 @@ const MAX_BATCH: usize = 4096;
 
 /// Waits for queued writes and takes up to [`MAX_BATCH`] of them; `None` once the hub stops
 /// and nothing is left.
-fn take_batch(shared: &Shared) -> Option<Vec<Pending>> {
+/// Also says whether the hub is quiet: one write, nothing queued behind it.
+fn take_batch(shared: &Shared) -> Option<(Vec<Pending>, bool)> {
     let mut writes = shared.lock_writes();
     while writes.pending.is_empty() && !writes.stopping {
         writes = shared
@@ -1046,12 +1067,13 @@ fn take_batch(shared: &Shared) -> Option<Vec<Pending>> {
             .wait(writes)
             .unwrap_or_else(|e| e.into_inner());
     }
+    let quiet = writes.pending.len() == 1;
     let n = writes.pending.len().min(MAX_BATCH);
-    (n > 0).then(|| writes.pending.drain(..n).collect())
+    (n > 0).then(|| (writes.pending.drain(..n).collect(), quiet))
 }
 
 fn commit_loop(shared: &Shared) {
-    while let Some(batch) = take_batch(shared) {
+    while let Some((batch, quiet)) = take_batch(shared) {
         let records: Vec<Record<'_>> = batch
             .iter()
             .filter_map(|p| match &p.what {
@@ -1078,7 +1100,10 @@ fn commit_loop(shared: &Shared) {
         drop(records);
         match result {
             Ok(()) => {
-                publish(shared, &batch);
+                // A lone change goes straight to idle sockets; in a busy hub the tasks
+                // batch several messages per write instead.
+                let mut direct = quiet.then(Vec::new);
+                publish(shared, &batch, direct.as_mut());
                 let now = Instant::now();
                 for pending in batch {
                     shared
@@ -1088,6 +1113,10 @@ fn commit_loop(shared: &Shared) {
                         let _ = done.send(Ok(pending.outcome));
                     }
                 }
+                // After the answers, which need not wait for the whole fan-out: a writer
+                // that subscribes still sees its own change first, as its reserved socket
+                // holds the result back until the change is written.
+                write_direct(shared, direct.unwrap_or_default());
             }
             Err(e) => fail(shared, batch, &e.to_string()),
         }
@@ -1136,8 +1165,19 @@ fn fail(shared: &Shared, batch: Vec<Pending>, why: &str) {
     }
 }
 
-/// Applies a committed batch to the published state and fans it out.
-fn publish(shared: &Shared, batch: &[Pending]) {
+/// Writes the messages [`publish`] reserved sockets for.
+fn write_direct(shared: &Shared, direct: Vec<DirectSend>) {
+    for send in direct {
+        let pushed = send
+            .outbox
+            .write_reserved(&*send.sink, &send.bytes, send.topic);
+        shared.stats.count(pushed);
+    }
+}
+
+/// Applies a committed batch to the published state and fans it out: into the outboxes,
+/// or with `direct`, to idle clients' sockets once the lock is released.
+fn publish(shared: &Shared, batch: &[Pending], mut direct: Option<&mut Vec<DirectSend>>) {
     let config = &shared.config;
     let stats = &shared.stats;
     let mut guard = shared.published_mut();
@@ -1154,7 +1194,9 @@ fn publish(shared: &Shared, batch: &[Pending]) {
                 published
                     .subscriptions
                     .for_each_match(&pending.topic, |key| {
-                        if let Some(client) = &clients[key as usize] {
+                        if let Some(client) = &clients[key as usize]
+                            && !reserve(client, delivery, message, None, &mut direct)
+                        {
                             stats.count(client.outbox.push_event(message, delivery));
                         }
                     });
@@ -1226,9 +1268,40 @@ fn publish(shared: &Shared, batch: &[Pending]) {
                     (Mode::Full, Some(snapshot)) => snapshot,
                     _ => &message,
                 };
-                stats.count(client.outbox.push_state(slot_id, bytes, delivery, true));
+                if !reserve(client, delivery, bytes, Some(slot_id), &mut direct) {
+                    stats.count(client.outbox.push_state(slot_id, bytes, delivery, true));
+                }
             });
     }
+}
+
+/// Most direct writes per change. The commit thread writes them one after the other; the
+/// subscribers past this are woken at once instead, so on a machine with more cores their
+/// tasks write in parallel meanwhile.
+const MAX_DIRECT_WRITES: usize = 1024;
+
+/// Reserves `client`'s socket for a direct write of `bytes` when direct writes are on and
+/// the client is idle.
+fn reserve(
+    client: &ClientEntry,
+    delivery: u64,
+    bytes: &Bytes,
+    topic: Option<u32>,
+    direct: &mut Option<&mut Vec<DirectSend>>,
+) -> bool {
+    let (Some(direct), Some(sink)) = (direct, &client.direct) else {
+        return false;
+    };
+    if direct.len() >= MAX_DIRECT_WRITES || !client.outbox.reserve(delivery) {
+        return false;
+    }
+    direct.push(DirectSend {
+        outbox: Arc::clone(&client.outbox),
+        sink: Arc::clone(sink),
+        bytes: bytes.clone(),
+        topic,
+    });
+    true
 }
 
 /// Queues replies for a [`Client`] from any task; see [`Client::replier`].
@@ -1467,6 +1540,31 @@ impl Client {
         self.outbox.push_reply(bytes);
     }
 
+    /// Queues bytes the transport framed itself (a pong): drained as a `raw` [`Frame`].
+    pub fn reply_raw(&self, bytes: Bytes) {
+        self.outbox.push_raw(bytes);
+    }
+
+    /// Lets the hub write fan-out messages to the client's socket itself while the client
+    /// is idle and the hub quiet (see [`DirectWrite`]). The transport then writes only
+    /// what it drains, calls [`Client::written`] after each batch, and
+    /// [`Client::stop_direct`] before its close frame.
+    pub fn write_directly(&self, sink: Arc<dyn DirectWrite>) {
+        if let Some(entry) = self.hub.published_mut().clients[self.key as usize].as_mut() {
+            entry.direct = Some(sink);
+        }
+    }
+
+    /// The batch drained last is written (or failed): direct writes may go again.
+    pub fn written(&self) {
+        self.outbox.written();
+    }
+
+    /// No direct writes from now on (they would follow the close frame).
+    pub fn stop_direct(&self) {
+        self.outbox.stop_direct();
+    }
+
     /// A handle that queues replies from elsewhere (a command answered later, on another
     /// task); replies after the client is gone are dropped.
     pub fn replier(&self) -> Replier {
@@ -1491,7 +1589,8 @@ impl Client {
         let taken = self.outbox.take(&mut items, max);
         for item in items {
             match item {
-                Item::Message { bytes, .. } => out.push(Frame { bytes }),
+                Item::Message { bytes, .. } => out.push(Frame::message(bytes)),
+                Item::Raw { bytes } => out.push(Frame { bytes, raw: true }),
                 Item::Resync { topic } => {
                     let published = self.hub.published();
                     out.push(self.resync(&published, topic));
@@ -1511,7 +1610,8 @@ impl Client {
         let taken = self.outbox.take(&mut items, max);
         for item in items {
             match item {
-                Item::Message { bytes, .. } => out.push(Frame { bytes }),
+                Item::Message { bytes, .. } => out.push(Frame::message(bytes)),
+                Item::Raw { bytes } => out.push(Frame { bytes, raw: true }),
                 Item::Resync { topic } => out.push(self.resync(&published, topic)),
             }
         }
@@ -1526,16 +1626,12 @@ impl Client {
     fn resync(&self, published: &Published, topic: u32) -> Frame {
         let slot = &published.slots[topic as usize];
         self.outbox.end_resync(topic);
-        Frame {
-            bytes: slot.current_message(),
-        }
+        Frame::message(slot.current_message())
     }
 
     fn finish_drain(&self, out: &mut Vec<Frame>, taken: &Taken, cursor: Option<u64>) -> Drained {
         if let Some(dropped) = taken.lag_ended {
-            out.push(Frame {
-                bytes: message::lagged(dropped),
-            });
+            out.push(Frame::message(message::lagged(dropped)));
         }
         Drained {
             closed: taken.closed,

@@ -56,5 +56,5 @@ pub use hub::{
     Client, Drained, Frame, Hub, HubConfig, Mode, Outcome, Replier, Since, Submitted, TopicState,
     Write,
 };
-pub use outbox::OutboxLimits;
+pub use outbox::{DirectWrite, DirectWritten, OutboxLimits};
 pub use topic::{Pattern, Topic};

@@ -11,6 +11,14 @@
 //!
 //! Locking: a `std::sync::Mutex` held only for queue operations, never across `.await`.
 //! The writer is woken only when the queue turns non-empty, so one wake-up drains a batch.
+//!
+//! Direct writes: when the hub is quiet (one change, nothing queued behind it), waking
+//! every subscriber's task to write one frame costs more than the write itself. A
+//! transport that can write its socket from any thread without blocking gives the hub a
+//! [`DirectWrite`]; the publisher then reserves each idle outbox (nothing queued, its task
+//! not writing) under the hub's lock and writes the message itself once the lock is
+//! released. While reserved, everything else queues and the task waits, so the order of
+//! bytes on the socket is the order of the queue.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -41,6 +49,26 @@ pub(crate) enum Item {
     Message { bytes: Bytes, topic: Option<u32> },
     /// Send the topic's current snapshot (or `removed`) when this is reached.
     Resync { topic: u32 },
+    /// Bytes the transport framed itself (the rest of a partial direct write, a pong):
+    /// written as they are, never dropped.
+    Raw { bytes: Bytes },
+}
+
+/// A transport's way to write one message to the client's socket from the publisher's
+/// thread (see the module docs). It frames the message and writes without blocking.
+pub trait DirectWrite: Send + Sync {
+    fn try_write(&self, message: &[u8]) -> DirectWritten;
+}
+
+/// What a [`DirectWrite`] did.
+#[derive(Debug)]
+pub enum DirectWritten {
+    /// The whole frame is in the socket.
+    All,
+    /// Nothing was written (the socket is full or failed): the message is queued instead.
+    Nothing,
+    /// Only part of the frame went: these framed bytes must go before anything else.
+    Part(Bytes),
 }
 
 /// What a push did, for the hub's counters.
@@ -67,13 +95,20 @@ struct Inner {
     #[allow(clippy::box_collection)]
     resync: Option<Box<HashSet<u32>>>,
     lagging: bool,
-    dropped_events: u64,
+    /// Events dropped in this lag episode (saturates).
+    dropped_events: u32,
     /// The last fan-out pushed, so a change matching several patterns is queued once.
     last_delivery: u64,
     waker: Option<Waker>,
     closed: bool,
     /// A timer of the transport fired (see [`Outbox::tick`]).
     ticked: bool,
+    /// The task took messages and has not yet written them ([`Outbox::written`]).
+    writing: bool,
+    /// A publisher is about to write to the socket directly ([`Outbox::reserve`]).
+    reserved: bool,
+    /// The transport closes the socket: no more direct writes.
+    direct_off: bool,
 }
 
 impl Inner {
@@ -168,7 +203,7 @@ impl Outbox {
         inner.last_delivery = delivery;
         if self.is_full(&inner, bytes.len()) {
             inner.lagging = true;
-            inner.dropped_events += 1;
+            inner.dropped_events = inner.dropped_events.saturating_add(1);
             return Pushed::DroppedEvent;
         }
         let waker = Self::push(
@@ -225,7 +260,9 @@ impl Outbox {
     /// Ready when there is something to take, the outbox is closed or it was ticked.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.lock();
-        if inner.closed || inner.ticked || !inner.queue.is_empty() || inner.lagging {
+        if !inner.reserved
+            && (inner.closed || inner.ticked || !inner.queue.is_empty() || inner.lagging)
+        {
             return Poll::Ready(());
         }
         match &inner.waker {
@@ -238,6 +275,7 @@ impl Outbox {
     /// Moves up to `max` items into `out`.
     pub fn take(&self, out: &mut Vec<Item>, max: usize) -> Taken {
         let mut inner = self.lock();
+        inner.writing = true;
         // Taking everything (the usual case) hands over the queue's buffer: an idle client
         // keeps none, and the items are moved out after the lock is released.
         let mut all = None;
@@ -248,7 +286,7 @@ impl Outbox {
         } else {
             let (mut bytes, mut messages) = (0, 0);
             for item in inner.queue.drain(..max) {
-                if let Item::Message { bytes: b, .. } = &item {
+                if let Item::Message { bytes: b, .. } | Item::Raw { bytes: b } = &item {
                     bytes += b.len();
                     messages += 1;
                 }
@@ -259,7 +297,7 @@ impl Outbox {
         }
         let lag_ended = if inner.lagging && inner.queue.is_empty() {
             inner.lagging = false;
-            Some(std::mem::take(&mut inner.dropped_events))
+            Some(u64::from(std::mem::take(&mut inner.dropped_events)))
         } else {
             None
         };
@@ -274,6 +312,89 @@ impl Outbox {
             drained_all,
             lag_ended,
         }
+    }
+
+    /// The task wrote what it took: direct writes may go again.
+    pub fn written(&self) {
+        self.lock().writing = false;
+    }
+
+    /// Ends direct writes for good: the transport is about to write its close frame.
+    pub fn stop_direct(&self) {
+        self.lock().direct_off = true;
+    }
+
+    /// Queues bytes the transport framed itself (a pong).
+    pub fn push_raw(&self, bytes: Bytes) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        let waker = Self::push(&mut inner, Item::Raw { bytes });
+        drop(inner);
+        wake(waker);
+    }
+
+    /// Called by the publisher with the hub's published state locked: reserves the socket
+    /// for a direct write of fan-out `delivery` when the client is idle. `false`: push the
+    /// message as usual.
+    pub fn reserve(&self, delivery: u64) -> bool {
+        let mut inner = self.lock();
+        let idle = !inner.closed
+            && !inner.direct_off
+            && !inner.writing
+            && !inner.reserved
+            && !inner.lagging
+            && !inner.ticked
+            && inner.queue.is_empty()
+            && inner.resync.is_none()
+            && inner.last_delivery != delivery;
+        if idle {
+            inner.reserved = true;
+            inner.last_delivery = delivery;
+        }
+        idle
+    }
+
+    /// Writes the message a [`Outbox::reserve`] was for, after the hub's lock is released,
+    /// and lets the task go on. What the socket did not take is queued first, since it
+    /// comes before anything queued meanwhile.
+    pub fn write_reserved(
+        &self,
+        sink: &dyn DirectWrite,
+        bytes: &Bytes,
+        topic: Option<u32>,
+    ) -> Pushed {
+        let mut inner = self.lock();
+        inner.reserved = false;
+        let pushed = if inner.closed || inner.direct_off {
+            Pushed::Skipped
+        } else {
+            let item = match sink.try_write(bytes) {
+                DirectWritten::All => None,
+                DirectWritten::Nothing => Some(Item::Message {
+                    bytes: bytes.clone(),
+                    topic,
+                }),
+                DirectWritten::Part(rest) => Some(Item::Raw { bytes: rest }),
+            };
+            if let Some(item) = item {
+                if let Item::Message { bytes, .. } | Item::Raw { bytes } = &item {
+                    inner.bytes += bytes.len();
+                    inner.messages += 1;
+                }
+                inner.queue.push_front(item);
+            }
+            Pushed::Queued
+        };
+        let waker = if inner.closed || inner.ticked || !inner.queue.is_empty() || inner.lagging {
+            inner.waker.take()
+        } else {
+            None
+        };
+        drop(inner);
+        wake(waker);
+        pushed
     }
 
     /// Called with the hub's published state locked: from now on, changes of `topic` queue
@@ -317,13 +438,14 @@ impl Outbox {
     }
 
     fn push(inner: &mut Inner, item: Item) -> Option<Waker> {
-        if let Item::Message { bytes, .. } = &item {
+        if let Item::Message { bytes, .. } | Item::Raw { bytes } = &item {
             inner.bytes += bytes.len();
             inner.messages += 1;
         }
         inner.queue.push_back(item);
-        // Only the first message of a batch needs to wake the writer.
-        if inner.queue.len() == 1 {
+        // Only the first message of a batch needs to wake the writer; a reserved socket
+        // wakes it when the direct write is done.
+        if inner.queue.len() == 1 && !inner.reserved {
             inner.waker.take()
         } else {
             None
@@ -353,6 +475,7 @@ mod tests {
             .map(|item| match item {
                 Item::Message { bytes, .. } => String::from_utf8_lossy(&bytes).into_owned(),
                 Item::Resync { topic } => format!("resync {topic}"),
+                Item::Raw { bytes } => format!("raw {}", String::from_utf8_lossy(&bytes)),
             })
             .collect()
     }
@@ -430,5 +553,107 @@ mod tests {
         let outbox = Outbox::new(OutboxLimits::default());
         assert_eq!(outbox.push_state(1, &msg("a"), 9, true), Pushed::Queued);
         assert_eq!(outbox.push_state(1, &msg("a"), 9, true), Pushed::Skipped);
+    }
+
+    /// A socket that takes `room` more bytes, recording what it took.
+    struct Socket {
+        room: Mutex<usize>,
+        taken: Mutex<Vec<u8>>,
+    }
+
+    impl Socket {
+        fn with_room(room: usize) -> Socket {
+            Socket {
+                room: Mutex::new(room),
+                taken: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn taken(&self) -> String {
+            String::from_utf8_lossy(&self.taken.lock().unwrap()).into_owned()
+        }
+    }
+
+    impl DirectWrite for Socket {
+        fn try_write(&self, message: &[u8]) -> DirectWritten {
+            let mut room = self.room.lock().unwrap();
+            let n = message.len().min(*room);
+            *room -= n;
+            self.taken.lock().unwrap().extend_from_slice(&message[..n]);
+            match n {
+                0 => DirectWritten::Nothing,
+                n if n == message.len() => DirectWritten::All,
+                n => DirectWritten::Part(Bytes::copy_from_slice(&message[n..])),
+            }
+        }
+    }
+
+    fn is_ready(outbox: &Outbox) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        outbox.poll_ready(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_direct_write_goes_to_the_socket_and_holds_the_task_meanwhile() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let socket = Socket::with_room(100);
+        assert!(outbox.reserve(1));
+        // The same change through a second pattern is not written twice.
+        assert!(!outbox.reserve(1));
+        assert_eq!(outbox.push_state(1, &msg("p1"), 1, true), Pushed::Skipped);
+        // A reply queued meanwhile waits for the direct write.
+        outbox.push_reply(msg("result"));
+        assert!(!is_ready(&outbox));
+        assert_eq!(
+            outbox.write_reserved(&socket, &msg("p1"), Some(1)),
+            Pushed::Queued
+        );
+        assert_eq!(socket.taken(), "p1");
+        assert!(is_ready(&outbox));
+        assert_eq!(taken_messages(&outbox), vec!["result"]);
+    }
+
+    #[test]
+    fn what_the_socket_does_not_take_goes_first_in_the_queue() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let full = Socket::with_room(0);
+        assert!(outbox.reserve(1));
+        outbox.push_reply(msg("result"));
+        outbox.write_reserved(&full, &msg("p1"), Some(1));
+        assert_eq!(taken_messages(&outbox), vec!["p1", "result"]);
+        outbox.written();
+
+        let nearly_full = Socket::with_room(2);
+        assert!(outbox.reserve(2));
+        outbox.push_reply(msg("result"));
+        outbox.write_reserved(&nearly_full, &msg("patch"), Some(1));
+        assert_eq!(nearly_full.taken(), "pa");
+        assert_eq!(taken_messages(&outbox), vec!["raw tch", "result"]);
+    }
+
+    #[test]
+    fn no_direct_write_while_the_task_writes_or_anything_is_queued() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        outbox.push_reply(msg("result"));
+        assert!(!outbox.reserve(1));
+        assert_eq!(taken_messages(&outbox), vec!["result"]);
+        // Taken, not yet written.
+        assert!(!outbox.reserve(2));
+        outbox.written();
+        assert!(outbox.reserve(3));
+    }
+
+    #[test]
+    fn no_direct_write_after_the_close_frame() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let socket = Socket::with_room(100);
+        assert!(outbox.reserve(1));
+        outbox.stop_direct();
+        assert_eq!(
+            outbox.write_reserved(&socket, &msg("p1"), Some(1)),
+            Pushed::Skipped
+        );
+        assert_eq!(socket.taken(), "");
+        assert!(!outbox.reserve(2));
     }
 }

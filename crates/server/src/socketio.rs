@@ -528,7 +528,7 @@ impl Connection {
         if drained.closed {
             return true;
         }
-        for Frame { bytes } in frames {
+        for Frame { bytes, .. } in frames {
             match message_type(&bytes) {
                 kind if !PUSHES.contains(&kind) => self.out.push_back(Out::Message(bytes)),
                 "snapshot" if mapped => {

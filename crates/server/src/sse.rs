@@ -181,12 +181,12 @@ mod tests {
     #[test]
     fn encodes_events_with_the_id_on_the_last() {
         let frames = vec![
-            Frame {
-                bytes: Bytes::from_static(br#"{"type":"snapshot","topic":"a","rev":1,"state":1}"#),
-            },
-            Frame {
-                bytes: Bytes::from_static(br#"{"type":"patch","topic":"a","rev":2,"patch":2}"#),
-            },
+            Frame::message(Bytes::from_static(
+                br#"{"type":"snapshot","topic":"a","rev":1,"state":1}"#,
+            )),
+            Frame::message(Bytes::from_static(
+                br#"{"type":"patch","topic":"a","rev":2,"patch":2}"#,
+            )),
         ];
         let text = encode(&frames, Some("e:5".into()));
         assert_eq!(

@@ -9,10 +9,12 @@
 //! client sends from the read half; outgoing frames are encoded here and a whole batch goes
 //! out with one `write` on the write half. Server frames are unmasked and need no state, so
 //! writing them directly saves tungstenite's write buffer, a lock shared by reader and
-//! writer, and a copy per message.
+//! writer, and a copy per message. Over plain TCP the hub may also write a lone change to
+//! an idle connection's socket itself ([`TcpWrite`], a `DirectWrite`), which saves waking
+//! the task; the task then writes only what it drains, so the two never interleave.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,7 +29,9 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use statecast_bridge::Command;
-use statecast_core::{Client, ErrorCode, Frame, HubError, Outcome, Write};
+use statecast_core::{
+    Client, DirectWrite, DirectWritten, ErrorCode, Frame, HubError, Outcome, Write,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -135,6 +139,10 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut request: Request) -> Respo
         let (read, write, early) = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let (read, write) = parts.io.into_inner().into_split();
+                let write = Arc::new(TcpWrite {
+                    write,
+                    app: Arc::clone(&app),
+                });
                 (
                     ReadSide::Tcp(read),
                     WriteSide::Tcp(write),
@@ -253,8 +261,57 @@ enum ReadSide {
 }
 
 enum WriteSide {
-    Tcp(OwnedWriteHalf),
+    /// Shared with the hub, which writes lone changes to an idle connection itself.
+    Tcp(Arc<TcpWrite>),
     Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+}
+
+/// The write half of a plain TCP connection, written with non-blocking writes from the
+/// connection's task and, through [`DirectWrite`], from the hub's publisher.
+struct TcpWrite {
+    write: OwnedWriteHalf,
+    app: Arc<App>,
+}
+
+/// Messages up to this size are framed on the stack and sent with one `send`, which
+/// costs less than a `writev` of header and message.
+const DIRECT_STACK: usize = 2048;
+
+impl DirectWrite for TcpWrite {
+    fn try_write(&self, message: &[u8]) -> DirectWritten {
+        let (header, header_len) = frame_header(OP_TEXT, message.len());
+        let header = &header[..header_len];
+        let total = header.len() + message.len();
+        // Straight to the non-blocking socket, past tokio's readiness bookkeeping: a
+        // refused write just leaves the message to the task, which waits properly.
+        let socket = socket2::SockRef::from(self.write.as_ref());
+        let mut framed = [0; DIRECT_STACK];
+        let written = if total <= DIRECT_STACK {
+            framed[..header.len()].copy_from_slice(header);
+            framed[header.len()..total].copy_from_slice(message);
+            socket.send(&framed[..total])
+        } else {
+            socket.send_vectored(&[IoSlice::new(header), IoSlice::new(message)])
+        };
+        let written = match written {
+            Ok(0) | Err(_) => return DirectWritten::Nothing,
+            Ok(n) => n,
+        };
+        let metrics = &self.app.metrics;
+        Metrics::add(&metrics.messages_out, 1);
+        Metrics::add(&metrics.bytes_out, message.len() as u64);
+        Metrics::add(&metrics.socket_writes, 1);
+        if written == total {
+            return DirectWritten::All;
+        }
+        let rest: Vec<u8> = header
+            .iter()
+            .chain(message)
+            .skip(written)
+            .copied()
+            .collect();
+        DirectWritten::Part(Bytes::from(rest))
+    }
 }
 
 impl AsyncRead for ReadSide {
@@ -266,33 +323,6 @@ impl AsyncRead for ReadSide {
         match self.get_mut() {
             ReadSide::Tcp(read) => Pin::new(read).poll_read(cx, buf),
             ReadSide::Tls(read) => Pin::new(read).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for WriteSide {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WriteSide::Tcp(write) => Pin::new(write).poll_write(cx, buf),
-            WriteSide::Tls(write) => Pin::new(write).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WriteSide::Tcp(write) => Pin::new(write).poll_flush(cx),
-            WriteSide::Tls(write) => Pin::new(write).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WriteSide::Tcp(write) => Pin::new(write).poll_shutdown(cx),
-            WriteSide::Tls(write) => Pin::new(write).poll_shutdown(cx),
         }
     }
 }
@@ -337,6 +367,10 @@ impl Writer {
         let mut out = Vec::with_capacity(size);
         let (mut bytes, mut messages) = (0, 0);
         for frame in frames {
+            if frame.raw {
+                out.extend_from_slice(&frame.bytes);
+                continue;
+            }
             if frame.bytes.is_empty() {
                 encode(&mut out, OP_PING, &[]);
                 continue;
@@ -346,44 +380,82 @@ impl Writer {
             bytes += frame.bytes.len();
             messages += 1;
         }
-        self.0.write_all(&out).await?;
-        // TLS holds records until flushed; for TCP this does nothing.
-        self.0.flush().await?;
+        self.write_all(&out).await?;
         Metrics::add(&app.metrics.messages_out, messages);
         Metrics::add(&app.metrics.bytes_out, bytes as u64);
         Metrics::add(&app.metrics.socket_writes, 1);
         Ok(())
     }
 
-    async fn control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        let mut out = Vec::with_capacity(payload.len() + 4);
-        encode(&mut out, opcode, payload);
-        self.0.write_all(&out).await?;
-        self.0.flush().await
-    }
-
-    async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+    /// Writes a close frame; the hub writes nothing more to the socket.
+    async fn close(&mut self, client: &Client, code: u16, reason: &str) -> io::Result<()> {
+        client.stop_direct();
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(reason.as_bytes());
-        self.control(OP_CLOSE, &payload).await
+        let mut out = Vec::with_capacity(payload.len() + 4);
+        encode(&mut out, OP_CLOSE, &payload);
+        self.write_all(&out).await
+    }
+
+    async fn write_all(&mut self, mut out: &[u8]) -> io::Result<()> {
+        match &mut self.0 {
+            // Shared with the hub's direct writes, so written through `&self`: try at
+            // once, and wait only when the socket is full (polled: an awaited `writable()`
+            // would put its waiter into every connection's future).
+            WriteSide::Tcp(tcp) => {
+                let stream: &TcpStream = tcp.write.as_ref();
+                std::future::poll_fn(|cx| {
+                    while !out.is_empty() {
+                        match stream.try_write(out) {
+                            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                            Ok(n) => out = &out[n..],
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                std::task::ready!(stream.poll_write_ready(cx))?;
+                            }
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                    Poll::Ready(Ok(()))
+                })
+                .await
+            }
+            WriteSide::Tls(tls) => {
+                tls.write_all(out).await?;
+                // TLS holds records until flushed.
+                tls.flush().await
+            }
+        }
     }
 }
 
 /// Appends one final (unfragmented), unmasked frame.
 fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
+    let (header, len) = frame_header(opcode, payload.len());
+    out.extend_from_slice(&header[..len]);
+    out.extend_from_slice(payload);
+}
+
+/// The header of a final, unmasked frame, and its length.
+fn frame_header(opcode: u8, payload_len: usize) -> ([u8; 10], usize) {
+    let mut header = [0; 10];
+    header[0] = 0x80 | opcode;
+    let len = match payload_len {
+        n if n < 126 => {
+            header[1] = n as u8;
+            2
+        }
         n if n <= 0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
+            header[1] = 126;
+            header[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            4
         }
         n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+            10
         }
-    }
-    out.extend_from_slice(payload);
+    };
+    (header, len)
 }
 
 /// Who is on the other end. Kept small: it lives in every connection's future.
@@ -464,6 +536,9 @@ async fn connection(app: Arc<App>, reader: Reader, writer: Writer, mut session: 
     Metrics::add(&app.metrics.ws_connections_total, 1);
     Metrics::add(&app.metrics.ws_connections, 1);
     let client = app.hub.connect();
+    if let WriteSide::Tcp(tcp) = &writer.0 {
+        client.write_directly(Arc::clone(tcp) as Arc<dyn DirectWrite>);
+    }
     if session.state.is_some() {
         client.set_scope(match session.grant() {
             Some(grant) => grant.scope(),
@@ -512,7 +587,7 @@ async fn run(
                 let mut frames = Vec::new();
                 let drained = client.drain(&mut frames, MAX_BATCH);
                 if drained.closed {
-                    let _ = writer.close(CLOSE_GOING_AWAY, "server shutting down").await;
+                    let _ = writer.close(client, CLOSE_GOING_AWAY, "server shutting down").await;
                     return Some((CLOSE_GOING_AWAY, reader));
                 }
                 if drained.ticked {
@@ -520,11 +595,13 @@ async fn run(
                         Metrics::add(&app.metrics.dead_connections, 1);
                         return None;
                     }
-                    frames.push(Frame { bytes: Bytes::new() });
+                    frames.push(Frame::message(Bytes::new()));
                 }
                 // Boxed: inline, the write's futures and timer would enlarge every idle
                 // connection.
-                match Box::pin(write_or_give_up(app, &mut writer, &frames, dead_after, &mut shutdown)).await {
+                let written = Box::pin(write_or_give_up(app, &mut writer, &frames, dead_after, &mut shutdown)).await;
+                client.written();
+                match written {
                     Written::Ok => {}
                     Written::Failed => return None,
                     Written::Dead => {
@@ -552,7 +629,7 @@ async fn run(
                     Some(Err(e)) => {
                         let (code, reason) = read_error(&e)?;
                         Metrics::add(&app.metrics.client_errors, 1);
-                        let _ = writer.close(code, reason).await;
+                        let _ = writer.close(client, code, reason).await;
                         return Some((code, reader));
                     }
                 };
@@ -582,14 +659,15 @@ async fn run(
                         ));
                     }
                     Message::Ping(payload) => {
-                        if writer.control(OP_PONG, &payload).await.is_err() {
-                            return None;
-                        }
+                        // Queued: only what is drained is written (see the module docs).
+                        let mut pong = Vec::with_capacity(payload.len() + 2);
+                        encode(&mut pong, OP_PONG, &payload);
+                        client.reply_raw(pong.into());
                     }
                     Message::Close(frame) => {
                         // The client closes: answer with its code, and the socket closes.
                         let code = frame.map_or(CLOSE_NORMAL, |f| u16::from(f.code));
-                        let _ = writer.close(code, "").await;
+                        let _ = writer.close(client, code, "").await;
                         return None;
                     }
                     Message::Pong(_) | Message::Frame(_) => {}
@@ -720,7 +798,7 @@ async fn policy_close(app: &App, client: &Client, writer: &mut Writer, reason: &
     let mut frames = Vec::new();
     client.drain(&mut frames, MAX_BATCH);
     let _ = writer.batch(app, &frames).await;
-    let _ = writer.close(CLOSE_POLICY, reason).await;
+    let _ = writer.close(client, CLOSE_POLICY, reason).await;
 }
 
 /// Handles one client message: answers at once, or queues a write whose `result` is sent

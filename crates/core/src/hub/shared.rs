@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::{
     Done, Latest, Outcome, Pending, PendingWhat, Prepared, Shared, UNCHANGED, prepare, publish,
-    take_batch,
+    take_batch, write_direct,
 };
 use crate::engine::{Append, Appended, Entry, EntryKind, Followed, Loaded, SharedLog};
 use crate::error::{ErrorCode, HubError};
@@ -32,7 +32,7 @@ pub(super) fn commit_loop(shared: &Shared) {
     let Some(log) = shared.engine.shared() else {
         return;
     };
-    while let Some(batch) = take_batch(shared) {
+    while let Some((batch, _)) = take_batch(shared) {
         run_batch(shared, log, batch);
     }
 }
@@ -365,8 +365,11 @@ fn apply(shared: &Shared, entries: Vec<Entry>) {
         }
         writes.seq = writes.seq.max(last);
     }
-    publish(shared, &batch);
+    // One entry read: the log is quiet, so it may go straight to idle sockets.
+    let mut direct = (batch.len() == 1).then(Vec::new);
+    publish(shared, &batch, direct.as_mut());
     followed_to(shared, last);
+    write_direct(shared, direct.unwrap_or_default());
 }
 
 /// Starts over from everything the log holds: each topic that moved on is published as a
