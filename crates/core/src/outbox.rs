@@ -356,12 +356,12 @@ impl Outbox {
         idle
     }
 
-    /// Writes the message a [`Outbox::reserve`] was for, after the hub's lock is released,
-    /// and lets the task go on. What the socket did not take is queued first, since it
-    /// comes before anything queued meanwhile.
+    /// Writes the message a [`Outbox::reserve`] was for to `sink` (or, without one, queues
+    /// it), after the hub's lock is released, and lets the task go on. What the socket did
+    /// not take is queued first, since it comes before anything queued meanwhile.
     pub fn write_reserved(
         &self,
-        sink: &dyn DirectWrite,
+        sink: Option<&dyn DirectWrite>,
         bytes: &Bytes,
         topic: Option<u32>,
     ) -> Pushed {
@@ -370,7 +370,8 @@ impl Outbox {
         let pushed = if inner.closed || inner.direct_off {
             Pushed::Skipped
         } else {
-            let item = match sink.try_write(bytes) {
+            let written = sink.map_or(DirectWritten::Nothing, |sink| sink.try_write(bytes));
+            let item = match written {
                 DirectWritten::All => None,
                 DirectWritten::Nothing => Some(Item::Message {
                     bytes: bytes.clone(),
@@ -605,7 +606,7 @@ mod tests {
         outbox.push_reply(msg("result"));
         assert!(!is_ready(&outbox));
         assert_eq!(
-            outbox.write_reserved(&socket, &msg("p1"), Some(1)),
+            outbox.write_reserved(Some(&socket), &msg("p1"), Some(1)),
             Pushed::Queued
         );
         assert_eq!(socket.taken(), "p1");
@@ -619,16 +620,29 @@ mod tests {
         let full = Socket::with_room(0);
         assert!(outbox.reserve(1));
         outbox.push_reply(msg("result"));
-        outbox.write_reserved(&full, &msg("p1"), Some(1));
+        outbox.write_reserved(Some(&full), &msg("p1"), Some(1));
         assert_eq!(taken_messages(&outbox), vec!["p1", "result"]);
         outbox.written();
 
         let nearly_full = Socket::with_room(2);
         assert!(outbox.reserve(2));
         outbox.push_reply(msg("result"));
-        outbox.write_reserved(&nearly_full, &msg("patch"), Some(1));
+        outbox.write_reserved(Some(&nearly_full), &msg("patch"), Some(1));
         assert_eq!(nearly_full.taken(), "pa");
         assert_eq!(taken_messages(&outbox), vec!["raw tch", "result"]);
+    }
+
+    #[test]
+    fn a_reserved_message_without_a_socket_is_queued_first() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        assert!(outbox.reserve(1));
+        outbox.push_reply(msg("result"));
+        assert_eq!(
+            outbox.write_reserved(None, &msg("p1"), Some(1)),
+            Pushed::Queued
+        );
+        assert!(is_ready(&outbox));
+        assert_eq!(taken_messages(&outbox), vec!["p1", "result"]);
     }
 
     #[test]
@@ -650,7 +664,7 @@ mod tests {
         assert!(outbox.reserve(1));
         outbox.stop_direct();
         assert_eq!(
-            outbox.write_reserved(&socket, &msg("p1"), Some(1)),
+            outbox.write_reserved(Some(&socket), &msg("p1"), Some(1)),
             Pushed::Skipped
         );
         assert_eq!(socket.taken(), "");
