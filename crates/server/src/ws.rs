@@ -11,7 +11,8 @@
 //! writing them directly saves tungstenite's write buffer, a lock shared by reader and
 //! writer, and a copy per message. Over plain TCP the hub may also write a lone change to
 //! an idle connection's socket itself ([`TcpWrite`], a `DirectWrite`), which saves waking
-//! the task; the task then writes only what it drains, so the two never interleave.
+//! the task; the task then writes only what it drains (pongs too are queued), and stops
+//! the hub's direct writes before its close frame, so the two never interleave.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
