@@ -1565,9 +1565,10 @@ impl Client {
         self.outbox.written();
     }
 
-    /// No direct writes from now on (they would follow the close frame).
-    pub fn stop_direct(&self) {
-        self.outbox.stop_direct();
+    /// No direct writes from now on (they would follow the close frame). Returns the rest
+    /// of a partial direct write, which the transport writes before its close frame.
+    pub fn stop_direct(&self) -> Option<Bytes> {
+        self.outbox.stop_direct()
     }
 
     /// A handle that queues replies from elsewhere (a command answered later, on another

@@ -112,6 +112,19 @@ struct Inner {
 }
 
 impl Inner {
+    /// Whether the writer has something to do.
+    fn has_work(&self) -> bool {
+        self.closed || self.ticked || !self.queue.is_empty() || self.lagging
+    }
+
+    /// Counts a message (or raw bytes) going into the queue against the limits.
+    fn count_in(&mut self, item: &Item) {
+        if let Item::Message { bytes, .. } | Item::Raw { bytes } = item {
+            self.bytes += bytes.len();
+            self.messages += 1;
+        }
+    }
+
     fn in_resync(&self, topic: u32) -> bool {
         self.resync.as_ref().is_some_and(|r| r.contains(&topic))
     }
@@ -239,9 +252,18 @@ impl Outbox {
     pub fn close(&self) {
         let mut inner = self.lock();
         inner.closed = true;
+        // The rest of a partial direct write stays: the close frame must follow it.
+        let tail = match inner.queue.front() {
+            Some(Item::Raw { .. }) => inner.queue.pop_front(),
+            _ => None,
+        };
         inner.queue.clear();
         inner.bytes = 0;
         inner.messages = 0;
+        if let Some(tail) = tail {
+            inner.count_in(&tail);
+            inner.queue.push_back(tail);
+        }
         let waker = inner.waker.take();
         drop(inner);
         wake(waker);
@@ -260,9 +282,7 @@ impl Outbox {
     /// Ready when there is something to take, the outbox is closed or it was ticked.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.lock();
-        if !inner.reserved
-            && (inner.closed || inner.ticked || !inner.queue.is_empty() || inner.lagging)
-        {
+        if !inner.reserved && inner.has_work() {
             return Poll::Ready(());
         }
         match &inner.waker {
@@ -276,6 +296,16 @@ impl Outbox {
     pub fn take(&self, out: &mut Vec<Item>, max: usize) -> Taken {
         let mut inner = self.lock();
         inner.writing = true;
+        if inner.closed {
+            // Nothing more is sent; what is left is the rest of a partial direct write,
+            // for the close frame ([`Outbox::stop_direct`]).
+            return Taken {
+                closed: true,
+                ticked: false,
+                drained_all: true,
+                lag_ended: None,
+            };
+        }
         // Taking everything (the usual case) hands over the queue's buffer: an idle client
         // keeps none, and the items are moved out after the lock is released.
         let mut all = None;
@@ -320,8 +350,22 @@ impl Outbox {
     }
 
     /// Ends direct writes for good: the transport is about to write its close frame.
-    pub fn stop_direct(&self) {
-        self.lock().direct_off = true;
+    /// Returns the rest of a partial direct write, which must go before it.
+    pub fn stop_direct(&self) -> Option<Bytes> {
+        let mut inner = self.lock();
+        inner.direct_off = true;
+        match inner.queue.pop_front() {
+            Some(Item::Raw { bytes }) => {
+                inner.bytes -= bytes.len();
+                inner.messages -= 1;
+                Some(bytes)
+            }
+            Some(other) => {
+                inner.queue.push_front(other);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Queues bytes the transport framed itself (a pong).
@@ -380,15 +424,12 @@ impl Outbox {
                 DirectWritten::Part(rest) => Some(Item::Raw { bytes: rest }),
             };
             if let Some(item) = item {
-                if let Item::Message { bytes, .. } | Item::Raw { bytes } = &item {
-                    inner.bytes += bytes.len();
-                    inner.messages += 1;
-                }
+                inner.count_in(&item);
                 inner.queue.push_front(item);
             }
             Pushed::Queued
         };
-        let waker = if inner.closed || inner.ticked || !inner.queue.is_empty() || inner.lagging {
+        let waker = if inner.has_work() {
             inner.waker.take()
         } else {
             None
@@ -439,10 +480,7 @@ impl Outbox {
     }
 
     fn push(inner: &mut Inner, item: Item) -> Option<Waker> {
-        if let Item::Message { bytes, .. } | Item::Raw { bytes } = &item {
-            inner.bytes += bytes.len();
-            inner.messages += 1;
-        }
+        inner.count_in(&item);
         inner.queue.push_back(item);
         // Only the first message of a batch needs to wake the writer; a reserved socket
         // wakes it when the direct write is done.
@@ -655,6 +693,19 @@ mod tests {
         assert!(!outbox.reserve(2));
         outbox.written();
         assert!(outbox.reserve(3));
+    }
+
+    #[test]
+    fn the_rest_of_a_partial_write_survives_the_close_and_goes_before_the_close_frame() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let nearly_full = Socket::with_room(2);
+        assert!(outbox.reserve(1));
+        outbox.write_reserved(Some(&nearly_full), &msg("patch"), Some(1));
+        outbox.push_reply(msg("result"));
+        outbox.close();
+        assert!(taken_messages(&outbox).is_empty());
+        assert_eq!(outbox.stop_direct(), Some(msg("tch")));
+        assert_eq!(outbox.stop_direct(), None);
     }
 
     #[test]

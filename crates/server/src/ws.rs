@@ -390,10 +390,10 @@ impl Writer {
 
     /// Writes a close frame; the hub writes nothing more to the socket.
     async fn close(&mut self, client: &Client, code: u16, reason: &str) -> io::Result<()> {
-        client.stop_direct();
+        // A frame the hub began must end before the close frame starts.
+        let mut out = client.stop_direct().map_or_else(Vec::new, Vec::from);
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(reason.as_bytes());
-        let mut out = Vec::with_capacity(payload.len() + 4);
         encode(&mut out, OP_CLOSE, &payload);
         self.write_all(&out).await
     }
