@@ -176,7 +176,7 @@ fn serve(settings: Settings) -> Result<(), String> {
         None => None,
     };
     let hub = match &cluster {
-        Some(engine) => Hub::open(Arc::clone(engine), hub_config),
+        Some(engine) => Hub::open_shared(Arc::clone(engine), hub_config),
         None => Hub::open(
             RedbEngine::open(&settings.data_dir).map_err(|e| e.to_string())?,
             hub_config,

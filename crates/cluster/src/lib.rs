@@ -30,8 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Client, Connection, Value as RedisValue};
 use statecast_core::engine::{
-    Append, Appended, Engine, EngineError, Entry, EntryKind, Followed, Loaded, Node, Record,
-    SharedLog, StoredTopic,
+    Append, Appended, EngineError, Entry, EntryKind, Followed, Loaded, Node, SharedLog, StoredTopic,
 };
 
 /// Settings of the cluster engine.
@@ -326,7 +325,7 @@ impl RedisEngine {
     }
 }
 
-impl Engine for RedisEngine {
+impl SharedLog for RedisEngine {
     fn load(&self) -> Result<Loaded, EngineError> {
         let mut connection = self.connect()?;
         let (loaded, last_id) = self.read_all(&mut connection)?;
@@ -338,18 +337,6 @@ impl Engine for RedisEngine {
         Ok(loaded)
     }
 
-    fn commit(&self, _records: &[Record<'_>], _seq: u64) -> Result<(), EngineError> {
-        Err(EngineError(
-            "the cluster engine takes appends, not commits".into(),
-        ))
-    }
-
-    fn shared(&self) -> Option<&dyn SharedLog> {
-        Some(self)
-    }
-}
-
-impl SharedLog for RedisEngine {
     fn append(&self, appends: &[Append<'_>]) -> Result<Vec<Appended>, EngineError> {
         let epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut invocation = self.script.prepare_invoke();

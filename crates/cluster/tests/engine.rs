@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use statecast_cluster::{ClusterConfig, RedisEngine};
-use statecast_core::engine::{Append, Appended, Engine, EntryKind, Followed, SharedLog};
+use statecast_core::engine::{Append, Appended, EntryKind, Followed, SharedLog};
 
 /// A cluster config with a prefix of its own; its keys are deleted when dropped.
 struct Scratch(ClusterConfig);

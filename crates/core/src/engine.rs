@@ -1,19 +1,26 @@
-//! The engine boundary: where committed changes go to become durable.
+//! The storage boundary: where committed changes go to become durable. A hub stores
+//! through one of two traits, chosen when it opens, never both.
 //!
-//! The hub assigns revs and computes diffs in memory; an [`Engine`] makes each batch of
-//! changes durable before anyone sees them. The hub calls it from one commit thread, so an
-//! engine may block (fsync, network) without stalling async tasks. The embedded store
-//! (`statecast-store`) implements it; [`MemoryEngine`] keeps nothing and is what tests and
-//! embedders without persistence use.
+//! - An [`Engine`] is a hub's own storage ([`Hub::open`]). The hub assigns revs and
+//!   computes diffs in memory; the engine makes each batch of changes durable before anyone
+//!   sees them. The embedded store (`statecast-store`) implements it; [`MemoryEngine`]
+//!   keeps nothing and is what tests and embedders without persistence use.
+//! - A [`SharedLog`] is storage several hubs share ([`Hub::open_shared`]; the Redis cluster
+//!   engine, `statecast-cluster`). The hub then works the other way round: it appends each
+//!   change to the log only if the topic is still at the rev the change was computed from,
+//!   and publishes nothing until the change comes back from [`SharedLog::follow`], in the
+//!   log's order, like every other hub's changes. So every hub sees one rev sequence per
+//!   topic.
 //!
-//! An engine that several hubs share (the Redis cluster engine, `statecast-cluster`) also
-//! returns a [`SharedLog`] from [`Engine::shared`]. The hub then works the other way round:
-//! it appends each change to the log only if the topic is still at the rev the change was
-//! computed from, and publishes nothing until the change comes back from
-//! [`SharedLog::follow`], in the log's order, like every other hub's changes. So every hub
-//! sees one rev sequence per topic.
+//! Either is loaded once, before the hub serves, and then called from the hub's own
+//! threads (the commit thread, and for a log the follow thread), so it may block (fsync,
+//! network) without stalling async tasks.
+//!
+//! [`Hub::open`]: crate::Hub::open
+//! [`Hub::open_shared`]: crate::Hub::open_shared
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One topic as an engine hands it back at start-up.
@@ -70,15 +77,10 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes `records` durable (all or nothing) and records `seq` as the highest sequence
     /// number committed. Returns only when the data would survive the process being killed.
     fn commit(&self, records: &[Record<'_>], seq: u64) -> Result<(), EngineError>;
-
-    /// The log, when several hubs share this engine; `commit` is then never called.
-    fn shared(&self) -> Option<&dyn SharedLog> {
-        None
-    }
 }
 
-/// An engine shared with its owner (who may, say, also take it out of the cluster on exit).
-impl<E: Engine> Engine for std::sync::Arc<E> {
+/// An engine shared with its owner.
+impl<E: Engine> Engine for Arc<E> {
     fn load(&self) -> Result<Loaded, EngineError> {
         (**self).load()
     }
@@ -86,14 +88,14 @@ impl<E: Engine> Engine for std::sync::Arc<E> {
     fn commit(&self, records: &[Record<'_>], seq: u64) -> Result<(), EngineError> {
         (**self).commit(records, seq)
     }
-
-    fn shared(&self) -> Option<&dyn SharedLog> {
-        (**self).shared()
-    }
 }
 
-/// The ordered log of an engine that several hubs share. See the module docs.
-pub trait SharedLog: Send + Sync {
+/// The ordered log that several hubs share. See the module docs.
+pub trait SharedLog: Send + Sync + 'static {
+    /// Reads everything the log holds: the stored topics and the recent history. Called
+    /// once, before the hub serves; [`SharedLog::follow`] goes on from there.
+    fn load(&self) -> Result<Loaded, EngineError>;
+
     /// Appends in order; each change only if its topic is still at `rev - 1` (after the
     /// appends before it). A topic that conflicts takes none of the batch's later changes.
     /// Returns one result per append, or an error when nothing could be appended.
@@ -107,6 +109,25 @@ pub trait SharedLog: Send + Sync {
     /// The hubs sharing the log, as last seen.
     fn nodes(&self) -> Vec<Node> {
         Vec::new()
+    }
+}
+
+/// A log shared with its owner (who may, say, also take it out of the cluster on exit).
+impl<L: SharedLog> SharedLog for Arc<L> {
+    fn load(&self) -> Result<Loaded, EngineError> {
+        (**self).load()
+    }
+
+    fn append(&self, appends: &[Append<'_>]) -> Result<Vec<Appended>, EngineError> {
+        (**self).append(appends)
+    }
+
+    fn follow(&self, wait: Duration, clients: u64) -> Result<Followed, EngineError> {
+        (**self).follow(wait, clients)
+    }
+
+    fn nodes(&self) -> Vec<Node> {
+        (**self).nodes()
     }
 }
 

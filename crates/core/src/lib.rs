@@ -11,8 +11,17 @@
 //! - [`message`]: the server → client messages, serialized once per change.
 //! - [`request`]: the client → server messages, parsed and validated.
 //! - [`outbox`]: each client's bounded queue and its conflation rule.
-//! - [`hub`]: the [`Hub`] (writes, revs, history, fan-out) and the [`Client`] handle.
-//! - [`engine`]: the boundary to durable storage; [`MemoryEngine`] keeps nothing.
+//! - [`hub`]: the [`Hub`]: opening it over its storage, and its shared state and locks
+//!   (`hub.rs`), one file per job under `hub/`:
+//!   - `types.rs`: the public types ([`HubConfig`], [`Write`], [`Outcome`], [`Since`],
+//!     [`Mode`], [`TopicState`]).
+//!   - `write.rs`: the write path ([`Hub::submit`]: validate, diff, next rev, queue).
+//!   - `commit.rs`: the commit thread (group commit through the [`Engine`], rollback).
+//!   - `fanout.rs`: the published state, history and fan-out into outboxes and sockets.
+//!   - `client.rs`: the [`Client`] handle (subscribe, scope, drain) and its [`Frame`]s.
+//!   - `shared.rs`: the hub over a [`SharedLog`](engine::SharedLog) several hubs share.
+//! - [`engine`]: the storage boundary: a hub's own [`Engine`] or a log several hubs share;
+//!   [`MemoryEngine`] keeps nothing.
 //! - [`stats`]: counters for metrics.
 //!
 //! # Example

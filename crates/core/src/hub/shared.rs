@@ -6,19 +6,22 @@
 //! again. Nothing is published on append: the follow thread reads the log, in its order,
 //! updates the latest and published states and fans each entry out. A write is answered
 //! once its own entry has come back, so its writer's subscribers see it first.
+//!
+//! This mode's own state, the log and what the two threads share, is a [`LogSide`]; the
+//! hub's state is the same as over a local engine.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{
-    Done, Latest, Outcome, Pending, PendingWhat, Prepared, Shared, UNCHANGED, prepare, publish,
-    take_batch, write_direct,
-};
-use crate::engine::{Append, Appended, Entry, EntryKind, Followed, Loaded, SharedLog};
+use super::commit::take_batch;
+use super::fanout::{publish, write_direct};
+use super::write::{Done, Latest, Pending, PendingWhat, Prepared, UNCHANGED, prepare};
+use super::{Outcome, Shared};
+use crate::engine::{Append, Appended, Entry, EntryKind, Followed, Loaded, Node, SharedLog};
 use crate::error::{ErrorCode, HubError};
 use crate::topic::Topic;
 
@@ -28,12 +31,48 @@ const FOLLOW_WAIT: Duration = Duration::from_millis(250);
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-pub(super) fn commit_loop(shared: &Shared) {
-    let Some(log) = shared.engine.shared() else {
-        return;
-    };
+/// The hub's side of a shared log: the log, and what the commit and follow threads share.
+pub(super) struct LogSide {
+    log: Box<dyn SharedLog>,
+    /// Why the log cannot be reached, while it cannot.
+    degraded: Mutex<Option<String>>,
+    /// Writes appended to the log, answered once followed back (keyed by seq).
+    waiting: Mutex<BTreeMap<u64, Vec<Waiter>>>,
+    /// The seq of the last entry followed and published.
+    followed: AtomicU64,
+}
+
+/// A write appended to the log, waiting to be followed back: its answer and when it was
+/// queued.
+type Waiter = (Done, Outcome, Instant);
+
+impl LogSide {
+    /// Over `log`, which has been loaded up to `followed`.
+    pub(super) fn new(log: Box<dyn SharedLog>, followed: u64) -> LogSide {
+        LogSide {
+            log,
+            degraded: Mutex::new(None),
+            waiting: Mutex::new(BTreeMap::new()),
+            followed: AtomicU64::new(followed),
+        }
+    }
+
+    pub(super) fn degraded(&self) -> Option<String> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn nodes(&self) -> Vec<Node> {
+        self.log.nodes()
+    }
+}
+
+/// The commit thread over a shared log, until the hub stops.
+pub(super) fn commit_loop(shared: &Shared, side: &LogSide) {
     while let Some((batch, _)) = take_batch(shared) {
-        run_batch(shared, log, batch);
+        run_batch(shared, side, batch);
     }
 }
 
@@ -52,7 +91,7 @@ struct Appending {
     patch: Option<Bytes>,
 }
 
-fn run_batch(shared: &Shared, log: &dyn SharedLog, batch: Vec<Pending>) {
+fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
     let mut attempts = Vec::with_capacity(batch.len());
     let mut appending: Vec<(usize, Option<Appending>)> = Vec::new();
     // The latest states before this batch, to restore when the log refuses it.
@@ -134,7 +173,7 @@ fn run_batch(shared: &Shared, log: &dyn SharedLog, batch: Vec<Pending>) {
         Ok(Vec::new())
     } else {
         let started = Instant::now();
-        let result = log.append(&appends);
+        let result = side.log.append(&appends);
         shared
             .stats
             .observe_commit(started.elapsed(), appends.len());
@@ -149,9 +188,9 @@ fn run_batch(shared: &Shared, log: &dyn SharedLog, batch: Vec<Pending>) {
                 results.len(),
                 appending.len()
             );
-            return refuse(shared, batch, before, &why);
+            return refuse(shared, side, batch, before, &why);
         }
-        Err(e) => return refuse(shared, batch, before, &e.to_string()),
+        Err(e) => return refuse(shared, side, batch, before, &e.to_string()),
     };
     let mut blocked: HashSet<Topic> = HashSet::new();
     let mut retry = Vec::new();
@@ -177,14 +216,14 @@ fn run_batch(shared: &Shared, log: &dyn SharedLog, batch: Vec<Pending>) {
             }
             // Equal to a state this hub may not have published yet: answer after it.
             Attempt::Same(outcome) => match last_stored {
-                Some(seq) => answer_when_followed(shared, seq, done, outcome, pending.queued),
+                Some(seq) => answer_when_followed(shared, side, seq, done, outcome, pending.queued),
                 None => {
                     let _ = done.send(Ok(outcome));
                 }
             },
             Attempt::Append(k, outcome) => match &results[k] {
                 Appended::Stored { seq } => {
-                    answer_when_followed(shared, *seq, done, outcome, pending.queued);
+                    answer_when_followed(shared, side, *seq, done, outcome, pending.queued);
                 }
                 Appended::Conflict { rev, state } => {
                     blocked.insert(pending.topic.clone());
@@ -215,9 +254,15 @@ fn run_batch(shared: &Shared, log: &dyn SharedLog, batch: Vec<Pending>) {
 }
 
 /// The log refused the whole batch: answer it `unavailable` and restore the latest states.
-fn refuse(shared: &Shared, batch: Vec<Pending>, before: HashMap<Topic, Option<Latest>>, why: &str) {
+fn refuse(
+    shared: &Shared,
+    side: &LogSide,
+    batch: Vec<Pending>,
+    before: HashMap<Topic, Option<Latest>>,
+    why: &str,
+) {
     set_degraded(
-        shared,
+        side,
         Some(format!("the shared store is unreachable: {why}")),
     );
     let mut writes = shared.lock_writes();
@@ -241,9 +286,16 @@ fn refuse(shared: &Shared, batch: Vec<Pending>, before: HashMap<Topic, Option<La
 }
 
 /// Answers `done` once the log has been followed up to `seq`.
-fn answer_when_followed(shared: &Shared, seq: u64, done: Done, outcome: Outcome, queued: Instant) {
-    let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
-    if shared.followed.load(Ordering::Acquire) >= seq {
+fn answer_when_followed(
+    shared: &Shared,
+    side: &LogSide,
+    seq: u64,
+    done: Done,
+    outcome: Outcome,
+    queued: Instant,
+) {
+    let mut waiting = side.waiting.lock().unwrap_or_else(|e| e.into_inner());
+    if side.followed.load(Ordering::Acquire) >= seq {
         drop(waiting);
         shared.stats.observe_write(queued.elapsed());
         let _ = done.send(Ok(outcome));
@@ -256,9 +308,9 @@ fn answer_when_followed(shared: &Shared, seq: u64, done: Done, outcome: Outcome,
 }
 
 /// Marks the log followed up to `seq` and answers the writes waiting for it.
-fn followed_to(shared: &Shared, seq: u64) {
-    shared.followed.fetch_max(seq, Ordering::AcqRel);
-    let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
+fn followed_to(shared: &Shared, side: &LogSide, seq: u64) {
+    side.followed.fetch_max(seq, Ordering::AcqRel);
+    let mut waiting = side.waiting.lock().unwrap_or_else(|e| e.into_inner());
     let later = waiting.split_off(&(seq + 1));
     let ready = std::mem::replace(&mut *waiting, later);
     drop(waiting);
@@ -269,18 +321,16 @@ fn followed_to(shared: &Shared, seq: u64) {
     }
 }
 
-fn set_degraded(shared: &Shared, why: Option<String>) {
-    *shared.degraded.lock().unwrap_or_else(|e| e.into_inner()) = why;
+fn set_degraded(side: &LogSide, why: Option<String>) {
+    *side.degraded.lock().unwrap_or_else(|e| e.into_inner()) = why;
 }
 
-pub(super) fn follow_loop(shared: &Shared) {
-    let Some(log) = shared.engine.shared() else {
-        return;
-    };
+/// The follow thread: publishes what the log holds, until the hub stops and nothing waits.
+pub(super) fn follow_loop(shared: &Shared, side: &LogSide) {
     let mut retry = RETRY_MIN;
     loop {
         let stopping = shared.lock_writes().stopping;
-        let nothing_waits = shared
+        let nothing_waits = side
             .waiting
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -289,22 +339,19 @@ pub(super) fn follow_loop(shared: &Shared) {
             return;
         }
         let clients = shared.clients.load(Ordering::Relaxed);
-        match log.follow(FOLLOW_WAIT, clients) {
+        match side.log.follow(FOLLOW_WAIT, clients) {
             Ok(followed) => {
                 if retry > RETRY_MIN {
-                    set_degraded(shared, None);
+                    set_degraded(side, None);
                     retry = RETRY_MIN;
                 }
                 match followed {
-                    Followed::Entries(entries) => apply(shared, entries),
-                    Followed::Resync(loaded) => resync(shared, loaded),
+                    Followed::Entries(entries) => apply(shared, side, entries),
+                    Followed::Resync(loaded) => resync(shared, side, loaded),
                 }
             }
             Err(e) => {
-                set_degraded(
-                    shared,
-                    Some(format!("the shared store is unreachable: {e}")),
-                );
+                set_degraded(side, Some(format!("the shared store is unreachable: {e}")));
                 std::thread::sleep(retry);
                 retry = (retry * 2).min(RETRY_MAX);
             }
@@ -314,7 +361,7 @@ pub(super) fn follow_loop(shared: &Shared) {
 
 /// Publishes followed entries in the log's order, after bringing the latest states up to
 /// them.
-fn apply(shared: &Shared, entries: Vec<Entry>) {
+fn apply(shared: &Shared, side: &LogSide, entries: Vec<Entry>) {
     let Some(last) = entries.last().map(|e| e.seq) else {
         return;
     };
@@ -368,13 +415,13 @@ fn apply(shared: &Shared, entries: Vec<Entry>) {
     // One entry read: the log is quiet, so it may go straight to idle sockets.
     let mut direct = (batch.len() == 1).then(Vec::new);
     publish(shared, &batch, direct.as_mut());
-    followed_to(shared, last);
+    followed_to(shared, side, last);
     write_direct(shared, direct.unwrap_or_default());
 }
 
 /// Starts over from everything the log holds: each topic that moved on is published as a
 /// fresh snapshot (or removal), since no patch can bridge what was missed.
-fn resync(shared: &Shared, loaded: Loaded) {
+fn resync(shared: &Shared, side: &LogSide, loaded: Loaded) {
     shared.stats.resyncs.fetch_add(1, Ordering::Relaxed);
     let mut topics = loaded.topics;
     topics.sort_by_key(|t| t.seq);
@@ -390,10 +437,10 @@ fn resync(shared: &Shared, loaded: Loaded) {
             },
         })
         .collect();
-    apply(shared, entries);
+    apply(shared, side, entries);
     {
         let mut published = shared.published_mut();
         published.seq = published.seq.max(loaded.seq);
     }
-    followed_to(shared, loaded.seq);
+    followed_to(shared, side, loaded.seq);
 }

@@ -1,0 +1,311 @@
+//! Fan-out: the published state (each topic's slot and history, the indexes, the clients)
+//! and how a committed change reaches its subscribers.
+//!
+//! The rule: everything happens under the `published` lock and nothing waits. The shared
+//! bytes of each change are pushed into the outbox of every client whose pattern matches
+//! (a full outbox conflates), or, when the hub is quiet, a reserved idle client's socket
+//! is written once the lock is released ([`write_direct`]). What a new subscription needs
+//! to catch up ([`initial_messages`]) is read from the same slots, under the same lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use super::client::ClientEntry;
+use super::write::{Pending, PendingWhat};
+use super::{HubConfig, Mode, Shared, Since};
+use crate::index::{PatternIndex, TopicTree};
+use crate::message;
+use crate::outbox::{DirectWrite, Outbox};
+use crate::topic::Topic;
+
+/// What the `published` lock guards.
+pub(super) struct Published {
+    pub(super) slot_of: HashMap<Topic, u32>,
+    pub(super) slots: Vec<Slot>,
+    pub(super) tree: TopicTree,
+    pub(super) subscriptions: PatternIndex<u32>,
+    pub(super) clients: Vec<Option<ClientEntry>>,
+    pub(super) free_clients: Vec<u32>,
+    /// The sequence number of the last change published.
+    pub(super) seq: u64,
+    /// Numbers each fan-out, so a change matching several patterns of a client is queued once.
+    pub(super) deliveries: u64,
+    pub(super) live_topics: usize,
+}
+
+/// One topic's published state and history (removed topics keep theirs: revs never go
+/// back). Its index in `Published::slots` is the topic's number in outboxes and indexes.
+pub(super) struct Slot {
+    pub(super) topic: Topic,
+    pub(super) rev: u64,
+    pub(super) state: Option<Bytes>,
+    pub(super) snapshot: OnceLock<Bytes>,
+    pub(super) seq: u64,
+    pub(super) history: VecDeque<HistoryEntry>,
+    pub(super) history_bytes: usize,
+    /// The sequence number of the newest change no longer in `history`.
+    pub(super) floor_seq: u64,
+}
+
+/// A change kept for resuming clients: the message that brought the topic to `rev`.
+pub(super) struct HistoryEntry {
+    rev: u64,
+    seq: u64,
+    message: Bytes,
+}
+
+/// A message the publisher writes to a reserved socket once the hub's lock is released.
+pub(super) struct DirectSend {
+    outbox: Arc<Outbox>,
+    sink: Arc<dyn DirectWrite>,
+    bytes: Bytes,
+    topic: Option<u32>,
+}
+
+impl Slot {
+    pub(super) fn snapshot(&self) -> Option<&Bytes> {
+        let state = self.state.as_ref()?;
+        Some(
+            self.snapshot
+                .get_or_init(|| message::snapshot(&self.topic, self.rev, state)),
+        )
+    }
+
+    /// The message that brings a client to this slot's current rev from nothing.
+    pub(super) fn current_message(&self) -> Bytes {
+        match self.snapshot() {
+            Some(s) => s.clone(),
+            None => message::removed(&self.topic, self.rev),
+        }
+    }
+
+    /// Records a change for resuming clients, dropping the oldest beyond the limits.
+    pub(super) fn push_history(&mut self, config: &HubConfig, rev: u64, seq: u64, message: Bytes) {
+        self.history_bytes += message.len();
+        self.history.push_back(HistoryEntry { rev, seq, message });
+        while self.history.len() > config.history_len
+            || (self.history_bytes > config.history_bytes && self.history.len() > 1)
+        {
+            if let Some(old) = self.history.pop_front() {
+                self.history_bytes -= old.message.len();
+                self.floor_seq = old.seq;
+            }
+        }
+    }
+
+    /// The history entries after `rev`, if history still holds all of them.
+    pub(super) fn history_after_rev(
+        &self,
+        rev: u64,
+    ) -> Option<impl Iterator<Item = &HistoryEntry>> {
+        let first = self.history.front()?;
+        (first.rev <= rev + 1).then(|| self.history.iter().filter(move |e| e.rev > rev))
+    }
+
+    /// The history entries after sequence number `seq`, if history holds all of them.
+    pub(super) fn history_after_seq(
+        &self,
+        seq: u64,
+    ) -> Option<impl Iterator<Item = &HistoryEntry>> {
+        (self.floor_seq <= seq).then(|| self.history.iter().filter(move |e| e.seq > seq))
+    }
+}
+
+/// Writes the messages [`publish`] reserved sockets for, while no other write waits: once
+/// one does (a burst starting), the rest are queued, so the tasks write them together with
+/// the changes that follow.
+pub(super) fn write_direct(shared: &Shared, direct: Vec<DirectSend>) {
+    let mut quiet = true;
+    for (i, send) in direct.into_iter().enumerate() {
+        if quiet && i % 64 == 0 {
+            quiet = shared.lock_writes().pending.is_empty();
+        }
+        let sink = quiet.then_some(&*send.sink);
+        let pushed = send.outbox.write_reserved(sink, &send.bytes, send.topic);
+        shared.stats.count(pushed);
+    }
+}
+
+/// Applies a committed batch to the published state and fans it out: into the outboxes,
+/// or with `direct`, to idle clients' sockets once the lock is released.
+pub(super) fn publish(
+    shared: &Shared,
+    batch: &[Pending],
+    mut direct: Option<&mut Vec<DirectSend>>,
+) {
+    let config = &shared.config;
+    let stats = &shared.stats;
+    let mut guard = shared.published_mut();
+    let published = &mut *guard;
+    for pending in batch {
+        let (rev, state, patch) = match &pending.what {
+            PendingWhat::Change { rev, state, patch } => (*rev, state, patch),
+            PendingWhat::Event { message } => {
+                published.seq = published.seq.max(pending.seq);
+                published.deliveries += 1;
+                let delivery = published.deliveries;
+                let clients = &published.clients;
+                stats.events.fetch_add(1, Ordering::Relaxed);
+                published
+                    .subscriptions
+                    .for_each_match(&pending.topic, |key| {
+                        if let Some(client) = &clients[key as usize]
+                            && !reserve(client, delivery, message, None, &mut direct)
+                        {
+                            stats.count(client.outbox.push_event(message, delivery));
+                        }
+                    });
+                continue;
+            }
+            PendingWhat::Barrier | PendingWhat::Write { .. } => continue,
+        };
+        published.seq = published.seq.max(pending.seq);
+        let slot_id = match published.slot_of.get(&pending.topic) {
+            Some(&id) => id,
+            None => {
+                let id = published.slots.len() as u32;
+                published.slots.push(Slot {
+                    topic: pending.topic.clone(),
+                    rev: 0,
+                    state: None,
+                    snapshot: OnceLock::new(),
+                    seq: 0,
+                    history: VecDeque::new(),
+                    history_bytes: 0,
+                    floor_seq: 0,
+                });
+                published.slot_of.insert(pending.topic.clone(), id);
+                published.tree.insert(&pending.topic, id);
+                id
+            }
+        };
+        let slot = &mut published.slots[slot_id as usize];
+        if rev <= slot.rev {
+            // Already published (a shared log's entry seen again after a resync).
+            continue;
+        }
+        // A shared log's resync may skip revs: the history cannot bridge that gap.
+        let gap = rev != slot.rev + 1;
+        if gap {
+            slot.history.clear();
+            slot.history_bytes = 0;
+            slot.floor_seq = pending.seq;
+        }
+        let was_live = slot.state.is_some();
+        slot.rev = rev;
+        slot.state = state.clone();
+        slot.snapshot = OnceLock::new();
+        slot.seq = pending.seq;
+        let message = match patch {
+            Some(patch) if !gap => patch.clone(),
+            _ => slot.current_message(),
+        };
+        if !gap {
+            slot.push_history(config, rev, pending.seq, message.clone());
+        }
+        match (was_live, state.is_some()) {
+            (false, true) => published.live_topics += 1,
+            (true, false) => published.live_topics -= 1,
+            _ => {}
+        }
+        published.deliveries += 1;
+        let delivery = published.deliveries;
+        stats.changes.fetch_add(1, Ordering::Relaxed);
+        let slot = &published.slots[slot_id as usize];
+        let clients = &published.clients;
+        published
+            .subscriptions
+            .for_each_match(&pending.topic, |key| {
+                let Some(client) = &clients[key as usize] else {
+                    return;
+                };
+                let bytes = match (client.mode, slot.snapshot()) {
+                    (Mode::Full, Some(snapshot)) => snapshot,
+                    _ => &message,
+                };
+                if !reserve(client, delivery, bytes, Some(slot_id), &mut direct) {
+                    stats.count(client.outbox.push_state(slot_id, bytes, delivery, true));
+                }
+            });
+    }
+}
+
+/// Most direct writes per change. The commit thread writes them one after the other; the
+/// subscribers past this are woken at once instead, so on a machine with more cores their
+/// tasks write in parallel meanwhile.
+const MAX_DIRECT_WRITES: usize = 1024;
+
+/// Reserves `client`'s socket for a direct write of `bytes` when direct writes are on and
+/// the client is idle.
+fn reserve(
+    client: &ClientEntry,
+    delivery: u64,
+    bytes: &Bytes,
+    topic: Option<u32>,
+    direct: &mut Option<&mut Vec<DirectSend>>,
+) -> bool {
+    let (Some(direct), Some(sink)) = (direct, &client.direct) else {
+        return false;
+    };
+    if direct.len() >= MAX_DIRECT_WRITES || !client.outbox.reserve(delivery) {
+        return false;
+    }
+    direct.push(DirectSend {
+        outbox: Arc::clone(&client.outbox),
+        sink: Arc::clone(sink),
+        bytes: bytes.clone(),
+        topic,
+    });
+    true
+}
+
+/// What brings a client from `since` to the slot's current rev.
+pub(super) fn initial_messages(
+    slot: &Slot,
+    slot_id: u32,
+    since: &Since,
+    mode: Mode,
+    out: &mut Vec<(u32, Bytes)>,
+) {
+    let live = slot.state.is_some();
+    match since {
+        Since::Now => {
+            if let Some(snapshot) = slot.snapshot() {
+                out.push((slot_id, snapshot.clone()));
+            }
+        }
+        Since::Revs(revs) => match revs.get(slot.topic.as_str()) {
+            None => {
+                if let Some(snapshot) = slot.snapshot() {
+                    out.push((slot_id, snapshot.clone()));
+                }
+            }
+            Some(&rev) if rev == slot.rev => {}
+            Some(&rev) => {
+                let replay = (rev < slot.rev && mode == Mode::Patch)
+                    .then(|| slot.history_after_rev(rev))
+                    .flatten();
+                match replay {
+                    Some(entries) => out.extend(entries.map(|e| (slot_id, e.message.clone()))),
+                    None => out.push((slot_id, slot.current_message())),
+                }
+            }
+        },
+        Since::Cursor(seq) => {
+            if slot.seq <= *seq {
+                return;
+            }
+            let replay = (mode == Mode::Patch)
+                .then(|| slot.history_after_seq(*seq))
+                .flatten();
+            match replay {
+                Some(entries) => out.extend(entries.map(|e| (slot_id, e.message.clone()))),
+                None if live || *seq > 0 => out.push((slot_id, slot.current_message())),
+                None => {}
+            }
+        }
+    }
+}
