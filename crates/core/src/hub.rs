@@ -210,22 +210,17 @@ impl Hub {
         });
         let handles = match &shared.storage {
             Storage::Local(engine) => {
-                let (shared, engine) = (Arc::clone(&shared), Arc::clone(engine));
+                let (hub, engine) = (Arc::clone(&shared), Arc::clone(engine));
                 vec![spawn("statecast-commit", move || {
-                    commit::commit_loop(&shared, &*engine)
+                    commit::commit_loop(&hub, &*engine)
                 })?]
             }
             Storage::Shared(side) => {
-                let (commit_shared, commit_side) = (Arc::clone(&shared), Arc::clone(side));
-                let (follow_shared, follow_side) = (Arc::clone(&shared), Arc::clone(side));
-                vec![
-                    spawn("statecast-commit", move || {
-                        shared::commit_loop(&commit_shared, &commit_side)
-                    })?,
-                    spawn("statecast-follow", move || {
-                        shared::follow_loop(&follow_shared, &follow_side)
-                    })?,
-                ]
+                let (hub, log) = (Arc::clone(&shared), Arc::clone(side));
+                let commit = spawn("statecast-commit", move || shared::commit_loop(&hub, &log))?;
+                let (hub, log) = (Arc::clone(&shared), Arc::clone(side));
+                let follow = spawn("statecast-follow", move || shared::follow_loop(&hub, &log))?;
+                vec![commit, follow]
             }
         };
         Ok(Hub {

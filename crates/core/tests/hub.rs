@@ -1,14 +1,18 @@
 //! Integration tests of the hub against the wire contract (/work/shared/PROTOCOL.md,
-//! "Model" and "Delivery rules"): revs, patches, subscriptions, resume, conflation and
-//! store failures, observed the way a transport sees them: through `Client::drain`.
+//! "Model" and "Delivery rules"): revs, patches, subscriptions, resume, conflation, store
+//! failures and hubs sharing a log, observed the way a transport sees them: through
+//! `Client::drain`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use statecast_core::engine::{EngineError, Loaded, Record};
+use statecast_core::engine::{
+    Append, Appended, EngineError, Entry, EntryKind, Followed, Loaded, Record, SharedLog,
+};
 use statecast_core::{
     Client, Engine, ErrorCode, Hub, HubConfig, HubError, MemoryEngine, Mode, OutboxLimits, Outcome,
     Pattern, Since, Topic, Write, merge,
@@ -1923,6 +1927,140 @@ async fn a_failing_store_refuses_writes_with_unavailable_and_changes_nothing() {
             patch(&t, 4, json!({"uptime": null, "name": null, "other": true}))
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Several hubs over one shared log
+// ---------------------------------------------------------------------------------------
+
+/// A log in memory that several hubs share; each hub gets its own [`MemoryLog`] over it.
+#[derive(Default)]
+struct LogEntries {
+    entries: Mutex<Vec<Entry>>,
+    grew: Condvar,
+}
+
+/// One hub's handle on a [`LogEntries`]: appends check the topic's rev, as the Redis
+/// engine's script does, and follow reads on from what this hub has read.
+struct MemoryLog {
+    log: Arc<LogEntries>,
+    read: Mutex<usize>,
+}
+
+impl MemoryLog {
+    fn over(log: &Arc<LogEntries>) -> MemoryLog {
+        MemoryLog {
+            log: Arc::clone(log),
+            read: Mutex::new(0),
+        }
+    }
+}
+
+impl SharedLog for MemoryLog {
+    fn load(&self) -> Result<Loaded, EngineError> {
+        assert!(self.log.entries.lock().unwrap().is_empty());
+        Ok(Loaded::default())
+    }
+
+    fn append(&self, appends: &[Append<'_>]) -> Result<Vec<Appended>, EngineError> {
+        let mut entries = self.log.entries.lock().unwrap();
+        let mut conflicted = Vec::new();
+        let mut answers = Vec::new();
+        for append in appends {
+            let (topic, kind) = match *append {
+                Append::Change {
+                    topic,
+                    rev,
+                    state,
+                    patch,
+                } => {
+                    let (current, held) = entries
+                        .iter()
+                        .rev()
+                        .find_map(|e| match &e.kind {
+                            EntryKind::Change { rev, state, .. } if e.topic == topic => {
+                                Some((*rev, state.clone()))
+                            }
+                            _ => None,
+                        })
+                        .unwrap_or((0, None));
+                    if conflicted.contains(&topic) || current + 1 != rev {
+                        conflicted.push(topic);
+                        answers.push(Appended::Conflict {
+                            rev: current,
+                            state: held,
+                        });
+                        continue;
+                    }
+                    let kind = EntryKind::Change {
+                        rev,
+                        state: state.map(<[u8]>::to_vec),
+                        patch: patch.map(<[u8]>::to_vec),
+                    };
+                    (topic, kind)
+                }
+                Append::Event { topic, message } => (
+                    topic,
+                    EntryKind::Event {
+                        message: message.to_vec(),
+                    },
+                ),
+            };
+            let seq = entries.len() as u64 + 1;
+            entries.push(Entry {
+                seq,
+                topic: topic.into(),
+                kind,
+            });
+            answers.push(Appended::Stored { seq });
+        }
+        self.log.grew.notify_all();
+        Ok(answers)
+    }
+
+    fn follow(&self, wait: Duration, _clients: u64) -> Result<Followed, EngineError> {
+        let mut read = self.read.lock().unwrap();
+        let entries = self.log.entries.lock().unwrap();
+        let (entries, _) = self
+            .log
+            .grew
+            .wait_timeout_while(entries, wait, |entries| entries.len() <= *read)
+            .unwrap();
+        let new = entries[*read..].to_vec();
+        *read = entries.len();
+        Ok(Followed::Entries(new))
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn hubs_sharing_a_log_give_each_topic_one_rev_sequence() {
+    let log = Arc::new(LogEntries::default());
+    let a = Hub::open_shared(MemoryLog::over(&log), HubConfig::default()).unwrap();
+    let b = Hub::open_shared(MemoryLog::over(&log), HubConfig::default()).unwrap();
+    let client = a.connect();
+    client.subscribe(&pats(&["#"]), &Since::Now, None);
+    let t = topic("micboard/SHURE001");
+
+    assert_eq!(a.set(&t, json!({"battery": 80})).await, Ok(changed(1)));
+    // Whether or not `b` has read `a`'s change yet, its write comes after it.
+    assert_eq!(b.patch(&t, json!({"rf": -60})).await, Ok(changed(2)));
+    // `a` answers a write once it has read it back, so it has read `b`'s change too.
+    let other = topic("micboard/SHURE002");
+    assert_eq!(a.set(&other, json!({"battery": 50})).await, Ok(changed(1)));
+
+    assert_eq!(
+        drain(&client),
+        [
+            snapshot("micboard/SHURE001", 1, json!({"battery": 80})),
+            patch("micboard/SHURE001", 2, json!({"rf": -60})),
+            snapshot("micboard/SHURE002", 1, json!({"battery": 50})),
+        ]
+    );
+    assert_eq!(
+        hub_state(&a, "micboard/SHURE001"),
+        Some((2, json!({"battery": 80, "rf": -60})))
+    );
+    assert_eq!(log.entries.lock().unwrap().len(), 3);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use super::fanout::{Published, initial_messages};
 use super::{Hub, Mode, Since};
+use crate::index::TopicTree;
 use crate::message;
 use crate::outbox::{DirectWrite, Item, Outbox, Taken};
 use crate::topic::{Pattern, Topic};
@@ -95,6 +96,24 @@ fn narrow(scope: Option<&[Pattern]>, patterns: &[Pattern]) -> Vec<Pattern> {
         }
     }
     out
+}
+
+/// The slots of the topics matching any of `patterns`, each once, in slot order.
+fn matching_slots<'a>(
+    tree: &TopicTree,
+    patterns: impl IntoIterator<Item = &'a Pattern>,
+) -> Vec<u32> {
+    let mut slots = Vec::new();
+    let mut seen = HashSet::new();
+    for pattern in patterns {
+        tree.for_each_match(pattern, |slot| {
+            if seen.insert(slot) {
+                slots.push(slot);
+            }
+        });
+    }
+    slots.sort_unstable();
+    slots
 }
 
 impl Hub {
@@ -247,16 +266,7 @@ impl Client {
                 added.push(pattern);
             }
         }
-        let mut slots = Vec::new();
-        let mut seen = HashSet::new();
-        for pattern in &added {
-            published.tree.for_each_match(pattern, |slot| {
-                if seen.insert(slot) {
-                    slots.push(slot);
-                }
-            });
-        }
-        slots.sort_unstable();
+        let slots = matching_slots(&published.tree, added.iter().copied());
         let mut items: Vec<(u32, Bytes)> = Vec::new();
         let mut topics_sent = 0;
         for &slot_id in &slots {
@@ -336,16 +346,7 @@ impl Client {
             return 0;
         };
         let patterns = narrow(entry.scope(), patterns);
-        let mut slots = Vec::new();
-        let mut seen = HashSet::new();
-        for pattern in &patterns {
-            published.tree.for_each_match(pattern, |slot| {
-                if seen.insert(slot) {
-                    slots.push(slot);
-                }
-            });
-        }
-        slots.sort_unstable();
+        let slots = matching_slots(&published.tree, &patterns);
         let mut count = 0;
         for slot_id in slots {
             let slot = &published.slots[slot_id as usize];

@@ -16,13 +16,11 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{Hub, Outcome, Storage, Write};
+use super::{Hub, HubConfig, Outcome, Storage, Write};
 use crate::error::{ErrorCode, HubError};
 use crate::merge::{self, Diff};
 use crate::message;
 use crate::topic::Topic;
-
-use super::HubConfig;
 
 /// A write accepted by the hub; [`Submitted::wait`] resolves once it is durable and
 /// published.
