@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Server, Sse, Ws, merge_apply, within};
+use common::{Server, Sse, Start, Ws, merge_apply, within};
 use serde_json::{Value, json};
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
