@@ -21,6 +21,7 @@
 //!   appendix A as tests.
 //! - `follow.rs`: [`Follower`], a client's copy of a topic that checks the delivery rules.
 //! - `homeassistant.rs`: [`HomeAssistant`], a real Home Assistant process per test.
+//! - `redis.rs`: [`RedisPrefix`], a test's own keys on the shared Redis, deleted after it.
 
 mod follow;
 mod homeassistant;
@@ -29,6 +30,7 @@ mod hub;
 mod local;
 pub mod merge_patch;
 mod raw_ws;
+mod redis;
 mod sse;
 mod wait;
 mod ws;
@@ -40,6 +42,7 @@ pub use hub::{Server, metric_value};
 pub use local::{free_port, repo_root, signal};
 pub use merge_patch::{merge_apply, merge_patch};
 pub use raw_ws::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RawWs};
+pub use redis::{RedisPrefix, SHARED_REDIS};
 pub use sse::{Sse, SseEvent};
 pub use wait::{TIMEOUT, within};
 pub use ws::{Ws, close_code, tcp_small_buffer};
