@@ -2,8 +2,6 @@
 //! with one addition only this package can make: [`Start::start`], which runs the
 //! `statecast` binary Cargo built for these tests.
 
-#![allow(dead_code)]
-
 pub use statecast_testkit::*;
 
 /// `Server::start(args)`: the binary of this package, as a [`Server`].
