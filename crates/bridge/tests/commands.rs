@@ -167,7 +167,7 @@ async fn device_errors_are_upstream_errors_with_status_and_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_device_times_out_and_an_unreachable_one_is_upstream() {
     let slow = Device::start(Answer::Hang).await;
-    let nobody = unreachable_addr().await;
+    let nobody = unreachable_addr();
     let hub = hub();
     let bridge = start(
         &hub,
@@ -461,7 +461,7 @@ async fn an_mqtt_route_publishes_and_waits_for_the_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mqtt_route_to_a_broker_nobody_runs_is_upstream() {
-    let nobody = unreachable_addr().await;
+    let nobody = unreachable_addr();
     let hub = hub();
     let bridge = start(
         &hub,

@@ -3,14 +3,12 @@
 //! its own Home Assistant on a free loopback port and drives a real hub and bridge.
 
 mod common;
-#[path = "common/homeassistant.rs"]
-mod hass;
 
 use common::*;
-use hass::HomeAssistant;
 use serde_json::{Value, json};
 use statecast_bridge::{Bridge, BridgeConfig, CommandError, Handlers};
 use statecast_core::{ErrorCode, Topic};
+use statecast_testkit::HomeAssistant;
 
 /// Three switches: `kitchen` off and `porch` on at every start, and `hidden` (which one
 /// test leaves out with `entities`).

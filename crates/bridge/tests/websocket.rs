@@ -213,7 +213,7 @@ async fn messages_become_writes_and_the_source_reconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_reported_offline() {
-    let addr = unreachable_addr().await;
+    let addr = unreachable_addr();
     let hub = hub();
     let mut watch = Watch::new(&hub, &["_sources/#"]);
     let _bridge = start(

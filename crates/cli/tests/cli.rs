@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
-use common::{Server, TIMEOUT};
+use common::{Server, Start, TIMEOUT};
 use serde_json::{Value, json};
 
 fn statecast(server_url: &str, args: &[&str]) -> Output {

@@ -13,60 +13,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Server, Sse, Ws, merge_apply, within};
+use common::{RedisPrefix, SHARED_REDIS, Server, Sse, Start, Ws, merge_apply, within};
 use serde_json::{Value, json};
 
-const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
-
-/// A unique key prefix on the shared Redis; its keys are deleted when dropped.
-struct Prefix(String);
-
-impl Prefix {
-    fn new(test: &str) -> Prefix {
-        Prefix(format!(
-            "test-{test}-{}-{:x}",
-            std::process::id(),
-            rand_u32()
-        ))
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(SHARED_REDIS) else {
-            return;
-        };
-        let Ok(mut con) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{{{}}}:*", self.0))
-            .query(&mut con)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
-        }
-    }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::Instant::now()) as u32
-}
-
 /// Starts `n` nodes of one cluster.
-fn nodes(url: &str, prefix: &Prefix, n: usize, extra: &[&str]) -> Vec<Server> {
+fn nodes(url: &str, prefix: &RedisPrefix, n: usize, extra: &[&str]) -> Vec<Server> {
     (0..n)
         .map(|i| node(url, prefix, &format!("n{i}"), extra))
         .collect()
 }
 
-fn node(url: &str, prefix: &Prefix, id: &str, extra: &[&str]) -> Server {
+fn node(url: &str, prefix: &RedisPrefix, id: &str, extra: &[&str]) -> Server {
     let mut args = vec![
         "--cluster",
         url,
         "--cluster-prefix",
-        &prefix.0,
+        prefix.as_str(),
         "--node-id",
         id,
     ];
@@ -104,7 +66,7 @@ async fn read_until_revs(ws: &mut Ws, want: &HashMap<String, u64>) -> Vec<Value>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_on_three_nodes_make_one_rev_sequence_everywhere() {
-    let prefix = Prefix::new("race");
+    let prefix = RedisPrefix::new("test-race");
     let cluster = nodes(SHARED_REDIS, &prefix, 3, &[]);
     let topics = ["race/a", "race/b", "race/c"];
     let mut subscribers = Vec::new();
@@ -223,7 +185,7 @@ async fn concurrent_writers_on_three_nodes_make_one_rev_sequence_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_on_another_node_with_only_the_missed_patches() {
-    let prefix = Prefix::new("resume");
+    let prefix = RedisPrefix::new("test-resume");
     let cluster = nodes(SHARED_REDIS, &prefix, 2, &[]);
     let topic = "resume/mic";
     assert_eq!(
@@ -278,7 +240,7 @@ async fn a_client_resumes_on_another_node_with_only_the_missed_patches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_stream_resumes_on_another_node_from_its_last_event_id() {
-    let prefix = Prefix::new("sse");
+    let prefix = RedisPrefix::new("test-sse");
     let cluster = nodes(SHARED_REDIS, &prefix, 2, &[]);
     let r = cluster[0].put("/api/state/sse/a", &json!({"x": 1})).await;
     assert_eq!(r.status, 200);
@@ -315,7 +277,7 @@ async fn an_sse_stream_resumes_on_another_node_from_its_last_event_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_fell_behind_a_trimmed_stream_resyncs_its_clients() {
-    let prefix = Prefix::new("behind");
+    let prefix = RedisPrefix::new("test-behind");
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("short.toml");
     std::fs::write(&config, "[cluster]\nstream_len = 10\n").expect("write config");
@@ -366,7 +328,7 @@ async fn a_node_that_fell_behind_a_trimmed_stream_resyncs_its_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_stream_loses_no_acknowledged_write() {
-    let prefix = Prefix::new("kill");
+    let prefix = RedisPrefix::new("test-kill");
     let mut cluster = nodes(SHARED_REDIS, &prefix, 2, &[]);
     let topic = "kill/counter";
     let mut watcher = cluster[1].ws().await;
@@ -481,7 +443,7 @@ async fn forwarded(server: &Server, level: u64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_reach_the_node_whose_route_owns_the_target() {
-    let prefix = Prefix::new("cmd");
+    let prefix = RedisPrefix::new("test-cmd");
     let (_dir, config) = lamp_device().await;
     let plain = node(SHARED_REDIS, &prefix, "n0", &[]);
     let owner = node(SHARED_REDIS, &prefix, "n1", &["--config", &config]);
@@ -501,7 +463,7 @@ async fn commands_reach_the_node_whose_route_owns_the_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_cross_nodes_again_after_redis_restarts() {
     let mut redis = OwnRedis::start();
-    let prefix = Prefix::new("cmd-restart");
+    let prefix = RedisPrefix::new("test-cmd-restart");
     let (_dir, config) = lamp_device().await;
     let plain = node(&redis.url(), &prefix, "n0", &[]);
     let owner = node(&redis.url(), &prefix, "n1", &["--config", &config]);
@@ -601,7 +563,7 @@ async fn wait_health(server: &Server, status: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_and_restarted_mid_stream_loses_nothing_acknowledged() {
     let mut redis = OwnRedis::start();
-    let prefix = Prefix::new("outage");
+    let prefix = RedisPrefix::new("test-outage");
     let cluster = nodes(&redis.url(), &prefix, 2, &[]);
     let topic = "outage/sensor";
     let mut watcher = cluster[1].ws().await;
@@ -674,7 +636,7 @@ async fn redis_stopped_and_restarted_mid_stream_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_lost_its_data_is_not_written_over() {
     let mut redis = OwnRedis::start();
-    let prefix = Prefix::new("amnesia");
+    let prefix = RedisPrefix::new("test-amnesia");
     let server = node(&redis.url(), &prefix, "n0", &[]);
     let r = server.put("/api/state/amnesia/x", &json!({"v": 1})).await;
     assert_eq!(r.status, 200);

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,19 +27,6 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     // The board writes its state itself (board.py): no sources.
     ("led-board", &[]),
 ];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
-}
-
-/// A port nothing listens on (bound, then freed).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
 
 /// Every `127.0.0.1:PORT` of `text` with `port` instead.
 fn redirect_ports(text: &str, port: u16) -> String {
@@ -69,7 +55,7 @@ fn start_example(name: &str) -> (Server, tempfile::TempDir) {
     let path = root.join("examples").join(name).join("statecast.toml");
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let text = redirect_ports(&text, closed_port())
+    let text = redirect_ports(&text, free_port())
         .replace(" examples/", &format!(" {}/examples/", root.display()));
     let dir = tempfile::tempdir().expect("temp dir");
     let copy = dir.path().join("statecast.toml");

@@ -1,17 +1,14 @@
 //! The `homeassistant` source end to end: the real binary with its TOML file, against a
 //! real Home Assistant (2024.1.6, installed by `tests/homeassistant/setup.sh`; see
-//! crates/bridge/tests/common/homeassistant.rs). Entities reach a WebSocket client, a REST
+//! crates/testkit/src/homeassistant.rs). Entities reach a WebSocket client, a REST
 //! command toggles one and the change comes back, Home Assistant's refusal is a 502, and
 //! the source is in `/api/health`.
 
 mod common;
-#[path = "../../bridge/tests/common/homeassistant.rs"]
-mod hass;
 
 use std::collections::HashMap;
 
 use common::*;
-use hass::HomeAssistant;
 use serde_json::{Value, json};
 
 /// Reads messages into `states` (snapshots and patches applied) until `done` holds.

@@ -6,23 +6,27 @@ use std::time::Duration;
 
 use statecast_cluster::{ClusterConfig, RedisEngine};
 use statecast_core::engine::{Append, Appended, EntryKind, Followed, SharedLog};
+use statecast_testkit::{RedisPrefix, SHARED_REDIS};
 
-/// A cluster config with a prefix of its own; its keys are deleted when dropped.
-struct Scratch(ClusterConfig);
+/// A cluster config with a key prefix of its own, deleted when dropped.
+struct Scratch {
+    config: ClusterConfig,
+    _keys: RedisPrefix,
+}
 
 impl Scratch {
     fn new(test: &str) -> Scratch {
-        let mut config = ClusterConfig::new("redis://127.0.0.1:6379");
-        config.prefix = format!(
-            "engine-{test}-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        Scratch(config)
+        let keys = RedisPrefix::new(&format!("engine-{test}"));
+        let mut config = ClusterConfig::new(SHARED_REDIS);
+        config.prefix = keys.as_str().to_owned();
+        Scratch {
+            config,
+            _keys: keys,
+        }
     }
 
     fn engine(&self, node: &str) -> RedisEngine {
-        let mut config = self.0.clone();
+        let mut config = self.config.clone();
         config.node = node.into();
         let engine = RedisEngine::open(config).expect("Redis on 127.0.0.1:6379");
         engine.load().expect("load");
@@ -30,22 +34,9 @@ impl Scratch {
     }
 
     fn redis(&self) -> redis::Connection {
-        redis::Client::open(self.0.url.as_str())
+        redis::Client::open(self.config.url.as_str())
             .and_then(|c| c.get_connection())
             .expect("Redis")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let mut con = self.redis();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{{{}}}:*", self.0.prefix))
-            .query(&mut con)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
-        }
     }
 }
 
@@ -140,7 +131,7 @@ fn a_conflicting_topic_takes_none_of_its_later_changes_while_others_go_on() {
 #[test]
 fn a_removal_keeps_the_rev_and_a_follower_past_a_trim_is_told_to_resync() {
     let mut scratch = Scratch::new("trim");
-    scratch.0.stream_len = 5;
+    scratch.config.stream_len = 5;
     let writer = scratch.engine("w");
     let reader = scratch.engine("r");
     writer.append(&[set("x", 1, "1")]).expect("append");
@@ -186,7 +177,7 @@ fn appends_to_a_redis_that_lost_the_data_are_refused() {
     engine.append(&[set("e", 1, "1")]).expect("append");
     let mut con = scratch.redis();
     let _: () = redis::cmd("DEL")
-        .arg(format!("{{{}}}:epoch", scratch.0.prefix))
+        .arg(format!("{{{}}}:epoch", scratch.config.prefix))
         .query(&mut con)
         .expect("DEL");
     let error = engine.append(&[set("e", 2, "2")]).expect_err("refused");

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use statecast_core::engine::{
     Append, Appended, EngineError, Entry, EntryKind, Followed, Loaded, Record, SharedLog,
 };
@@ -17,6 +17,7 @@ use statecast_core::{
     Client, Engine, ErrorCode, Hub, HubConfig, HubError, MemoryEngine, Mode, OutboxLimits, Outcome,
     Pattern, Since, Topic, Write, merge,
 };
+use statecast_testkit::{merge_apply, merge_patch};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -172,7 +173,7 @@ impl Mirror {
                     .unwrap_or_else(|| panic!("patch of removed topic {t}: {m}"));
                 // A patch holds only what changed.
                 assert_minimal_patch(state, &m["patch"], m);
-                merge::apply(state, &m["patch"]);
+                merge_apply(state, &m["patch"]);
                 *held = rev;
             }
             other => panic!("unexpected message type {other}: {m}"),
@@ -1599,26 +1600,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// RFC 7396, written independently of `statecast_core::merge` for the model.
-fn model_merge(target: &Value, patch: &Value) -> Value {
-    let Value::Object(patch) = patch else {
-        return patch.clone();
-    };
-    let mut out = match target {
-        Value::Object(m) => m.clone(),
-        _ => Map::new(),
-    };
-    for (k, v) in patch {
-        if v.is_null() {
-            out.remove(k);
-        } else {
-            let merged = model_merge(out.get(k).unwrap_or(&Value::Null), v);
-            out.insert(k.clone(), merged);
-        }
-    }
-    Value::Object(out)
-}
-
 async fn random_walk(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let names = ["t/0", "t/1", "t/2"];
     let hub = new_hub();
@@ -1648,7 +1629,7 @@ async fn random_walk(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Patch(k, p) => {
                 let (rev, cur) = &model[*k];
-                let next = model_merge(cur.as_ref().unwrap_or(&json!({})), p);
+                let next = merge_patch(cur.as_ref().unwrap_or(&json!({})), p);
                 let expected = if next.is_null() {
                     Err(ErrorCode::BadRequest)
                 } else if cur.as_ref() == Some(&next) {

@@ -1,11 +1,11 @@
 //! Shared parts of the bridge's integration tests: real devices (an axum HTTP server, a
-//! WebSocket upstream, an MQTT client on the local Mosquitto broker), a hub watcher, and
-//! bounded waits. Nothing here sleeps to synchronise: every wait is for a condition, and
-//! every wait gives up after [`LIMIT`] with a message saying what it waited for.
+//! WebSocket upstream, an MQTT client on the local Mosquitto broker) and a hub watcher,
+//! on top of the testkit's (`statecast_testkit`) bounded waits and merge-patch oracle.
+//! Nothing here sleeps to synchronise: every wait is for a condition, and every wait gives
+//! up after [`TIMEOUT`] with a message saying what it waited for.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,19 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 
-/// The longest any single wait of a test may take.
-pub const LIMIT: Duration = Duration::from_secs(10);
+pub use statecast_testkit::{TIMEOUT, free_port, merge_apply, within};
 
 /// The local Mosquitto broker the MQTT tests use.
 pub const BROKER: &str = "mqtt://127.0.0.1:1883";
-
-/// Awaits `fut`, panicking with `what` if it takes longer than [`LIMIT`].
-pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(LIMIT, fut).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {LIMIT:?} waiting for {what}"),
-    }
-}
 
 /// A fresh in-memory hub.
 pub fn hub() -> Hub {
@@ -143,7 +134,7 @@ impl Watch {
                 Some("snapshot") => Some(Some(v["state"].clone())),
                 Some("patch") => {
                     let mut s = self.states.get(&topic).cloned().unwrap_or(Value::Null);
-                    statecast_core::merge::apply(&mut s, &v["patch"]);
+                    merge_apply(&mut s, &v["patch"]);
                     Some(Some(s))
                 }
                 Some("removed") => Some(None),
@@ -165,7 +156,7 @@ impl Watch {
         if !self.try_until(done).await {
             let recent = &self.frames[self.frames.len().saturating_sub(8)..];
             panic!(
-                "timed out after {LIMIT:?} waiting for {what}; last frames: {}",
+                "timed out after {TIMEOUT:?} waiting for {what}; last frames: {}",
                 serde_json::to_string_pretty(recent).unwrap_or_default()
             );
         }
@@ -173,7 +164,7 @@ impl Watch {
 
     /// Like [`Watch::until`], but says false instead of panicking when time is up.
     pub async fn try_until(&mut self, mut done: impl FnMut(&Watch) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + LIMIT;
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
             self.pump();
             if done(self) {
@@ -517,9 +508,8 @@ fn last_modified_of(version: u64) -> String {
 }
 
 /// An address nothing listens on: bound once, then released.
-pub async fn unreachable_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("local addr")
+pub fn unreachable_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -714,7 +704,7 @@ fn clear_retained(topics: HashSet<String>) {
         }
         let mut acked = 0;
         while acked < topics.len() {
-            match connection.recv_timeout(LIMIT) {
+            match connection.recv_timeout(TIMEOUT) {
                 Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
                 Ok(Ok(_)) => {}
                 _ => return,

@@ -6,8 +6,7 @@
 //!
 //! The configuration is minimal (`http`, `api`, `websocket_api`, `auth` and the entities a
 //! test asks for; no `default_config`, no onboarding), so Home Assistant starts in about a
-//! second. Shared by crates/bridge/tests and crates/cli/tests (included with `#[path]`).
-#![allow(dead_code)]
+//! second. The bridge's tests drive the source with it, the CLI's the binary.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,22 +15,19 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::local::{free_port, repo_root, signal};
+
 /// The release the tests run against (and `setup.sh` installs).
 pub const VERSION: &str = "2024.1.6";
 /// How long Home Assistant may take to start listening: a start right after the install,
 /// with nothing in the disk cache, takes over ten seconds; later ones about one.
 const START_LIMIT: Duration = Duration::from_secs(90);
 /// How long it may take to stop, or to answer a request.
-const LIMIT: Duration = Duration::from_secs(15);
+const ANSWER_LIMIT: Duration = Duration::from_secs(15);
 const USER: &str = "statecast";
 const PASSWORD: &str = "statecast-test-password";
 /// The OAuth client id of the login flow: Home Assistant takes any URL.
 const CLIENT_ID: &str = "http://127.0.0.1/";
-
-/// The repository root (both crates that include this file sit two levels below it).
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The `hass` program, after checking that the right release is installed; panics saying
 /// how to install it otherwise.
@@ -65,21 +61,6 @@ fn hass() -> &'static Path {
     })
 }
 
-/// A loopback port nothing listens on (bound, then freed).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local address").port()
-}
-
-/// Runs `kill -<signal> <pid>` (only ever for a process a test started).
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid} failed");
-}
-
 /// A running (or stopped, between [`HomeAssistant::stop`] and
 /// [`HomeAssistant::start_again`]) Home Assistant.
 pub struct HomeAssistant {
@@ -102,7 +83,7 @@ impl HomeAssistant {
             child: None,
             token: String::new(),
             http: reqwest::Client::builder()
-                .timeout(LIMIT)
+                .timeout(ANSWER_LIMIT)
                 .build()
                 .expect("an HTTP client"),
         };
@@ -302,7 +283,7 @@ impl HomeAssistant {
         let mut child = self.child.take().expect("running");
         let pid = child.id();
         let waiting = tokio::task::spawn_blocking(move || child.wait());
-        match tokio::time::timeout(LIMIT, waiting).await {
+        match tokio::time::timeout(ANSWER_LIMIT, waiting).await {
             Ok(status) => {
                 let status = status.expect("join").expect("wait for hass");
                 assert!(
@@ -313,7 +294,7 @@ impl HomeAssistant {
             }
             Err(_) => {
                 signal(pid, "KILL");
-                panic!("hass did not stop within {LIMIT:?}:\n{}", self.log());
+                panic!("hass did not stop within {ANSWER_LIMIT:?}:\n{}", self.log());
             }
         }
     }
