@@ -9,10 +9,7 @@ use serde::Deserialize;
 use statecast_bridge::BridgeConfig;
 use statecast_bridge::config::{RouteConfig, SourceConfig};
 use statecast_cluster::ClusterConfig;
-use statecast_core::Topic;
-use statecast_server::Limits;
-use statecast_server::auth::AuthConfig;
-use statecast_server::socketio::{self, Emit, Mappings, On, OnAction};
+use statecast_server::{AuthConfig, Limits, Mappings, SocketIoConfig};
 
 /// Flags of `statecast serve`; each may also come from its environment variable.
 #[derive(Debug, Args, Default)]
@@ -150,135 +147,6 @@ pub struct FileConfig {
     pub socketio: Option<SocketIoConfig>,
 }
 
-/// `[socketio]`: the endpoint, and event mappings for front ends written for
-/// Flask-SocketIO.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SocketIoConfig {
-    /// Serve `/socket.io/` at all [default: true].
-    pub enabled: Option<bool>,
-    /// The endpoint's path, as the client's `path` option [default: /socket.io].
-    pub path: Option<String>,
-    /// `[[socketio.emit]]`: a topic's whole state, emitted under an event name.
-    #[serde(default)]
-    pub emit: Vec<EmitConfig>,
-    /// `[[socketio.on]]`: what a client's event does.
-    #[serde(default)]
-    pub on: Vec<OnConfig>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmitConfig {
-    pub event: String,
-    pub topic: String,
-}
-
-/// Exactly one of `action` (`"request_state"`) or `command` (a target; `name` is the
-/// command's name, the event's by default).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OnConfig {
-    pub event: String,
-    pub action: Option<String>,
-    pub command: Option<String>,
-    pub name: Option<String>,
-}
-
-impl SocketIoConfig {
-    /// The checked mappings; errors name the entry at fault.
-    fn resolve(self) -> Result<Mappings, String> {
-        let path = self.path.unwrap_or_else(|| "/socket.io".into());
-        let path = path.trim_end_matches('/').to_string();
-        let taken = ["/api", "/ws", "/metrics", "/statecast.js"];
-        if !path.starts_with('/')
-            || path.len() < 2
-            || path.contains(['?', '#', ' '])
-            || taken
-                .iter()
-                .any(|t| path == *t || path.starts_with(&format!("{t}/")))
-        {
-            return Err(format!(
-                "socketio.path {path:?} must be a path such as \"/socket.io\", outside /api and /ws"
-            ));
-        }
-        let check_name = |at: &str, event: &str, also: &[&str], what: &str| {
-            if event.is_empty() {
-                return Err(format!("{at}: `event` is empty"));
-            }
-            if socketio::RESERVED_EVENTS.contains(&event) || also.contains(&event) {
-                return Err(format!(
-                    "{at}: the event name {event:?} is taken ({what}); pick another"
-                ));
-            }
-            Ok(())
-        };
-        let mut emit = Vec::new();
-        for (i, e) in self.emit.into_iter().enumerate() {
-            let at = format!("socketio.emit[{}] ({})", i + 1, e.event);
-            check_name(
-                &at,
-                &e.event,
-                socketio::SERVER_EVENTS,
-                "an event the hub emits",
-            )?;
-            if emit.iter().any(|other: &Emit| other.event == e.event) {
-                return Err(format!("{at}: the event is mapped twice"));
-            }
-            let topic =
-                Topic::new(&e.topic).map_err(|why| format!("{at}: topic {:?}: {why}", e.topic))?;
-            emit.push(Emit {
-                event: e.event,
-                topic,
-            });
-        }
-        let mut on = Vec::new();
-        for (i, o) in self.on.into_iter().enumerate() {
-            let at = format!("socketio.on[{}] ({})", i + 1, o.event);
-            check_name(
-                &at,
-                &o.event,
-                socketio::GENERIC_EVENTS,
-                "a statecast request",
-            )?;
-            if on.iter().any(|other: &On| other.event == o.event) {
-                return Err(format!("{at}: the event is mapped twice"));
-            }
-            let action = match (o.action.as_deref(), o.command, o.name) {
-                (Some("request_state"), None, None) => OnAction::RequestState,
-                (Some(other), None, None) => {
-                    return Err(format!(
-                        "{at}: unknown action {other:?} (the one action is \"request_state\")"
-                    ));
-                }
-                (None, Some(target), name) => OnAction::Command {
-                    target: Topic::new(&target)
-                        .map_err(|why| format!("{at}: command target {target:?}: {why}"))?,
-                    name: name.unwrap_or_else(|| o.event.clone()),
-                },
-                (Some(_), None, Some(_)) => {
-                    return Err(format!("{at}: `name` goes with `command`"));
-                }
-                _ => {
-                    return Err(format!(
-                        "{at}: give either `action = \"request_state\"` or `command = \"<target>\"`"
-                    ));
-                }
-            };
-            on.push(On {
-                event: o.event,
-                action,
-            });
-        }
-        Ok(Mappings {
-            enabled: self.enabled.unwrap_or(true),
-            path,
-            emit,
-            on,
-        })
-    }
-}
-
 /// Every setting, resolved.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -393,7 +261,7 @@ impl Settings {
                 route: file.route,
             },
             cluster,
-            socketio: file.socketio.unwrap_or_default().resolve()?,
+            socketio: Mappings::from_config(file.socketio.unwrap_or_default())?,
         };
         let l = &settings.limits;
         if l.max_connections == 0
@@ -502,90 +370,12 @@ mod tests {
     }
 
     #[test]
-    fn socketio_mappings_come_from_the_file() {
-        let s = resolve_text(
-            r#"
-            [socketio]
-            path = "/io/"
-            [[socketio.emit]]
-            event = "current_app"
-            topic = "board/current_app"
-            [[socketio.on]]
-            event = "request_state"
-            action = "request_state"
-            [[socketio.on]]
-            event = "set_app"
-            command = "board/main"
-            [[socketio.on]]
-            event = "dim"
-            command = "board/main"
-            name = "brightness"
-            "#,
-        )
-        .unwrap();
-        let m = &s.socketio;
-        assert!(m.enabled);
-        assert_eq!(m.path, "/io");
-        assert_eq!(m.emit[0].event, "current_app");
-        assert_eq!(m.emit[0].topic.as_str(), "board/current_app");
-        assert_eq!(m.on[0].action, OnAction::RequestState);
-        let OnAction::Command { target, name } = &m.on[1].action else {
-            panic!("not a command: {:?}", m.on[1]);
-        };
-        assert_eq!((target.as_str(), name.as_str()), ("board/main", "set_app"));
-        assert!(matches!(&m.on[2].action, OnAction::Command { name, .. } if name == "brightness"));
-        // Without the section: served at /socket.io, no mappings.
-        let s = resolve_text("").unwrap();
-        assert_eq!(s.socketio.path, "/socket.io");
-        assert!(s.socketio.enabled && s.socketio.emit.is_empty());
-    }
-
-    #[test]
-    fn bad_socketio_mappings_are_refused_with_the_entry_named() {
-        for (text, expected) in [
-            (
-                "[[socketio.emit]]\nevent = \"patch\"\ntopic = \"a\"\n",
-                "socketio.emit[1] (patch): the event name",
-            ),
-            (
-                "[[socketio.emit]]\nevent = \"connect\"\ntopic = \"a\"\n",
-                "is taken",
-            ),
-            (
-                "[[socketio.emit]]\nevent = \"x\"\ntopic = \"a/#\"\n",
-                "socketio.emit[1] (x): topic",
-            ),
-            (
-                "[[socketio.emit]]\nevent = \"x\"\ntopic = \"a\"\n[[socketio.emit]]\nevent = \"x\"\ntopic = \"b\"\n",
-                "socketio.emit[2] (x): the event is mapped twice",
-            ),
-            (
-                "[[socketio.on]]\nevent = \"subscribe\"\naction = \"request_state\"\n",
-                "a statecast request",
-            ),
-            (
-                "[[socketio.on]]\nevent = \"x\"\naction = \"reboot\"\n",
-                "unknown action \"reboot\"",
-            ),
-            ("[[socketio.on]]\nevent = \"x\"\n", "give either"),
-            (
-                "[[socketio.on]]\nevent = \"x\"\naction = \"request_state\"\ncommand = \"a\"\n",
-                "give either",
-            ),
-            (
-                "[[socketio.on]]\nevent = \"x\"\ncommand = \"a//b\"\n",
-                "command target",
-            ),
-            (
-                "[[socketio.on]]\nevent = \"x\"\nkommand = \"a\"\n",
-                "kommand",
-            ),
-            ("[socketio]\npath = \"/api/io\"\n", "socketio.path"),
-            ("[socketio]\npath = \"socket.io\"\n", "socketio.path"),
-        ] {
-            let err = resolve_text(text).unwrap_err();
-            assert!(err.contains(expected), "{text}: {err}");
-        }
+    fn the_socketio_section_is_checked_by_the_server() {
+        let s = resolve_text("[socketio]\npath = \"/io/\"\n").unwrap();
+        assert_eq!(s.socketio.path, "/io");
+        let err =
+            resolve_text("[[socketio.emit]]\nevent = \"patch\"\ntopic = \"a\"\n").unwrap_err();
+        assert!(err.contains("socketio.emit[1] (patch)"), "{err}");
     }
 
     #[test]

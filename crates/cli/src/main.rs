@@ -11,9 +11,7 @@ use statecast_bridge::{Bridge, Handlers};
 use statecast_cluster::RedisEngine;
 use statecast_cluster::relay::CommandRelay;
 use statecast_core::{Hub, HubConfig, OutboxLimits};
-use statecast_server::ServerConfig;
-use statecast_server::auth::Auth;
-use statecast_server::tls::Tls;
+use statecast_server::{Auth, ServerConfig, Tls};
 use statecast_store::RedbEngine;
 use std::sync::Arc;
 
@@ -110,7 +108,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Action::Serve(args) => Settings::resolve(*args).and_then(serve),
         Action::HashKey { key } => {
-            println!("{}", statecast_server::auth::key_sha256(&key));
+            println!("{}", statecast_server::key_sha256(&key));
             Ok(())
         }
         other => run_client(other),

@@ -47,7 +47,7 @@ mod shared;
 mod types;
 mod write;
 
-pub use client::{Client, Drained, Frame, Replier};
+pub use client::{Client, Drained, Replier};
 pub use types::{HubConfig, Mode, Outcome, Since, TopicState, Write};
 pub use write::Submitted;
 

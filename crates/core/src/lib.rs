@@ -8,7 +8,8 @@
 //! - [`index`]: the pattern trie that finds a change's subscribers, and the topic trie that
 //!   finds a new subscription's topics.
 //! - [`merge`]: RFC 7396 merge patches, computed from two states and applied.
-//! - [`message`]: the server → client messages, serialized once per change.
+//! - [`message`]: every server → client message, and the [`Frame`] (with its [`Kind`])
+//!   that carries one to a transport.
 //! - [`request`]: the client → server messages, parsed and validated.
 //! - [`outbox`]: each client's bounded queue and its conflation rule.
 //! - [`hub`]: the [`Hub`]: opening it over its storage, and its shared state and locks
@@ -62,8 +63,8 @@ pub mod topic;
 pub use engine::{Engine, MemoryEngine};
 pub use error::{ErrorCode, HubError};
 pub use hub::{
-    Client, Drained, Frame, Hub, HubConfig, Mode, Outcome, Replier, Since, Submitted, TopicState,
-    Write,
+    Client, Drained, Hub, HubConfig, Mode, Outcome, Replier, Since, Submitted, TopicState, Write,
 };
+pub use message::{Frame, Kind};
 pub use outbox::{DirectWrite, DirectWritten, OutboxLimits};
 pub use topic::{Pattern, Topic};

@@ -1,10 +1,138 @@
-//! The server → client messages of the wire contract, serialized once and shared.
+//! The server → client messages of the wire contract: every one is built here, and goes
+//! to a transport as a [`Frame`] that carries its [`Kind`], so no transport reads the
+//! bytes back to learn what it holds.
 //!
-//! Topics hold only `[A-Za-z0-9_.:@~-/]`, so they are written into JSON without escaping;
-//! states arrive already serialized, so a snapshot is a concatenation, not a re-encoding.
+//! Pushes (`snapshot`, `patch`, `removed`, `event`, `lagged`) are serialized once and shared
+//! by every subscriber. Topics hold only `[A-Za-z0-9_.:@~-/]`, so they are written into JSON
+//! without escaping; states arrive already serialized, so a snapshot is a concatenation,
+//! not a re-encoding. Replies (`welcome`, `result`, `error`, `pong`) are one client's.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// What a message is: its `type` on the wire, or what the transport does instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Snapshot,
+    Patch,
+    Removed,
+    Event,
+    Lagged,
+    Welcome,
+    /// A `result` with `ok: true`.
+    Result,
+    /// A `result` with `ok: false`.
+    Failed,
+    Error,
+    Pong,
+    /// The heartbeat: no bytes; the transport sends its own keep-alive (a WebSocket ping).
+    Ping,
+    /// Bytes the transport framed itself (a pong frame, the rest of a partial direct
+    /// write): written as they are.
+    Framed,
+}
+
+impl Kind {
+    /// The message's `type` (`ping` and `framed` are no JSON message).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Snapshot => "snapshot",
+            Kind::Patch => "patch",
+            Kind::Removed => "removed",
+            Kind::Event => "event",
+            Kind::Lagged => "lagged",
+            Kind::Welcome => "welcome",
+            Kind::Result | Kind::Failed => "result",
+            Kind::Error => "error",
+            Kind::Pong => "pong",
+            Kind::Ping => "ping",
+            Kind::Framed => "framed",
+        }
+    }
+
+    /// A message the hub sends on its own (not an answer to a request).
+    pub fn is_push(self) -> bool {
+        matches!(
+            self,
+            Kind::Snapshot | Kind::Patch | Kind::Removed | Kind::Event | Kind::Lagged
+        )
+    }
+
+    /// The kind of a state message built here (`snapshot`, `patch` or `removed`). The hub
+    /// keeps those as bare bytes in its history and queues, so the kind is told by the
+    /// first letter of the `type`, at a fixed offset of the layout this module writes.
+    fn of_state(bytes: &[u8]) -> Kind {
+        debug_assert!(bytes.starts_with(TYPE));
+        match bytes.get(TYPE.len()) {
+            Some(b's') => Kind::Snapshot,
+            Some(b'p') => Kind::Patch,
+            _ => Kind::Removed,
+        }
+    }
+}
+
+/// How every message begins.
+const TYPE: &[u8] = b"{\"type\":\"";
+
+/// A message for a transport to send as one frame, with what it is.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub bytes: Bytes,
+    pub kind: Kind,
+    /// For a reply: the tag the transport gave the request when it is not a wire `id`
+    /// (a Socket.IO acknowledgement's), so the reply finds its request unread; else 0.
+    pub tag: u32,
+}
+
+impl Frame {
+    pub fn new(kind: Kind, bytes: Bytes) -> Frame {
+        Frame {
+            bytes,
+            kind,
+            tag: 0,
+        }
+    }
+
+    /// The heartbeat's tick.
+    pub fn ping() -> Frame {
+        Frame::new(Kind::Ping, Bytes::new())
+    }
+
+    /// A state message the hub queued (`snapshot`, `patch` or `removed`).
+    pub(crate) fn state(bytes: Bytes) -> Frame {
+        Frame::new(Kind::of_state(&bytes), bytes)
+    }
+
+    /// The topic of a push that has one.
+    pub fn topic(&self) -> Option<&str> {
+        if !matches!(
+            self.kind,
+            Kind::Snapshot | Kind::Patch | Kind::Removed | Kind::Event
+        ) {
+            return None;
+        }
+        let start = TYPE.len() + self.kind.name().len() + TOPIC.len();
+        let rest = self.bytes.get(start..)?;
+        let end = rest.iter().position(|&b| b == b'"')?;
+        std::str::from_utf8(&rest[..end]).ok()
+    }
+
+    /// The `state` of a snapshot, as serialized JSON.
+    pub fn state_json(&self) -> Option<&[u8]> {
+        if self.kind != Kind::Snapshot {
+            return None;
+        }
+        let topic = self.topic()?;
+        let rest = &self.bytes[TYPE.len() + "snapshot".len() + TOPIC.len() + topic.len()..];
+        let at = rest.windows(STATE.len()).position(|w| w == STATE)?;
+        rest.get(at + STATE.len()..rest.len() - 1)
+    }
+}
+
+/// What follows the `type` of a message with a topic, up to the topic.
+const TOPIC: &[u8] = b"\",\"topic\":\"";
+/// What precedes a snapshot's state.
+const STATE: &[u8] = b",\"state\":";
 
 pub fn snapshot(topic: &str, rev: u64, state_json: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(48 + topic.len() + state_json.len());
@@ -51,6 +179,57 @@ pub fn lagged(dropped_events: u64) -> Bytes {
     ))
 }
 
+/// The first message on a connection.
+pub fn welcome(session: &str, heartbeat_ms: u64, max_frame_bytes: usize) -> Bytes {
+    Bytes::from(
+        json!({
+            "type": "welcome",
+            "server": concat!("statecast/", env!("CARGO_PKG_VERSION")),
+            "session": session,
+            "heartbeat_ms": heartbeat_ms,
+            "max_frame_bytes": max_frame_bytes,
+        })
+        .to_string(),
+    )
+}
+
+/// A `result` with `ok: true` and the members of `fields`, echoing the request's `id`.
+pub fn result(id: Option<&Value>, fields: Value) -> Bytes {
+    let mut reply = json!({"type": "result", "ok": true});
+    if let (Value::Object(reply), Value::Object(fields)) = (&mut reply, fields) {
+        reply.extend(fields);
+    }
+    with_id(reply, id)
+}
+
+/// A `result` with `ok: false` and `error` (the error's JSON).
+pub fn failed(id: Option<&Value>, error: Value) -> Bytes {
+    with_id(json!({"type": "result", "ok": false, "error": error}), id)
+}
+
+/// An `error`: a failure with nothing to answer, or of a request without an `id`.
+pub fn error(id: Option<&Value>, error: Value) -> Bytes {
+    with_id(json!({"type": "error", "error": error}), id)
+}
+
+/// The answer to a `ping`.
+pub fn pong(id: Option<&Value>) -> Bytes {
+    with_id(json!({"type": "pong"}), id)
+}
+
+/// A failed command, answered in the command's own shape (a Socket.IO mapping's
+/// acknowledgement, as a Flask-SocketIO handler returned it): `{"error": ...}`.
+pub fn command_failed(error: Value) -> Bytes {
+    Bytes::from(json!({ "error": error }).to_string())
+}
+
+fn with_id(mut reply: Value, id: Option<&Value>) -> Bytes {
+    if let (Value::Object(map), Some(id)) = (&mut reply, id) {
+        map.insert("id".into(), id.clone());
+    }
+    Bytes::from(reply.to_string())
+}
+
 fn put_u64(out: &mut BytesMut, n: u64) {
     let mut buf = itoa::Buffer::new();
     out.put_slice(buf.format(n).as_bytes());
@@ -87,5 +266,47 @@ mod tests {
             parse(&lagged(3)),
             json!({"type":"lagged","dropped_events":3})
         );
+        let e = json!({"code": "forbidden", "message": "no"});
+        let id = json!(7);
+        assert_eq!(
+            parse(&result(Some(&id), json!({"rev": 2}))),
+            json!({"type":"result","ok":true,"rev":2,"id":7})
+        );
+        assert_eq!(
+            parse(&failed(Some(&id), e.clone())),
+            json!({"type":"result","ok":false,"error":e,"id":7})
+        );
+        assert_eq!(
+            parse(&error(None, e.clone())),
+            json!({"type":"error","error":e})
+        );
+        assert_eq!(parse(&pong(None)), json!({"type":"pong"}));
+        assert_eq!(parse(&command_failed(e.clone())), json!({ "error": e }));
+        let welcome = parse(&welcome("s", 25, 1024));
+        assert_eq!(
+            (
+                &welcome["type"],
+                &welcome["session"],
+                &welcome["heartbeat_ms"]
+            ),
+            (&json!("welcome"), &json!("s"), &json!(25))
+        );
+    }
+
+    #[test]
+    fn a_state_message_knows_its_kind_topic_and_state() {
+        let snapshot = Frame::state(super::snapshot("a/b", 7, br#"{"x":[1,2]}"#));
+        assert_eq!(snapshot.kind, Kind::Snapshot);
+        assert_eq!(snapshot.topic(), Some("a/b"));
+        assert_eq!(snapshot.state_json(), Some(&br#"{"x":[1,2]}"#[..]));
+        let patch = Frame::state(super::patch("a/b", 8, &json!({"x": 1})));
+        assert_eq!((patch.kind, patch.topic()), (Kind::Patch, Some("a/b")));
+        assert_eq!(patch.state_json(), None);
+        let removed = Frame::state(super::removed("c", 9));
+        assert_eq!((removed.kind, removed.topic()), (Kind::Removed, Some("c")));
+        let event = Frame::new(Kind::Event, super::event("e/f", b"1"));
+        assert_eq!(event.topic(), Some("e/f"));
+        let lagged = Frame::new(Kind::Lagged, lagged(1));
+        assert_eq!(lagged.topic(), None);
     }
 }

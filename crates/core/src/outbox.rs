@@ -26,6 +26,8 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
+use crate::message::{Frame, Kind};
+
 /// Bounds of one outbox.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxLimits {
@@ -42,11 +44,15 @@ impl Default for OutboxLimits {
     }
 }
 
-/// One queued entry.
+/// One queued entry. Kept at 40 bytes (see `an_item_stays_small`): every queued message
+/// of every client is one.
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
-    /// Serialized bytes; `topic` is set for state messages, which conflation may replace.
-    Message { bytes: Bytes, topic: Option<u32> },
+    /// A state message (`snapshot`, `patch`, `removed`) of `topic`, which conflation may
+    /// replace.
+    State { bytes: Bytes, topic: u32 },
+    /// An event or a reply, never replaced; `tag` is a reply's (see [`Frame::tag`]).
+    Message { bytes: Bytes, kind: Kind, tag: u32 },
     /// Send the topic's current snapshot (or `removed`) when this is reached.
     Resync { topic: u32 },
     /// Bytes the transport framed itself (the rest of a partial direct write, a pong):
@@ -111,6 +117,18 @@ struct Inner {
     direct_off: bool,
 }
 
+impl Item {
+    /// The message's bytes (a resync marker has none yet).
+    fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            Item::State { bytes, .. } | Item::Message { bytes, .. } | Item::Raw { bytes } => {
+                Some(bytes)
+            }
+            Item::Resync { .. } => None,
+        }
+    }
+}
+
 impl Inner {
     /// Whether the writer has something to do.
     fn has_work(&self) -> bool {
@@ -119,7 +137,7 @@ impl Inner {
 
     /// Counts a message (or raw bytes) going into the queue against the limits.
     fn count_in(&mut self, item: &Item) {
-        if let Item::Message { bytes, .. } | Item::Raw { bytes } = item {
+        if let Some(bytes) = item.bytes() {
             self.bytes += bytes.len();
             self.messages += 1;
         }
@@ -197,9 +215,9 @@ impl Outbox {
         }
         let waker = Self::push(
             &mut inner,
-            Item::Message {
+            Item::State {
                 bytes: bytes.clone(),
-                topic: Some(topic),
+                topic,
             },
         );
         drop(inner);
@@ -223,7 +241,8 @@ impl Outbox {
             &mut inner,
             Item::Message {
                 bytes: bytes.clone(),
-                topic: None,
+                kind: Kind::Event,
+                tag: 0,
             },
         );
         drop(inner);
@@ -232,12 +251,13 @@ impl Outbox {
     }
 
     /// Queues a reply to the client's own request; never dropped.
-    pub fn push_reply(&self, bytes: Bytes) {
+    pub fn push_reply(&self, reply: Frame) {
         let mut inner = self.lock();
         if inner.closed {
             return;
         }
-        let waker = Self::push(&mut inner, Item::Message { bytes, topic: None });
+        let Frame { bytes, kind, tag } = reply;
+        let waker = Self::push(&mut inner, Item::Message { bytes, kind, tag });
         drop(inner);
         wake(waker);
     }
@@ -316,7 +336,7 @@ impl Outbox {
         } else {
             let (mut bytes, mut messages) = (0, 0);
             for item in inner.queue.drain(..max) {
-                if let Item::Message { bytes: b, .. } | Item::Raw { bytes: b } = &item {
+                if let Some(b) = item.bytes() {
                     bytes += b.len();
                     messages += 1;
                 }
@@ -417,9 +437,16 @@ impl Outbox {
             let written = sink.map_or(DirectWritten::Nothing, |sink| sink.try_write(bytes));
             let item = match written {
                 DirectWritten::All => None,
-                DirectWritten::Nothing => Some(Item::Message {
-                    bytes: bytes.clone(),
-                    topic,
+                DirectWritten::Nothing => Some(match topic {
+                    Some(topic) => Item::State {
+                        bytes: bytes.clone(),
+                        topic,
+                    },
+                    None => Item::Message {
+                        bytes: bytes.clone(),
+                        kind: Kind::Event,
+                        tag: 0,
+                    },
                 }),
                 DirectWritten::Part(rest) => Some(Item::Raw { bytes: rest }),
             };
@@ -459,10 +486,7 @@ impl Outbox {
         let mut kept = VecDeque::with_capacity(queue.len());
         for item in queue.drain(..) {
             match item {
-                Item::Message {
-                    topic: Some(topic),
-                    bytes: b,
-                } => {
+                Item::State { topic, bytes: b } => {
                     inner.bytes -= b.len();
                     inner.messages -= 1;
                     if inner.start_resync(topic) {
@@ -512,7 +536,9 @@ mod tests {
         items
             .into_iter()
             .map(|item| match item {
-                Item::Message { bytes, .. } => String::from_utf8_lossy(&bytes).into_owned(),
+                Item::State { bytes, .. } | Item::Message { bytes, .. } => {
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
                 Item::Resync { topic } => format!("resync {topic}"),
                 Item::Raw { bytes } => format!("raw {}", String::from_utf8_lossy(&bytes)),
             })
@@ -528,6 +554,16 @@ mod tests {
             "{}",
             std::mem::size_of::<Outbox>()
         );
+    }
+
+    #[test]
+    fn an_item_stays_small() {
+        // Every queued message of every client is one: a `Bytes` and 8 bytes beside it.
+        assert_eq!(std::mem::size_of::<Item>(), 40);
+    }
+
+    fn reply(s: &str) -> Frame {
+        Frame::new(Kind::Result, msg(s))
     }
 
     #[test]
@@ -580,7 +616,7 @@ mod tests {
             Pushed::Conflated
         );
         // Replies always go through.
-        outbox.push_reply(msg("result"));
+        outbox.push_reply(reply("result"));
         assert_eq!(
             taken_messages(&outbox),
             vec!["resync 1", "resync 2", "result"]
@@ -641,7 +677,7 @@ mod tests {
         assert!(!outbox.reserve(1));
         assert_eq!(outbox.push_state(1, &msg("p1"), 1, true), Pushed::Skipped);
         // A reply queued meanwhile waits for the direct write.
-        outbox.push_reply(msg("result"));
+        outbox.push_reply(reply("result"));
         assert!(!is_ready(&outbox));
         assert_eq!(
             outbox.write_reserved(Some(&socket), &msg("p1"), Some(1)),
@@ -657,14 +693,14 @@ mod tests {
         let outbox = Outbox::new(OutboxLimits::default());
         let full = Socket::with_room(0);
         assert!(outbox.reserve(1));
-        outbox.push_reply(msg("result"));
+        outbox.push_reply(reply("result"));
         outbox.write_reserved(Some(&full), &msg("p1"), Some(1));
         assert_eq!(taken_messages(&outbox), vec!["p1", "result"]);
         outbox.written();
 
         let nearly_full = Socket::with_room(2);
         assert!(outbox.reserve(2));
-        outbox.push_reply(msg("result"));
+        outbox.push_reply(reply("result"));
         outbox.write_reserved(Some(&nearly_full), &msg("patch"), Some(1));
         assert_eq!(nearly_full.taken(), "pa");
         assert_eq!(taken_messages(&outbox), vec!["raw tch", "result"]);
@@ -674,7 +710,7 @@ mod tests {
     fn a_reserved_message_without_a_socket_is_queued_first() {
         let outbox = Outbox::new(OutboxLimits::default());
         assert!(outbox.reserve(1));
-        outbox.push_reply(msg("result"));
+        outbox.push_reply(reply("result"));
         assert_eq!(
             outbox.write_reserved(None, &msg("p1"), Some(1)),
             Pushed::Queued
@@ -686,7 +722,7 @@ mod tests {
     #[test]
     fn no_direct_write_while_the_task_writes_or_anything_is_queued() {
         let outbox = Outbox::new(OutboxLimits::default());
-        outbox.push_reply(msg("result"));
+        outbox.push_reply(reply("result"));
         assert!(!outbox.reserve(1));
         assert_eq!(taken_messages(&outbox), vec!["result"]);
         // Taken, not yet written.
@@ -701,7 +737,7 @@ mod tests {
         let nearly_full = Socket::with_room(2);
         assert!(outbox.reserve(1));
         outbox.write_reserved(Some(&nearly_full), &msg("patch"), Some(1));
-        outbox.push_reply(msg("result"));
+        outbox.push_reply(reply("result"));
         outbox.close();
         assert!(taken_messages(&outbox).is_empty());
         assert_eq!(outbox.stop_direct(), Some(msg("tch")));

@@ -414,11 +414,6 @@ pub fn key_sha256(key: &str) -> String {
     sha256(key).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The peer address of a request and its connection's slot, put in its extensions by the
-/// accept loop.
-#[derive(Clone)]
-pub struct Peer(pub std::net::SocketAddr, pub std::sync::Arc<crate::Slot>);
-
 /// The authenticated caller of a REST request: its grant (from `Authorization: Bearer`) and
 /// address. Requests without a valid credential are refused with 401 (and logged).
 pub struct Caller {
@@ -426,14 +421,14 @@ pub struct Caller {
     pub peer: Option<std::net::SocketAddr>,
 }
 
-impl axum::extract::FromRequestParts<std::sync::Arc<crate::App>> for Caller {
+impl axum::extract::FromRequestParts<std::sync::Arc<crate::app::App>> for Caller {
     type Rejection = crate::error::ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        app: &std::sync::Arc<crate::App>,
+        app: &std::sync::Arc<crate::app::App>,
     ) -> Result<Caller, Self::Rejection> {
-        let peer = parts.extensions.get::<Peer>().map(|p| p.0);
+        let peer = parts.extensions.get::<crate::listener::Peer>().map(|p| p.0);
         app.check_rate(peer.map(|p| p.ip()), None)
             .map_err(crate::error::ApiError)?;
         app.caller(&parts.headers, None, peer)

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use statecast_bridge::Command;
 use statecast_core::{ErrorCode, HubError, Outcome, TopicState, Write};
 
-use crate::App;
+use crate::app::App;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, status_of};
 use crate::metrics::Metrics;

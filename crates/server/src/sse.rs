@@ -10,33 +10,32 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use statecast_core::{Client, Frame, Pattern, Since};
 
-use crate::auth::Peer;
+use crate::app::App;
 use crate::error::ApiError;
+use crate::listener::Peer;
 use crate::metrics::Metrics;
-use crate::{App, check_origin};
+use crate::query;
 use statecast_core::request::parse_pattern;
 
 const MAX_BATCH: usize = 1024;
 
-pub async fn stream(
+pub(crate) async fn stream(
     State(app): State<Arc<App>>,
     Query(query): Query<Vec<(String, String)>>,
     peer: Option<Extension<Peer>>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     let peer = peer.map(|p| p.0.0);
     app.check_rate(peer.map(|p| p.ip()), None)?;
-    check_origin(&app, &headers, peer)?;
-    let token = query
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str());
-    let caller = app.caller(&headers, token, peer)?;
+    app.check_origin(&headers, peer)?;
+    let token = query::token(uri.query());
+    let caller = app.caller(&headers, token.as_deref(), peer)?;
     let mut patterns: Vec<Pattern> = Vec::new();
     for (key, value) in &query {
         if key == "match" {
@@ -144,7 +143,7 @@ fn encode(frames: &[Frame], id: Option<String>) -> Bytes {
     let mut out = Vec::with_capacity(frames.iter().map(|f| f.bytes.len() + 32).sum::<usize>() + 64);
     for frame in frames {
         out.extend_from_slice(b"event: ");
-        out.extend_from_slice(message_type(&frame.bytes).as_bytes());
+        out.extend_from_slice(frame.kind.name().as_bytes());
         out.extend_from_slice(b"\ndata: ");
         out.extend_from_slice(&frame.bytes);
         out.extend_from_slice(b"\n\n");
@@ -161,13 +160,6 @@ fn encode(frames: &[Frame], id: Option<String>) -> Bytes {
     Bytes::from(out)
 }
 
-/// The `type` of a message the hub serialized (always its first member).
-pub(crate) fn message_type(bytes: &[u8]) -> &str {
-    let rest = bytes.strip_prefix(b"{\"type\":\"").unwrap_or(b"message\"");
-    let end = rest.iter().position(|&b| b == b'"').unwrap_or(0);
-    std::str::from_utf8(&rest[..end]).unwrap_or("message")
-}
-
 /// `<epoch>:<seq>` from this hub's store; anything else starts afresh.
 fn parse_cursor(id: &str, epoch: &str) -> Option<u64> {
     let (id_epoch, seq) = id.trim().rsplit_once(':')?;
@@ -177,16 +169,19 @@ fn parse_cursor(id: &str, epoch: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use statecast_core::Kind;
 
     #[test]
     fn encodes_events_with_the_id_on_the_last() {
         let frames = vec![
-            Frame::message(Bytes::from_static(
-                br#"{"type":"snapshot","topic":"a","rev":1,"state":1}"#,
-            )),
-            Frame::message(Bytes::from_static(
-                br#"{"type":"patch","topic":"a","rev":2,"patch":2}"#,
-            )),
+            Frame::new(
+                Kind::Snapshot,
+                Bytes::from_static(br#"{"type":"snapshot","topic":"a","rev":1,"state":1}"#),
+            ),
+            Frame::new(
+                Kind::Patch,
+                Bytes::from_static(br#"{"type":"patch","topic":"a","rev":2,"patch":2}"#),
+            ),
         ];
         let text = encode(&frames, Some("e:5".into()));
         assert_eq!(

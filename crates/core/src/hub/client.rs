@@ -17,24 +17,9 @@ use bytes::Bytes;
 use super::fanout::{Published, initial_messages};
 use super::{Hub, Mode, Since};
 use crate::index::TopicTree;
-use crate::message;
+use crate::message::{self, Frame, Kind};
 use crate::outbox::{DirectWrite, Item, Outbox, Taken};
 use crate::topic::{Pattern, Topic};
-
-/// A message for a transport to send as one frame.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub bytes: Bytes,
-    /// Already framed by the transport itself ([`Client::reply_raw`], or the rest of a
-    /// partial direct write): written as it is.
-    pub raw: bool,
-}
-
-impl Frame {
-    pub fn message(bytes: Bytes) -> Frame {
-        Frame { bytes, raw: false }
-    }
-}
 
 /// What [`Client::drain`] found.
 #[derive(Debug, Clone, Copy)]
@@ -153,8 +138,8 @@ impl Hub {
 pub struct Replier(Arc<Outbox>);
 
 impl Replier {
-    pub fn reply(&self, bytes: Bytes) {
-        self.0.push_reply(bytes);
+    pub fn reply(&self, reply: Frame) {
+        self.0.push_reply(reply);
     }
 }
 
@@ -297,7 +282,7 @@ impl Client {
                 .count(self.outbox.push_state(slot, &bytes, 0, false));
         }
         for reply in replies {
-            self.outbox.push_reply(reply);
+            self.outbox.push_reply(Frame::new(Kind::Removed, reply));
         }
         for pattern in added {
             published.subscriptions.insert(pattern, self.key);
@@ -362,11 +347,12 @@ impl Client {
     }
 
     /// Queues a reply to one of the client's requests, after everything queued before it.
-    pub fn reply(&self, bytes: Bytes) {
-        self.outbox.push_reply(bytes);
+    pub fn reply(&self, reply: Frame) {
+        self.outbox.push_reply(reply);
     }
 
-    /// Queues bytes the transport framed itself (a pong): drained as a `raw` [`Frame`].
+    /// Queues bytes the transport framed itself (a pong): drained as a [`Kind::Framed`]
+    /// [`Frame`].
     pub fn reply_raw(&self, bytes: Bytes) {
         self.outbox.push_raw(bytes);
     }
@@ -416,8 +402,9 @@ impl Client {
         let taken = self.outbox.take(&mut items, max);
         for item in items {
             match item {
-                Item::Message { bytes, .. } => out.push(Frame::message(bytes)),
-                Item::Raw { bytes } => out.push(Frame { bytes, raw: true }),
+                Item::State { bytes, .. } => out.push(Frame::state(bytes)),
+                Item::Message { bytes, kind, tag } => out.push(Frame { bytes, kind, tag }),
+                Item::Raw { bytes } => out.push(Frame::new(Kind::Framed, bytes)),
                 Item::Resync { topic } => {
                     let published = self.hub.published();
                     out.push(self.resync(&published, topic));
@@ -437,8 +424,9 @@ impl Client {
         let taken = self.outbox.take(&mut items, max);
         for item in items {
             match item {
-                Item::Message { bytes, .. } => out.push(Frame::message(bytes)),
-                Item::Raw { bytes } => out.push(Frame { bytes, raw: true }),
+                Item::State { bytes, .. } => out.push(Frame::state(bytes)),
+                Item::Message { bytes, kind, tag } => out.push(Frame { bytes, kind, tag }),
+                Item::Raw { bytes } => out.push(Frame::new(Kind::Framed, bytes)),
                 Item::Resync { topic } => out.push(self.resync(&published, topic)),
             }
         }
@@ -453,12 +441,12 @@ impl Client {
     fn resync(&self, published: &Published, topic: u32) -> Frame {
         let slot = &published.slots[topic as usize];
         self.outbox.end_resync(topic);
-        Frame::message(slot.current_message())
+        Frame::state(slot.current_message())
     }
 
     fn finish_drain(&self, out: &mut Vec<Frame>, taken: &Taken, cursor: Option<u64>) -> Drained {
         if let Some(dropped) = taken.lag_ended {
-            out.push(Frame::message(message::lagged(dropped)));
+            out.push(Frame::new(Kind::Lagged, message::lagged(dropped)));
         }
         Drained {
             closed: taken.closed,

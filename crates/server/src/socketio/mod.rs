@@ -11,6 +11,8 @@
 //!   whole state under an event name on connect and on every change; an `on` mapping turns a
 //!   client event into `request_state` (every mapped state again) or into a command.
 //!
+//! The mappings themselves, and their checks, are in `mappings.rs`.
+//!
 //! Each connection runs one task (`Connection::run`), as a WebSocket does: it owns the
 //! hub [`Client`]s (one for generic subscriptions, one in `full` mode for mapped topics),
 //! takes the client's events in order from a bounded inbox, and emits what the hub queues.
@@ -35,15 +37,21 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError, SocketIo};
 use statecast_core::request::{Request as ClientRequest, parse_value};
-use statecast_core::{Client, ErrorCode, Frame, HubError, Mode, Pattern, Since, Topic};
+use statecast_core::{Client, ErrorCode, Frame, HubError, Kind, Mode, Pattern, Since};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use crate::auth::{Grant, Peer};
+use crate::app::App;
+use crate::auth::Grant;
+use crate::listener::Peer;
 use crate::metrics::Metrics;
-use crate::sse::message_type;
-use crate::ws::{Abuse, Ack, dispatch, ok};
-use crate::{App, check_origin};
+use crate::query;
+use crate::session::{Ack, ReplyTo, Session, Shape, expired, next_ack};
+
+mod mappings;
+
+use mappings::GENERIC_EVENTS;
+pub use mappings::{Emit, EmitConfig, Mappings, On, OnAction, OnConfig, SocketIoConfig};
 
 /// Client events waiting for the connection task; more are refused with `rate_limited`.
 const INBOX: usize = 256;
@@ -55,83 +63,13 @@ const MAX_IN_FLIGHT: usize = 256;
 const SEND_BUFFER: usize = 128;
 /// Most hub messages taken from an outbox at once.
 const MAX_BATCH: usize = 128;
-/// First and longest wait before emitting again into a full send buffer.
+/// First and longest wait before emitting again into a full send buffer. (This backoff is
+/// left here for the shared one to replace.)
 const RETRY_MIN: Duration = Duration::from_millis(1);
 const RETRY_MAX: Duration = Duration::from_millis(50);
 
-/// The events of the generic protocol; `[[socketio.on]]` may not take these names.
-pub const GENERIC_EVENTS: &[&str] = &[
-    "subscribe",
-    "unsubscribe",
-    "get",
-    "set",
-    "patch",
-    "delete",
-    "event",
-    "command",
-    "auth",
-    "ping",
-];
-/// The events the hub emits (and `error`); `[[socketio.emit]]` may not take these names.
-pub const SERVER_EVENTS: &[&str] = &["snapshot", "patch", "removed", "event", "lagged", "error"];
-/// The hub's pushes (what is not one of these in an outbox is a reply).
-const PUSHES: &[&str] = &["snapshot", "patch", "removed", "event", "lagged"];
-/// Names Socket.IO clients keep for themselves.
-pub const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
-/// The `[socketio]` section, checked.
-#[derive(Debug, Clone)]
-pub struct Mappings {
-    /// Whether the endpoint is served at all.
-    pub enabled: bool,
-    /// Where: `/socket.io` unless the front end's `path` option says otherwise.
-    pub path: String,
-    pub emit: Vec<Emit>,
-    pub on: Vec<On>,
-}
-
-impl Default for Mappings {
-    fn default() -> Self {
-        Mappings {
-            enabled: true,
-            path: "/socket.io".into(),
-            emit: Vec::new(),
-            on: Vec::new(),
-        }
-    }
-}
-
-/// `[[socketio.emit]]`: `topic`'s whole state is emitted as `event`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Emit {
-    pub event: String,
-    pub topic: Topic,
-}
-
-/// `[[socketio.on]]`: what a client's `event` does.
-#[derive(Debug, Clone, PartialEq)]
-pub struct On {
-    pub event: String,
-    pub action: OnAction,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum OnAction {
-    /// Emit every mapped event's current state to this client again.
-    RequestState,
-    /// The event's payload becomes the args of command `name` to `target`.
-    Command { target: Topic, name: String },
-}
-
 /// The Socket.IO service, as a layer in front of the router's routes.
-pub fn layer(app: &Arc<App>) -> SocketIoLayer {
+pub(crate) fn layer(app: &Arc<App>) -> SocketIoLayer {
     let heartbeat = Duration::from_millis(app.config.heartbeat_ms.max(1));
     let max = app.config.max_frame_bytes;
     let (layer, io) = SocketIo::builder()
@@ -167,7 +105,7 @@ fn admit(app: &App, socket: &Socket, auth: Option<Value>) -> Result<(), HubError
     let parts = socket.req_parts();
     let peer = parts.extensions.get::<Peer>().cloned();
     let addr = peer.as_ref().map(|p| p.0);
-    check_origin(app, &parts.headers, addr)?;
+    app.check_origin(&parts.headers, addr)?;
     app.check_rate(addr.map(|a| a.ip()), None)?;
     let token = match auth.as_ref().and_then(|a| a.get("token")) {
         None | Some(Value::Null) => None,
@@ -186,11 +124,7 @@ fn admit(app: &App, socket: &Socket, auth: Option<Value>) -> Result<(), HubError
             .verify(token)
             .inspect_err(|e| app.refused(addr, e))?,
         _ => {
-            let query = parts.uri.query().and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("token="))
-                    .map(crate::ws::percent_decode)
-            });
+            let query = query::token(parts.uri.query());
             app.caller(&parts.headers, query.as_deref(), addr)
                 .map_err(|e| {
                     HubError::new(
@@ -287,64 +221,53 @@ impl FromMessage<socketioxide::adapter::LocalAdapter> for Enqueued {
                 "too many events waiting; wait for acknowledgements before sending more",
             );
             // Best effort: a client this far ahead may also have filled the send buffer.
-            let _ = answer(&s, incoming.ack, None, error_value(&e));
+            let reply = ReplyTo::new(None, 0, shape(incoming.ack, false));
+            let _ = answer(&s, incoming.ack, &reply.refused(&e));
         }
         Ok(Enqueued)
     }
 }
 
-/// Sends `body` as the acknowledgement `ack` (with the client's `id`, if it gave one), or
-/// for an error without an acknowledgement, emits it as an `error` event.
-fn answer(
-    socket: &Arc<Socket>,
-    ack: Option<i64>,
-    id: Option<&Value>,
-    mut body: Value,
-) -> Result<(), SendError> {
-    if let (Some(id), Value::Object(map)) = (id, &mut body) {
-        map.insert("id".into(), id.clone());
-    }
+/// Sends a reply shaped for `ack` ([`shape`]): as the acknowledgement, or without one, a
+/// failure as an `error` event (a success needs no word).
+fn answer(socket: &Arc<Socket>, ack: Option<i64>, reply: &Frame) -> Result<(), SendError> {
+    let raw = match serde_json::from_slice::<&RawValue>(&reply.bytes) {
+        Ok(raw) => raw,
+        Err(e) => {
+            tracing::error!("socket.io: a reply the hub made is not JSON: {e}");
+            return Ok(());
+        }
+    };
     match ack {
         Some(_) => {
             let mut none = socketioxide::handler::Value::Bytes(Bytes::new());
             let Ok(sender) = AckSender::from_message_parts(socket, &mut none, &ack);
-            sender.send(&body)
+            sender.send(raw)
         }
-        None if body.get("ok") == Some(&Value::Bool(false)) => {
-            let mut error = json!({"type": "error", "error": body["error"].take()});
-            if let Some(id) = id {
-                error["id"] = id.clone();
-            }
-            socket.emit("error", &error)
-        }
+        None if reply.kind == Kind::Error => socket.emit("error", raw),
         None => Ok(()),
     }
 }
 
-fn error_value(e: &HubError) -> Value {
-    json!({"type": "result", "ok": false, "error": e.to_json()})
-}
-
-/// A request waiting for its `result` to come out of an outbox.
-struct Waiting {
-    ack: Option<i64>,
-    /// The `id` the client put in its payload, echoed in the acknowledgement.
-    id: Option<Value>,
-    /// A `[[socketio.on]]` command: the acknowledgement is the command's answer itself (or
-    /// `{"error": ...}`), as a Flask-SocketIO handler's return value was.
-    bare: bool,
+/// The shape of the answers to an event with acknowledgement `ack`; `bare` for a
+/// `[[socketio.on]]` command, answered with the command's answer itself.
+fn shape(ack: Option<i64>, bare: bool) -> Shape {
+    match (ack, bare) {
+        (None, _) => Shape::NoAck,
+        (Some(_), false) => Shape::Ack,
+        (Some(_), true) => Shape::Bare,
+    }
 }
 
 /// Something to send, in order.
 enum Out {
-    /// A message of the generic protocol, emitted under its `type`; a reply (a `result`,
-    /// whose `type` need not come first) is the acknowledgement of a waiting request
-    /// instead.
-    Message(Bytes),
+    /// A push of the generic protocol, emitted under its `type`, or a reply, the
+    /// acknowledgement of the waiting request its tag names.
+    Message(Frame),
     /// A snapshot of a mapped topic: its state is emitted as `emit[event]`.
-    State { event: usize, bytes: Bytes },
+    State { event: usize, frame: Frame },
     /// An answer that needs no ordering with pushes (refusals).
-    Answer { waiting: Waiting, body: Value },
+    Answer { ack: Option<i64>, reply: Frame },
 }
 
 enum Flushed {
@@ -359,8 +282,7 @@ enum Flushed {
 struct Connection {
     app: Arc<App>,
     socket: Arc<Socket>,
-    grant: Grant,
-    peer: Option<Peer>,
+    session: Session,
     /// Generic subscriptions and replies; made on the first generic request.
     generic: Option<Client>,
     /// Mapped topics, in `full` mode; only when there are `emit` mappings.
@@ -368,10 +290,11 @@ struct Connection {
     /// The patterns of the mapped topics.
     mapped_patterns: Vec<Pattern>,
     acks: Option<FuturesOrdered<Ack>>,
-    waiting: HashMap<u64, Waiting>,
-    next_id: u64,
+    /// The acknowledgements of requests whose `result` is to come out of an outbox, by
+    /// the tag the result carries.
+    waiting: HashMap<u32, Option<i64>>,
+    next_tag: u32,
     out: VecDeque<Out>,
-    abuse: Abuse,
 }
 
 /// Why a connection ends.
@@ -413,14 +336,12 @@ impl Connection {
             generic: None,
             app: Arc::clone(&app),
             socket: Arc::clone(&socket),
-            grant,
-            peer,
+            session: Session::new(&app, peer.map(|Peer(_, slot)| slot), Some(Box::new(grant))),
             mapped_patterns,
             acks: None,
             waiting: HashMap::new(),
-            next_id: 0,
+            next_tag: 1,
             out: VecDeque::new(),
-            abuse: Abuse::default(),
         };
         if !connection.mapped_patterns.is_empty() {
             let client = connection.new_client();
@@ -430,7 +351,11 @@ impl Connection {
         let end = connection.run(&mut events, &gone).await;
         drop(connection);
         if let End::Refuse(e) = end {
-            let _ = answer(&socket, None, None, error_value(&e));
+            let _ = answer(
+                &socket,
+                None,
+                &ReplyTo::new(None, 0, Shape::NoAck).refused(&e),
+            );
             if let Err(SocketError::InternalChannelFull) = socket.disconnect() {
                 tracing::debug!("socket.io: could not disconnect a client with a full buffer");
             }
@@ -442,19 +367,15 @@ impl Connection {
 
     fn new_client(&self) -> Client {
         let client = self.app.hub.connect();
-        client.set_scope(self.grant.scope());
+        client.set_scope(self.session.scope());
         client
-    }
-
-    fn addr(&self) -> Option<std::net::SocketAddr> {
-        self.peer.as_ref().map(|p| p.0)
     }
 
     async fn run(&mut self, events: &mut mpsc::Receiver<Incoming>, gone: &Notify) -> End {
         let mut expires = self
-            .grant
-            .remaining()
-            .map(|left| Box::pin(tokio::time::sleep_until(Instant::now() + left)));
+            .session
+            .deadline(&self.app)
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
         let mut retry = RETRY_MIN;
         loop {
             let blocked = match self.flush() {
@@ -494,7 +415,7 @@ impl Connection {
                         return End::Gone;
                     }
                 }
-                Some(ack) = crate::ws::next_ack(&mut self.acks), if in_flight > 0 => {
+                Some(ack) = next_ack(&mut self.acks), if in_flight > 0 => {
                     if let Some(client) = &self.generic {
                         client.reply(ack);
                     }
@@ -504,7 +425,7 @@ impl Connection {
                         ErrorCode::Unauthorized,
                         "the token has expired; emit `auth` with a fresh one before it does",
                     );
-                    self.app.refused(self.addr(), &e);
+                    self.app.refused(self.session.peer(), &e);
                     return End::Refuse(e);
                 }
                 incoming = events.recv(), if reading => {
@@ -528,16 +449,15 @@ impl Connection {
         if drained.closed {
             return true;
         }
-        for Frame { bytes, .. } in frames {
-            match message_type(&bytes) {
-                kind if !PUSHES.contains(&kind) => self.out.push_back(Out::Message(bytes)),
-                "snapshot" if mapped => {
-                    let topic = snapshot_topic(&bytes);
+        for frame in frames {
+            match frame.kind {
+                kind if !kind.is_push() => self.out.push_back(Out::Message(frame)),
+                Kind::Snapshot if mapped => {
                     for (event, emit) in self.app.config.socketio.emit.iter().enumerate() {
-                        if Some(emit.topic.as_str()) == topic {
+                        if Some(emit.topic.as_str()) == frame.topic() {
                             self.out.push_back(Out::State {
                                 event,
-                                bytes: bytes.clone(),
+                                frame: frame.clone(),
                             });
                         }
                     }
@@ -545,7 +465,7 @@ impl Connection {
                 // A removed mapped topic has no state to emit; lag needs no word there
                 // either (the latest state always arrives).
                 _ if mapped => {}
-                _ => self.out.push_back(Out::Message(bytes)),
+                _ => self.out.push_back(Out::Message(frame)),
             }
         }
         false
@@ -556,27 +476,25 @@ impl Connection {
         let mut sent_some = false;
         while let Some(item) = self.out.pop_front() {
             let sent = match &item {
-                Out::Message(bytes) => self.send_message(bytes),
-                Out::State { event, bytes } => {
+                Out::Message(frame) => self.send_message(frame),
+                Out::State { event, frame } => {
                     let name = &self.app.config.socketio.emit[*event].event;
-                    match serde_json::from_slice::<StateOf<'_>>(bytes) {
-                        Ok(StateOf { state }) => self.socket.emit(name, state),
-                        Err(e) => {
-                            tracing::error!("socket.io: a snapshot the hub made is not JSON: {e}");
+                    match frame.state_json().map(serde_json::from_slice::<&RawValue>) {
+                        Some(Ok(state)) => self.socket.emit(name, state),
+                        _ => {
+                            tracing::error!("socket.io: a snapshot the hub made has no state");
                             Ok(())
                         }
                     }
                 }
-                Out::Answer { waiting, body } => {
-                    answer(&self.socket, waiting.ack, waiting.id.as_ref(), body.clone())
-                }
+                Out::Answer { ack, reply } => answer(&self.socket, *ack, reply),
             };
             match sent {
                 Ok(()) => {
                     sent_some = true;
-                    if let Out::Message(bytes) | Out::State { bytes, .. } = &item {
+                    if let Out::Message(frame) | Out::State { frame, .. } = &item {
                         Metrics::add(&self.app.metrics.messages_out, 1);
-                        Metrics::add(&self.app.metrics.bytes_out, bytes.len() as u64);
+                        Metrics::add(&self.app.metrics.bytes_out, frame.bytes.len() as u64);
                     }
                 }
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {
@@ -593,46 +511,26 @@ impl Connection {
     }
 
     /// Emits one hub push under its type; a reply acknowledges its request.
-    fn send_message(&mut self, bytes: &Bytes) -> Result<(), SendError> {
-        let kind = message_type(bytes);
-        if PUSHES.contains(&kind) {
-            return match serde_json::from_slice::<&RawValue>(bytes) {
-                Ok(raw) => self.socket.emit(kind, raw),
+    fn send_message(&mut self, frame: &Frame) -> Result<(), SendError> {
+        if frame.kind.is_push() {
+            return match serde_json::from_slice::<&RawValue>(&frame.bytes) {
+                Ok(raw) => self.socket.emit(frame.kind.name(), raw),
                 Err(e) => {
                     tracing::error!("socket.io: a message the hub made is not JSON: {e}");
                     Ok(())
                 }
             };
         }
-        let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(bytes) else {
+        let Some(&ack) = self.waiting.get(&frame.tag) else {
             return Ok(());
         };
-        let Some(tag) = body.remove("id").and_then(|id| id.as_u64()) else {
-            return Ok(());
-        };
-        let Some(waiting) = self.waiting.get(&tag) else {
-            return Ok(());
-        };
-        let body = match body.remove("result") {
-            Some(answer) if waiting.bare => answer,
-            // Without an acknowledgement a failure goes out as an `error` event instead.
-            None if waiting.bare && waiting.ack.is_some() => {
-                json!({"error": body.remove("error").unwrap_or(Value::Null)})
-            }
-            result => {
-                if let Some(result) = result {
-                    body.insert("result".into(), result);
-                }
-                Value::Object(body)
-            }
-        };
-        let sent = answer(&self.socket, waiting.ack, waiting.id.as_ref(), body);
+        let sent = answer(&self.socket, ack, frame);
         // Kept while the send buffer is full: the same message is tried again.
         if !matches!(
             sent,
             Err(SendError::Socket(SocketError::InternalChannelFull))
         ) {
-            self.waiting.remove(&tag);
+            self.waiting.remove(&frame.tag);
         }
         sent
     }
@@ -645,11 +543,9 @@ impl Connection {
     ) -> Result<(), HubError> {
         Metrics::add(&self.app.metrics.messages_in, 1);
         let Incoming { event, data, ack } = incoming;
-        let slot = self.peer.as_ref().map(|p| &*p.1);
-        if let Err(e) = self.app.check_rate(self.addr().map(|a| a.ip()), slot) {
-            self.refuse(ack, None, &e);
-            if self.abuse.refuse(&self.app) {
-                self.app.refused(self.addr(), &e);
+        if let Err(over) = self.session.take_message(&self.app) {
+            self.refuse(ack, None, &over.error);
+            if over.close {
                 return Err(HubError::new(ErrorCode::RateLimited, "rate limit exceeded"));
             }
             return Ok(());
@@ -702,29 +598,18 @@ impl Connection {
         };
         match request {
             ClientRequest::Ping => self.out.push_back(Out::Answer {
-                waiting: Waiting {
-                    ack,
-                    id,
-                    bare: false,
-                },
-                body: json!({"type": "pong"}),
+                ack,
+                reply: ReplyTo::new(id, 0, shape(ack, false)).pong(),
             }),
             ClientRequest::Auth { token } => return self.reauthenticate(&token, ack, id, expires),
             request => {
-                let tag = self.wait(ack, id);
+                let reply = self.wait(ack, id, false);
                 self.ensure_generic();
                 let Some(client) = &self.generic else {
                     return Ok(());
                 };
-                dispatch(
-                    &self.app,
-                    client,
-                    &self.grant,
-                    self.peer.as_ref().map(|p| p.0),
-                    request,
-                    Some(tag),
-                    &mut self.acks,
-                );
+                self.session
+                    .dispatch(&self.app, client, request, reply, &mut self.acks);
             }
         }
         Ok(())
@@ -739,41 +624,28 @@ impl Connection {
         id: Option<Value>,
         expires: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     ) -> Result<(), HubError> {
-        if !self.app.config.auth.required() {
-            self.out.push_back(Out::Answer {
-                waiting: Waiting {
-                    ack,
-                    id,
-                    bare: false,
-                },
-                body: json!({"type": "result", "ok": true}),
-            });
-            return Ok(());
-        }
-        let grant = match self.app.config.auth.verify(token) {
-            Ok(grant) => grant,
+        let reply = ReplyTo::new(id, 0, shape(ack, false));
+        let fields = match self.session.authenticate(&self.app, token) {
+            Ok(None) => json!({}),
+            Ok(Some(grant)) => {
+                for client in [&self.generic, &self.mapped].into_iter().flatten() {
+                    client.set_scope(grant.scope());
+                }
+                *expires = grant
+                    .remaining()
+                    .map(|left| Box::pin(tokio::time::sleep_until(Instant::now() + left)));
+                json!({"subject": grant.subject})
+            }
             Err(e) => {
-                self.app.refused(self.addr(), &e);
                 // Answered before the disconnect; `flush` runs no more, so send it now.
-                let _ = answer(&self.socket, ack, id.as_ref(), error_value(&e));
+                let _ = answer(&self.socket, ack, &reply.refused(&e));
                 return Err(e);
             }
         };
-        for client in [&self.generic, &self.mapped].into_iter().flatten() {
-            client.set_scope(grant.scope());
-        }
-        *expires = grant
-            .remaining()
-            .map(|left| Box::pin(tokio::time::sleep_until(Instant::now() + left)));
         self.out.push_back(Out::Answer {
-            waiting: Waiting {
-                ack,
-                id,
-                bare: false,
-            },
-            body: json!({"type": "result", "ok": true, "subject": grant.subject}),
+            ack,
+            reply: reply.ok(fields),
         });
-        self.grant = grant;
         Ok(())
     }
 
@@ -783,19 +655,15 @@ impl Connection {
             OnAction::RequestState => match &self.mapped {
                 Some(mapped) => {
                     let topics = mapped.get(&self.mapped_patterns);
-                    let tag = self.wait(ack, None);
+                    let reply = self.wait(ack, None, false);
                     if let Some(mapped) = &self.mapped {
-                        mapped.reply(ok(Some(&tag), json!({"topics": topics})));
+                        mapped.reply(reply.ok(json!({"topics": topics})));
                     }
                 }
                 // No `emit` mappings: nothing to send.
                 None => self.out.push_back(Out::Answer {
-                    waiting: Waiting {
-                        ack,
-                        id: None,
-                        bare: false,
-                    },
-                    body: json!({"type": "result", "ok": true, "topics": 0}),
+                    ack,
+                    reply: ReplyTo::new(None, 0, shape(ack, false)).ok(json!({"topics": 0})),
                 }),
             },
             OnAction::Command { target, name } => {
@@ -803,54 +671,39 @@ impl Connection {
                     None | Some(Value::Null) => Value::Object(Map::new()),
                     Some(args) => args,
                 };
-                let tag = self.wait(ack, None);
-                if let Some(waiting) = tag.as_u64().and_then(|t| self.waiting.get_mut(&t)) {
-                    waiting.bare = true;
-                }
+                let reply = self.wait(ack, None, true);
                 if self.mapped.is_none() {
                     self.ensure_generic();
                 }
                 let Some(client) = self.mapped.as_ref().or(self.generic.as_ref()) else {
                     return;
                 };
-                dispatch(
+                self.session.dispatch(
                     &self.app,
                     client,
-                    &self.grant,
-                    self.peer.as_ref().map(|p| p.0),
                     ClientRequest::Command { target, name, args },
-                    Some(tag),
+                    reply,
                     &mut self.acks,
                 );
             }
         }
     }
 
-    /// Registers a request whose `result` will come out of an outbox; its tag is the `id`
-    /// the result carries.
-    fn wait(&mut self, ack: Option<i64>, id: Option<Value>) -> Value {
-        let tag = self.next_id;
-        self.next_id += 1;
-        self.waiting.insert(
-            tag,
-            Waiting {
-                ack,
-                id,
-                bare: false,
-            },
-        );
-        json!(tag)
+    /// Registers a request whose `result` will come out of an outbox, tagged so that the
+    /// result finds it.
+    fn wait(&mut self, ack: Option<i64>, id: Option<Value>, bare: bool) -> ReplyTo {
+        let tag = self.next_tag;
+        // Tags are unique while in flight (at most `MAX_IN_FLIGHT` are); 0 is none.
+        self.next_tag = self.next_tag.checked_add(1).unwrap_or(1);
+        self.waiting.insert(tag, ack);
+        ReplyTo::new(id, tag, shape(ack, bare))
     }
 
     /// Answers with an error at once.
     fn refuse(&mut self, ack: Option<i64>, id: Option<Value>, e: &HubError) {
         self.out.push_back(Out::Answer {
-            waiting: Waiting {
-                ack,
-                id,
-                bare: false,
-            },
-            body: error_value(e),
+            ack,
+            reply: ReplyTo::new(id, 0, shape(ack, false)).refused(e),
         });
     }
 
@@ -862,21 +715,6 @@ impl Connection {
     }
 }
 
-/// The `state` of a snapshot, borrowed.
-#[derive(serde::Deserialize)]
-struct StateOf<'a> {
-    #[serde(borrow)]
-    state: &'a RawValue,
-}
-
-/// The topic of a snapshot the hub made (`{"type":"snapshot","topic":"...`; topics need
-/// no escaping).
-fn snapshot_topic(bytes: &[u8]) -> Option<&str> {
-    let rest = bytes.strip_prefix(b"{\"type\":\"snapshot\",\"topic\":\"")?;
-    let end = rest.iter().position(|&b| b == b'"')?;
-    std::str::from_utf8(&rest[..end]).ok()
-}
-
 /// Resolves when the client has something to drain (never without a client).
 async fn ready(client: Option<&Client>) {
     match client {
@@ -885,34 +723,20 @@ async fn ready(client: Option<&Client>) {
     }
 }
 
-/// Resolves at the deadline (never without one).
-async fn expired(deadline: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
-    match deadline {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_topic_of_a_snapshot() {
-        let bytes = statecast_core::message::snapshot("a/b", 3, b"{\"x\":1}");
-        assert_eq!(snapshot_topic(&bytes), Some("a/b"));
-        assert_eq!(
-            snapshot_topic(b"{\"type\":\"patch\",\"topic\":\"a\"}"),
-            None
-        );
-    }
+    use statecast_core::message;
 
     #[test]
     fn raw_messages_pass_through_socketio_encoding_unchanged() {
-        let bytes = statecast_core::message::snapshot("a/b", 3, b"{\"x\":[1,2]}");
-        let raw: &RawValue = serde_json::from_slice(&bytes).unwrap();
-        let StateOf { state } = serde_json::from_slice(&bytes).unwrap();
+        let frame = Frame::new(
+            Kind::Snapshot,
+            message::snapshot("a/b", 3, b"{\"x\":[1,2]}"),
+        );
+        let raw: &RawValue = serde_json::from_slice(&frame.bytes).unwrap();
+        let state: &RawValue = serde_json::from_slice(frame.state_json().unwrap()).unwrap();
         assert_eq!(state.get(), "{\"x\":[1,2]}");
-        assert_eq!(raw.get().as_bytes(), &bytes[..]);
+        assert_eq!(raw.get().as_bytes(), &frame.bytes[..]);
     }
 }
