@@ -14,6 +14,7 @@
 //! - [`hub`]: the [`Hub`] (writes, revs, history, fan-out) and the [`Client`] handle.
 //! - [`engine`]: the boundary to durable storage; [`MemoryEngine`] keeps nothing.
 //! - [`stats`]: counters for metrics.
+//! - [`backoff`]: waits between retries, exponential and jittered.
 //!
 //! # Example
 //! ```
@@ -39,6 +40,7 @@
 //! # });
 //! ```
 
+pub mod backoff;
 pub mod engine;
 pub mod error;
 pub mod hub;
