@@ -171,7 +171,9 @@ impl Setting {
                     *field(settings) = true;
                 }
             }
-            Field::Value(field) => field(settings).take(matches, id),
+            Field::Value(field) => {
+                field(settings).take(matches, id);
+            }
             Field::Section(_) => {}
         }
     }
@@ -198,24 +200,50 @@ pub(super) fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, String
 /// help shows it.
 pub(super) trait Value {
     fn parser(&self) -> ValueParser;
-    /// Takes the value clap parsed for `id`, when it was given.
-    fn take(&mut self, matches: &ArgMatches, id: &str);
+    /// Takes the value clap parsed for `id`; whether there was one.
+    fn take(&mut self, matches: &ArgMatches, id: &str) -> bool;
     fn read(&mut self, value: toml::Value) -> Result<(), String>;
     /// The value as help shows it; `None` when unset.
     fn shown(&self) -> Option<String>;
 }
 
-/// `Value` for a type and for an optional one (unset by default).
+/// An optional setting: unset unless given.
+impl<T: Value + Default> Value for Option<T> {
+    fn parser(&self) -> ValueParser {
+        T::default().parser()
+    }
+    fn take(&mut self, matches: &ArgMatches, id: &str) -> bool {
+        let mut value = T::default();
+        let given = value.take(matches, id);
+        if given {
+            *self = Some(value);
+        }
+        given
+    }
+    fn read(&mut self, value: toml::Value) -> Result<(), String> {
+        let mut read = T::default();
+        read.read(value)?;
+        *self = Some(read);
+        Ok(())
+    }
+    fn shown(&self) -> Option<String> {
+        self.as_ref().and_then(Value::shown)
+    }
+}
+
+/// `Value` for a type clap knows how to parse, shown by `$show`.
 macro_rules! value {
     ($type:ty, $show:expr) => {
         impl Value for $type {
             fn parser(&self) -> ValueParser {
                 clap::value_parser!($type).into()
             }
-            fn take(&mut self, matches: &ArgMatches, id: &str) {
-                if let Some(value) = matches.get_one::<$type>(id) {
+            fn take(&mut self, matches: &ArgMatches, id: &str) -> bool {
+                let given = matches.get_one::<$type>(id);
+                if let Some(value) = given {
                     *self = value.clone();
                 }
+                given.is_some()
             }
             fn read(&mut self, value: toml::Value) -> Result<(), String> {
                 *self = typed(value)?;
@@ -223,24 +251,6 @@ macro_rules! value {
             }
             fn shown(&self) -> Option<String> {
                 Some($show(self))
-            }
-        }
-
-        impl Value for Option<$type> {
-            fn parser(&self) -> ValueParser {
-                clap::value_parser!($type).into()
-            }
-            fn take(&mut self, matches: &ArgMatches, id: &str) {
-                if let Some(value) = matches.get_one::<$type>(id) {
-                    *self = Some(value.clone());
-                }
-            }
-            fn read(&mut self, value: toml::Value) -> Result<(), String> {
-                *self = Some(typed(value)?);
-                Ok(())
-            }
-            fn shown(&self) -> Option<String> {
-                self.as_ref().map($show)
             }
         }
     };
