@@ -32,9 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::command::{Command, CommandError};
 use crate::config::HomeAssistantConfig;
 use crate::health::Health;
-use crate::route::{Command, CommandError, Route, RouteTarget};
 
 /// Longest wait for the connection, and then for the authentication.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,15 +134,11 @@ impl HomeAssistantSource {
         &self.prefix
     }
 
-    /// The route that makes commands to `<prefix>/<entity_id>` service calls, unless
-    /// `commands = false`.
-    pub(crate) fn route(self: &Arc<Self>) -> Option<Route> {
-        self.commands.then(|| Route {
-            pattern: self.topics.clone(),
-            timeout: self.command_timeout,
-            repoll: false,
-            target: RouteTarget::HomeAssistant(Arc::clone(self)),
-        })
+    /// The topics (`<prefix>/<entity_id>`) whose commands become service calls, and how
+    /// long one may take; `None` with `commands = false`.
+    pub(crate) fn command_topics(&self) -> Option<(Pattern, Duration)> {
+        self.commands
+            .then(|| (self.topics.clone(), self.command_timeout))
     }
 
     /// One connection, until it fails.

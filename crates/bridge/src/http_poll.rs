@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use crate::config::HttpPollConfig;
 use crate::health::Health;
 use crate::route::error_chain;
-use crate::supervise::jitter;
 use crate::template::Template;
+use statecast_core::backoff::jitter;
 
 /// Largest answer read from a device.
 const MAX_BODY_BYTES: usize = 4 << 20;

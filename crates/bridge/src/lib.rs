@@ -11,8 +11,10 @@
 //! - [`http_poll`], [`mqtt`], [`websocket`], [`exec`]: the sources.
 //! - [`homeassistant`]: a Home Assistant mirror, which also routes commands to its topics.
 //! - [`rules`]: upstream messages to writes; [`template`]: `{placeholder}` templates.
-//! - [`route`]: commands and their routes.
+//! - [`command`]: a command and its error, what routes and sources that take commands share.
+//! - [`route`]: the routes that carry commands to devices.
 
+pub mod command;
 pub mod config;
 pub mod exec;
 pub mod health;
@@ -33,16 +35,17 @@ use std::time::Duration;
 use serde_json::Value;
 use statecast_core::{ErrorCode, Hub};
 
+pub use command::{Command, CommandError, Handler};
 pub use config::BridgeConfig;
 pub use health::HealthState;
-pub use route::{Command, CommandError, Handler};
 
 use crate::config::SourceKind;
 use crate::health::Health;
 use crate::homeassistant::HomeAssistantSource;
 use crate::http_poll::HttpPoll;
 use crate::route::Route;
-use crate::supervise::{AbortOnDrop, Backoff, supervise};
+use crate::supervise::{AbortOnDrop, supervise};
+use statecast_core::backoff::Backoff;
 
 /// First and longest wait before a failed source starts again.
 const RESTART_MIN: Duration = Duration::from_millis(500);
@@ -81,7 +84,7 @@ pub struct Bridge {
 /// Where commands go that no route of this bridge takes: in a cluster, the hub whose
 /// bridge does.
 pub trait Forward: Send + Sync {
-    fn forward(&self, command: Command) -> route::CommandFuture;
+    fn forward(&self, command: Command) -> command::CommandFuture;
 }
 
 impl Bridge {
@@ -171,7 +174,7 @@ impl Bridge {
                     let s = Arc::new(s);
                     // After the [[route]]s: a route of the file can take some of these
                     // targets elsewhere.
-                    bridge.routes.extend(s.route());
+                    bridge.routes.extend(Route::home_assistant(&s));
                     tokio::spawn(supervise(health.clone(), backoff, move || {
                         Arc::clone(&s).run()
                     }))

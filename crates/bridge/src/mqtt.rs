@@ -13,8 +13,9 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::{Action, MqttConfig, MqttRouteConfig};
 use crate::health::Health;
-use crate::supervise::{AbortOnDrop, Backoff};
+use crate::supervise::AbortOnDrop;
 use crate::template::Template;
+use statecast_core::backoff::Backoff;
 
 /// Largest MQTT packet taken or sent.
 const MAX_PACKET_BYTES: usize = 1 << 20;

@@ -1,83 +1,23 @@
-//! Commands and the routes that carry them to devices: an HTTP request, an MQTT publish, a
-//! handler of the embedding application, or a Home Assistant service call (the route a
+//! The routes that carry commands to devices: an HTTP request, an MQTT publish, a handler
+//! of the embedding application, or a Home Assistant service call (the route a
 //! `homeassistant` source adds for its own topics).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
-use serde_json::{Map, Value, json};
-use statecast_core::{ErrorCode, Pattern, Topic};
+use serde_json::{Value, json};
+use statecast_core::{ErrorCode, Pattern};
 
+use crate::command::{Command, CommandError, Handler};
 use crate::config::{HttpRouteConfig, MqttRouteConfig, RouteConfig, RouteKind};
+use crate::homeassistant::HomeAssistantSource;
 use crate::mqtt::MqttLink;
 use crate::template::{JsonTemplate, Template};
 
 /// Largest device answer read; more is an upstream error, not memory.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
-
-/// A command for a target (a device's topic, usually).
-#[derive(Debug, Clone)]
-pub struct Command {
-    pub target: Topic,
-    pub name: String,
-    pub args: Value,
-}
-
-impl Command {
-    /// What templates see: `target`, its segments `1`.., `name` and `args`.
-    fn context(&self) -> Value {
-        let mut context = Map::new();
-        context.insert("target".into(), json!(self.target.as_str()));
-        for (i, segment) in self.target.split('/').enumerate() {
-            context.insert((i + 1).to_string(), json!(segment));
-        }
-        context.insert("name".into(), json!(self.name));
-        context.insert("args".into(), self.args.clone());
-        Value::Object(context)
-    }
-}
-
-/// Why a command failed: a contract error code, a message, and for `upstream` errors the
-/// device's own status and body when it answered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommandError {
-    pub code: ErrorCode,
-    pub message: String,
-    pub status: Option<u16>,
-    pub body: Option<Value>,
-}
-
-impl CommandError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> CommandError {
-        CommandError {
-            code,
-            message: message.into(),
-            status: None,
-            body: None,
-        }
-    }
-
-    /// The `error` object of the wire contract, with `status` and `body` when known.
-    pub fn to_json(&self) -> Value {
-        let mut error = json!({"code": self.code.as_str(), "message": self.message});
-        if let Some(status) = self.status {
-            error["status"] = json!(status);
-        }
-        if let Some(body) = &self.body {
-            error["body"] = body.clone();
-        }
-        error
-    }
-}
-
-pub type CommandFuture = Pin<Box<dyn Future<Output = Result<Value, CommandError>> + Send>>;
-
-/// A command handler registered by an embedding application (see [`crate::Handlers`]).
-pub type Handler = Arc<dyn Fn(Command) -> CommandFuture + Send + Sync>;
 
 /// A configured route.
 pub(crate) struct Route {
@@ -91,7 +31,7 @@ pub(crate) enum RouteTarget {
     Http(HttpRoute),
     Mqtt(MqttRoute),
     Handler(Handler),
-    HomeAssistant(Arc<crate::homeassistant::HomeAssistantSource>),
+    HomeAssistant(Arc<HomeAssistantSource>),
 }
 
 pub(crate) struct HttpRoute {
@@ -132,6 +72,18 @@ impl Route {
             timeout: Duration::from_millis(config.timeout_ms.max(1)),
             repoll: config.repoll,
             target,
+        })
+    }
+
+    /// The route that makes commands to a Home Assistant source's topics service calls,
+    /// unless the source takes no commands.
+    pub fn home_assistant(source: &Arc<HomeAssistantSource>) -> Option<Route> {
+        let (pattern, timeout) = source.command_topics()?;
+        Some(Route {
+            pattern,
+            timeout,
+            repoll: false,
+            target: RouteTarget::HomeAssistant(Arc::clone(source)),
         })
     }
 

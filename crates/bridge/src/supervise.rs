@@ -1,52 +1,17 @@
 //! Runs a source under supervision: when it fails, ends or panics, its health says so and it
-//! starts again after a backoff with jitter. Nothing a source does reaches the hub's tasks.
+//! starts again after a backoff with jitter ([`Backoff`], from the core). Nothing a source
+//! does reaches the hub's tasks.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use statecast_core::backoff::Backoff;
 
 use crate::health::Health;
 
 /// A run that lasted this long was healthy: the next failure starts the backoff over.
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
-
-/// Exponential backoff between `min` and `max`, each wait jittered by ±20% so sources that
-/// failed together do not retry together.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        let min = min.max(Duration::from_millis(1));
-        Backoff {
-            min,
-            max: max.max(min),
-            next: min,
-        }
-    }
-
-    /// The wait before the next attempt; each call doubles the one after, up to `max`.
-    pub fn next_wait(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        jitter(base)
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-/// `d` scaled by a random factor in 0.8..1.2.
-pub fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::rng().random_range(0.8..1.2))
-}
 
 /// Runs `run` again and again: each run on its own task (a panic ends only that run), each
 /// end recorded in `health`, each restart after `backoff`.
@@ -80,24 +45,5 @@ pub struct AbortOnDrop(pub tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_max_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let waits: Vec<u128> = (0..4).map(|_| b.next_wait().as_millis()).collect();
-        for (wait, base) in waits.iter().zip([100u128, 200, 350, 350]) {
-            assert!(
-                *wait >= base * 8 / 10 && *wait <= base * 12 / 10,
-                "{waits:?}"
-            );
-        }
-        b.reset();
-        assert!(b.next_wait() <= Duration::from_millis(120));
     }
 }

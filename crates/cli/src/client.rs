@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use statecast_core::backoff::Backoff;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Where the hub is.
@@ -213,6 +214,11 @@ fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
+/// Waits before `watch` reconnects: jittered, so that many watchers of a restarted hub do
+/// not all come back at once.
+const RECONNECT_MIN: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
 /// Prints every change of topics matching `pattern` until interrupted, reconnecting with
 /// backoff and resuming from the revs it has seen, so nothing is missed across a drop.
 pub async fn watch(url: &HubUrl, pattern: &str, json_lines: bool) -> Result<(), String> {
@@ -225,7 +231,7 @@ pub async fn watch(url: &HubUrl, pattern: &str, json_lines: bool) -> Result<(), 
             && std::env::var_os("NO_COLOR").is_none(),
     };
     let mut revs: HashMap<String, u64> = HashMap::new();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
     let mut ever_connected = false;
     loop {
         let mut connected = false;
@@ -244,11 +250,12 @@ pub async fn watch(url: &HubUrl, pattern: &str, json_lines: bool) -> Result<(), 
         }
         if connected {
             ever_connected = true;
-            backoff = Duration::from_millis(500);
+            backoff.reset();
         }
-        eprintln!("statecast: connection lost ({error}); reconnecting in {backoff:?}");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        // Whole milliseconds, so the message reads `reconnecting in 1.046s`.
+        let wait = Duration::from_millis(backoff.next_wait().as_millis() as u64);
+        eprintln!("statecast: connection lost ({error}); reconnecting in {wait:?}");
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -1,269 +1,166 @@
 //! `statecast serve` settings: flags, then `STATECAST_*` environment variables, then the
-//! TOML file, then defaults. clap handles the first two; the file fills what they leave.
+//! TOML file (`--config`, keys named like the flags), then defaults.
+//!
+//! Each setting is defined once, in [`defs::SETTINGS`] (the model is ripgrep's
+//! `flags/defs.rs`): its name gives the flag, the environment variable and the file key,
+//! and the field of [`Settings`] it sets gives its type and, through [`Settings::default`],
+//! its default, which comes from the crate that owns the setting (`HubConfig`,
+//! `ServerConfig`, `ClusterConfig`). `--help`, the file reader and the docs read that one
+//! list.
+//!
+//! The flags are built with clap's builder, not its derive: the derive needs a struct field
+//! with literal attributes per flag, a second copy of every setting, and could not tell a
+//! flag left out from one given its default, which the file's place between the two needs.
+//! The builder makes each argument from its definition, and [`ServeArgs`] plugs it into the
+//! derived `statecast` command. clap resolves a flag against its environment variable;
+//! [`Settings::resolve`] lays the result over the file, and the file over the defaults.
+//!
+//! # Layout
+//! - [`setting`]: what a setting is, and how one definition becomes a flag, a variable, a
+//!   file key and a help line.
+//! - [`defs`]: every setting.
+
+mod defs;
+mod setting;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
-use serde::Deserialize;
+use clap::{ArgMatches, Args, Command, FromArgMatches};
 use statecast_bridge::BridgeConfig;
-use statecast_bridge::config::{RouteConfig, SourceConfig};
 use statecast_cluster::ClusterConfig;
-use statecast_server::{AuthConfig, Limits, Mappings, SocketIoConfig};
+use statecast_core::HubConfig;
+use statecast_server::{AuthConfig, Limits, Mappings, ServerConfig};
 
-/// Flags of `statecast serve`; each may also come from its environment variable.
-#[derive(Debug, Args, Default)]
-pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080]
-    #[arg(long, env = "STATECAST_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Directory of the embedded store [default: ./statecast-data]
-    #[arg(long, env = "STATECAST_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// TOML file with any of these settings (flags and environment variables win)
-    #[arg(long, env = "STATECAST_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Interval of WebSocket pings; a connection silent for 2.5 intervals is closed [default: 25000]
-    #[arg(long, env = "STATECAST_HEARTBEAT_MS", value_name = "N")]
-    pub heartbeat_ms: Option<u64>,
-    /// Changes kept per topic so reconnecting clients get patches, not snapshots [default: 128]
-    #[arg(long, env = "STATECAST_HISTORY_LEN", value_name = "N")]
-    pub history_len: Option<usize>,
-    /// Largest state or event accepted, in bytes of JSON [default: 262144]
-    #[arg(long, env = "STATECAST_MAX_STATE_BYTES", value_name = "N")]
-    pub max_state_bytes: Option<usize>,
-    /// Largest WebSocket message accepted; larger ones close the connection with 1009 [default: 1048576]
-    #[arg(long, env = "STATECAST_MAX_FRAME_BYTES", value_name = "N")]
-    pub max_frame_bytes: Option<usize>,
-    /// Messages queued per client before its pending patches are conflated [default: 4096]
-    #[arg(long, env = "STATECAST_OUTBOX_MESSAGES", value_name = "N")]
-    pub outbox_messages: Option<usize>,
-    /// Bytes queued per client before its pending patches are conflated [default: 4194304]
-    #[arg(long, env = "STATECAST_OUTBOX_BYTES", value_name = "N")]
-    pub outbox_bytes: Option<usize>,
-    /// Run simulated devices (an output controller, two microphones) to watch live changes
-    #[arg(long, env = "STATECAST_DEMO")]
-    pub demo: bool,
-    /// Open connections in all; more get HTTP 503 [default: 16000]
-    #[arg(long, env = "STATECAST_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
-    /// Open connections from one IP address; more get HTTP 503 [default: 16000]
-    #[arg(long, env = "STATECAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
-    pub max_connections_per_ip: Option<usize>,
-    /// Subscription patterns one WebSocket may hold [default: 1000]
-    #[arg(long, env = "STATECAST_MAX_SUBSCRIPTIONS", value_name = "N")]
-    pub max_subscriptions: Option<usize>,
-    /// Topics the hub holds; writes creating more are refused [default: 1000000]
-    #[arg(long, env = "STATECAST_MAX_TOPICS", value_name = "N")]
-    pub max_topics: Option<usize>,
-    /// Messages per second one WebSocket may send (bursts as large) [default: 10000]
-    #[arg(long, env = "STATECAST_MESSAGES_PER_SECOND", value_name = "N")]
-    pub messages_per_second: Option<u32>,
-    /// Messages and REST requests per second from one IP address [default: 100000]
-    #[arg(long, env = "STATECAST_MESSAGES_PER_SECOND_PER_IP", value_name = "N")]
-    pub messages_per_second_per_ip: Option<u32>,
-    /// Time a client has to send its request headers (slowloris) [default: 10000]
-    #[arg(long, env = "STATECAST_HANDSHAKE_TIMEOUT_MS", value_name = "N")]
-    pub handshake_timeout_ms: Option<u64>,
-    /// TLS certificate chain (PEM); with --tls-key, the hub speaks HTTPS, WSS and HTTP/2.
-    /// SIGHUP reloads both files.
-    #[arg(
-        long,
-        env = "STATECAST_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM)
-    #[arg(
-        long,
-        env = "STATECAST_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-    /// Listen on a non-loopback address without authentication ([auth] in the file)
-    #[arg(long, env = "STATECAST_INSECURE")]
-    pub insecure: bool,
-    /// Share state with other hubs through Redis, redis://HOST:PORT[/DB] (instead of the
-    /// embedded store; see docs/cluster.md)
-    #[arg(long, env = "STATECAST_CLUSTER", value_name = "URL")]
-    pub cluster: Option<String>,
-    /// Prefix of the cluster's Redis keys, so several clusters can share one Redis [default: statecast]
-    #[arg(long, env = "STATECAST_CLUSTER_PREFIX", value_name = "PREFIX")]
-    pub cluster_prefix: Option<String>,
-    /// This hub's name in the cluster [default: random]
-    #[arg(long, env = "STATECAST_NODE_ID", value_name = "NAME")]
-    pub node_id: Option<String>,
+pub use defs::SETTINGS;
+
+/// The flags of `statecast serve` as clap parsed them, each perhaps from its environment
+/// variable; one argument per flagged entry of [`SETTINGS`].
+#[derive(Debug, Clone)]
+pub struct ServeArgs(ArgMatches);
+
+impl Args for ServeArgs {
+    fn augment_args(command: Command) -> Command {
+        let mut defaults = Settings::default();
+        SETTINGS
+            .iter()
+            .filter_map(|setting| setting.arg(&mut defaults))
+            .fold(command, Command::arg)
+    }
+
+    fn augment_args_for_update(command: Command) -> Command {
+        Self::augment_args(command)
+    }
 }
 
-/// `[cluster]` in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterFile {
-    pub url: Option<String>,
-    pub prefix: Option<String>,
-    pub node: Option<String>,
-    /// Entries the Redis stream keeps (about).
-    pub stream_len: Option<u64>,
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(ServeArgs(matches.clone()))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0 = matches.clone();
+        Ok(())
+    }
 }
 
-/// The same settings as they appear in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub heartbeat_ms: Option<u64>,
-    pub history_len: Option<usize>,
-    pub max_state_bytes: Option<usize>,
-    pub max_frame_bytes: Option<usize>,
-    pub outbox_messages: Option<usize>,
-    pub outbox_bytes: Option<usize>,
-    pub demo: Option<bool>,
-    pub insecure: Option<bool>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub max_connections: Option<usize>,
-    pub max_connections_per_ip: Option<usize>,
-    pub max_subscriptions: Option<usize>,
-    pub max_topics: Option<usize>,
-    pub messages_per_second: Option<u32>,
-    pub messages_per_second_per_ip: Option<u32>,
-    pub handshake_timeout_ms: Option<u64>,
-    /// Origins whose pages may open WebSockets and SSE streams (besides the hub's own).
-    #[serde(default)]
-    pub allowed_origins: Vec<String>,
-    /// API keys and JWT settings: only in the file.
-    pub auth: Option<AuthConfig>,
-    /// Redis cluster settings (`--cluster` and friends win).
-    pub cluster: Option<ClusterFile>,
-    /// Sources (`[[source]]`) and command routes (`[[route]]`): only in the file.
-    #[serde(default)]
-    pub source: Vec<SourceConfig>,
-    #[serde(default)]
-    pub route: Vec<RouteConfig>,
-    /// The Socket.IO endpoint and its event mappings (`[socketio]`): only in the file.
-    pub socketio: Option<SocketIoConfig>,
-}
-
-/// Every setting, resolved.
+/// Every setting, resolved. Each field is set by its entry in [`SETTINGS`]; its value in
+/// [`Settings::default`] is the setting's default.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The file these came from.
+    pub config: Option<PathBuf>,
+    /// History, state size, outbox and topic bounds.
+    pub hub: HubConfig,
     pub heartbeat_ms: u64,
-    pub history_len: usize,
-    pub max_state_bytes: usize,
     pub max_frame_bytes: usize,
-    pub outbox_messages: usize,
-    pub outbox_bytes: usize,
+    pub limits: Limits,
     pub demo: bool,
     pub insecure: bool,
-    /// Certificate and key files, when TLS is on.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    pub limits: Limits,
-    pub max_topics: usize,
+    /// Certificate and key files: both or neither (see [`Settings::tls`]).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub allowed_origins: Vec<String>,
     pub auth: AuthConfig,
     pub bridge: BridgeConfig,
-    /// Redis, when hubs share state; `None`: the embedded store in `data_dir`.
-    pub cluster: Option<ClusterConfig>,
+    /// Redis, when hubs share state (see [`Settings::cluster`]); `None`: the embedded
+    /// store in `data_dir`.
+    pub cluster_url: Option<String>,
+    pub cluster_prefix: String,
+    pub node_id: String,
+    pub cluster_stream_len: u64,
     pub socketio: Mappings,
+}
+
+impl Default for Settings {
+    /// The CLI owns the address and the store's directory; every other default is the
+    /// owning crate's.
+    fn default() -> Settings {
+        let server = ServerConfig::default();
+        let cluster = ClusterConfig::new(String::new());
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./statecast-data"),
+            config: None,
+            hub: HubConfig::default(),
+            heartbeat_ms: server.heartbeat_ms,
+            max_frame_bytes: server.max_frame_bytes,
+            limits: server.limits,
+            demo: false,
+            insecure: false,
+            tls_cert: None,
+            tls_key: None,
+            allowed_origins: server.allowed_origins,
+            auth: AuthConfig::default(),
+            bridge: BridgeConfig::default(),
+            cluster_url: None,
+            cluster_prefix: cluster.prefix,
+            node_id: cluster.node,
+            cluster_stream_len: cluster.stream_len,
+            socketio: server.socketio,
+        }
+    }
 }
 
 impl Settings {
     pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let defaults = Limits::default();
-        let cluster_file = file.cluster.unwrap_or_default();
-        let cluster = args.cluster.or(cluster_file.url).map(|url| {
-            let mut config = ClusterConfig::new(url);
-            if let Some(prefix) = args.cluster_prefix.or(cluster_file.prefix) {
-                config.prefix = prefix;
-            }
-            if let Some(node) = args.node_id.or(cluster_file.node) {
-                config.node = node;
-            }
-            if let Some(len) = cluster_file.stream_len {
-                config.stream_len = len;
-            }
-            config
-        });
-        let settings = Settings {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./statecast-data")),
-            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(25_000),
-            history_len: args.history_len.or(file.history_len).unwrap_or(128),
-            max_state_bytes: args
-                .max_state_bytes
-                .or(file.max_state_bytes)
-                .unwrap_or(256 << 10),
-            max_frame_bytes: args
-                .max_frame_bytes
-                .or(file.max_frame_bytes)
-                .unwrap_or(1 << 20),
-            outbox_messages: args
-                .outbox_messages
-                .or(file.outbox_messages)
-                .unwrap_or(4096),
-            outbox_bytes: args.outbox_bytes.or(file.outbox_bytes).unwrap_or(4 << 20),
-            demo: args.demo || file.demo.unwrap_or(false),
-            insecure: args.insecure || file.insecure.unwrap_or(false),
-            tls: match (
-                args.tls_cert.or(file.tls_cert),
-                args.tls_key.or(file.tls_key),
-            ) {
-                (Some(cert), Some(key)) => Some((cert, key)),
-                (None, None) => None,
-                _ => return Err("give both tls_cert and tls_key, or neither".into()),
-            },
-            limits: Limits {
-                max_connections: args
-                    .max_connections
-                    .or(file.max_connections)
-                    .unwrap_or(defaults.max_connections),
-                max_connections_per_ip: args
-                    .max_connections_per_ip
-                    .or(file.max_connections_per_ip)
-                    .unwrap_or(defaults.max_connections_per_ip),
-                max_subscriptions: args
-                    .max_subscriptions
-                    .or(file.max_subscriptions)
-                    .unwrap_or(defaults.max_subscriptions),
-                messages_per_second: args
-                    .messages_per_second
-                    .or(file.messages_per_second)
-                    .unwrap_or(defaults.messages_per_second),
-                messages_per_second_per_ip: args
-                    .messages_per_second_per_ip
-                    .or(file.messages_per_second_per_ip)
-                    .unwrap_or(defaults.messages_per_second_per_ip),
-                handshake_timeout_ms: args
-                    .handshake_timeout_ms
-                    .or(file.handshake_timeout_ms)
-                    .unwrap_or(defaults.handshake_timeout_ms),
-            },
-            max_topics: args.max_topics.or(file.max_topics).unwrap_or(1_000_000),
-            allowed_origins: file.allowed_origins,
-            auth: file.auth.unwrap_or_default(),
-            bridge: BridgeConfig {
-                source: file.source,
-                route: file.route,
-            },
-            cluster,
-            socketio: Mappings::from_config(file.socketio.unwrap_or_default())?,
-        };
-        let l = &settings.limits;
+        let ServeArgs(matches) = args;
+        let mut settings = Settings::default();
+        // The file first, so that what the flags and the environment give overwrites it.
+        if let Some(path) = matches.get_one::<PathBuf>(defs::CONFIG) {
+            read_file(path, &mut settings)?;
+        }
+        for setting in SETTINGS {
+            setting.take_given(&matches, &mut settings);
+        }
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Certificate and key files, when TLS is on.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+
+    /// The cluster engine's settings, when hubs share state through Redis.
+    pub fn cluster(&self) -> Option<ClusterConfig> {
+        let url = self.cluster_url.clone()?;
+        Some(ClusterConfig {
+            url,
+            prefix: self.cluster_prefix.clone(),
+            node: self.node_id.clone(),
+            stream_len: self.cluster_stream_len,
+        })
+    }
+
+    /// What no single setting can check.
+    fn check(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("give both tls_cert and tls_key, or neither".into());
+        }
+        let l = &self.limits;
         if l.max_connections == 0
             || l.max_connections_per_ip == 0
             || l.messages_per_second == 0
@@ -272,25 +169,90 @@ impl Settings {
         {
             return Err("connection, rate and timeout limits must be at least 1".into());
         }
-        if settings.heartbeat_ms == 0 {
+        if self.heartbeat_ms == 0 {
             return Err("heartbeat_ms must be at least 1".into());
         }
-        if settings.outbox_messages == 0 || settings.outbox_bytes == 0 {
+        if self.hub.outbox.max_messages == 0 || self.hub.outbox.max_bytes == 0 {
             return Err("outbox_messages and outbox_bytes must be at least 1".into());
         }
-        Ok(settings)
+        Ok(())
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, String> {
+/// Reads the TOML file into `settings`: each key is a setting's (see [`SETTINGS`]), and
+/// any other is refused.
+fn read_file(path: &Path, settings: &mut Settings) -> Result<(), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    read_table(table, "", settings).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// Reads the keys of `table` (the file's top level, or `[cluster]` with `prefix`
+/// `"cluster."`).
+fn read_table(table: toml::Table, prefix: &str, settings: &mut Settings) -> Result<(), String> {
+    for (name, value) in table {
+        let key = format!("{prefix}{name}");
+        if let Some(setting) = SETTINGS.iter().find(|s| s.key == Some(key.as_str())) {
+            setting
+                .read(settings, value)
+                .map_err(|e| format!("{key}: {e}"))?;
+            continue;
+        }
+        let inner = format!("{key}.");
+        let is_table = SETTINGS
+            .iter()
+            .any(|s| s.key.is_some_and(|k| k.starts_with(&inner)));
+        match value {
+            toml::Value::Table(table) if is_table => read_table(table, &inner, settings)?,
+            _ if is_table => return Err(format!("{key}: expected a table")),
+            _ => {
+                let mut known: Vec<&str> = SETTINGS
+                    .iter()
+                    .filter_map(|s| s.key?.strip_prefix(prefix)?.split('.').next())
+                    .collect();
+                known.dedup();
+                return Err(format!(
+                    "unknown field `{key}`, expected one of `{}`",
+                    known.join("`, `")
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::setting::{Field, Setting};
     use super::*;
+
+    /// The flags as clap parses them, with no environment variables (the test process's
+    /// own must not leak in).
+    fn try_args(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let command = ServeArgs::augment_args(Command::new("serve")).mut_args(|a| a.env(None));
+        let matches =
+            command.try_get_matches_from(std::iter::once("serve").chain(flags.iter().copied()))?;
+        ServeArgs::from_arg_matches(&matches)
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        try_args(flags).unwrap()
+    }
+
+    fn path_str(path: &Path) -> &str {
+        path.to_str().expect("a UTF-8 path")
+    }
+
+    #[test]
+    fn the_socketio_section_is_checked_by_the_server() {
+        let s = resolve_text("[socketio]\npath = \"/io/\"\n").unwrap();
+        assert_eq!(s.socketio.path, "/io");
+        let err =
+            resolve_text("[[socketio.emit]]\nevent = \"patch\"\ntopic = \"a\"\n").unwrap_err();
+        assert!(err.contains("socketio.emit[1] (patch)"), "{err}");
+    }
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
@@ -301,16 +263,12 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\nheartbeat_ms = 500\nhistory_len = 7\n",
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            heartbeat_ms: Some(1000),
-            ..ServeArgs::default()
-        };
+        let args = args(&["--config", path_str(&path), "--heartbeat-ms", "1000"]);
         let s = Settings::resolve(args).unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.heartbeat_ms, 1000);
-        assert_eq!(s.history_len, 7);
-        assert_eq!(s.max_state_bytes, 256 << 10);
+        assert_eq!(s.hub.history_len, 7);
+        assert_eq!(s.hub.max_state_bytes, 256 << 10);
     }
 
     #[test]
@@ -332,16 +290,12 @@ mod tests {
             "#,
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            messages_per_second: Some(11),
-            ..ServeArgs::default()
-        };
+        let args = args(&["--config", path_str(&path), "--messages-per-second", "11"]);
         let s = Settings::resolve(args).unwrap();
         assert_eq!(s.limits.max_connections_per_ip, 7);
         assert_eq!(s.limits.messages_per_second, 11);
         assert_eq!(s.limits.max_connections, Limits::default().max_connections);
-        assert_eq!(s.tls, Some(("c.pem".into(), "k.pem".into())));
+        assert_eq!(s.tls(), Some((Path::new("c.pem"), Path::new("k.pem"))));
         assert_eq!(s.allowed_origins, ["https://a.example"]);
         assert_eq!(s.auth.keys.len(), 1);
     }
@@ -351,11 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("statecast.toml");
         std::fs::write(&path, "tls_cert = \"c.pem\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        };
-        let err = Settings::resolve(args).unwrap_err();
+        let err = Settings::resolve(args(&["--config", path_str(&path)])).unwrap_err();
         assert!(err.contains("tls_key"), "{err}");
     }
 
@@ -363,19 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("statecast.toml");
         std::fs::write(&path, text).unwrap();
-        Settings::resolve(ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        })
-    }
-
-    #[test]
-    fn the_socketio_section_is_checked_by_the_server() {
-        let s = resolve_text("[socketio]\npath = \"/io/\"\n").unwrap();
-        assert_eq!(s.socketio.path, "/io");
-        let err =
-            resolve_text("[[socketio.emit]]\nevent = \"patch\"\ntopic = \"a\"\n").unwrap_err();
-        assert!(err.contains("socketio.emit[1] (patch)"), "{err}");
+        Settings::resolve(args(&["--config", path_str(&path)]))
     }
 
     #[test]
@@ -383,11 +321,257 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("statecast.toml");
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        };
-        let err = Settings::resolve(args).unwrap_err();
+        let err = Settings::resolve(args(&["--config", path_str(&path)])).unwrap_err();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    /// `Settings` without the random node name and the file's path, to compare two
+    /// resolutions.
+    fn comparable(mut s: Settings) -> String {
+        s.node_id.clear();
+        s.config = None;
+        format!("{s:?}")
+    }
+
+    /// A value for a setting with this value name, on the command line and in the file.
+    fn sample(value_name: &str) -> (&'static str, toml::Value) {
+        match value_name {
+            "N" => ("7", toml::Value::Integer(7)),
+            "ADDR" => ("127.0.0.1:9", toml::Value::String("127.0.0.1:9".into())),
+            "URL" => (
+                "redis://127.0.0.1:9",
+                toml::Value::String("redis://127.0.0.1:9".into()),
+            ),
+            "" => ("", toml::Value::Boolean(true)),
+            _ => ("some-name", toml::Value::String("some-name".into())),
+        }
+    }
+
+    /// Settings from a file holding `settings`, each with its sample value.
+    fn resolve_file(settings: &[&Setting]) -> Result<Settings, String> {
+        let mut file = toml::Table::new();
+        for setting in settings {
+            let key = setting.key.expect("a file key");
+            let (table, name) = match key.split_once('.') {
+                Some((table, name)) => (
+                    file.entry(table)
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                        .as_table_mut()
+                        .expect("a table"),
+                    name,
+                ),
+                None => (&mut file, key),
+            };
+            table.insert(name.into(), sample(setting.value_name).1);
+        }
+        resolve_text(&toml::to_string(&file).expect("TOML"))
+    }
+
+    /// Settings from flags: each of `settings` with its sample value.
+    fn resolve_flags(settings: &[&Setting]) -> Result<Settings, String> {
+        let mut flags = Vec::new();
+        for setting in settings {
+            flags.push(format!("--{}", setting.long().expect("a flag")));
+            let (text, _) = sample(setting.value_name);
+            if !text.is_empty() {
+                flags.push(text.to_string());
+            }
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Settings::resolve(try_args(&flags).map_err(|e| e.to_string())?)
+    }
+
+    fn by_flag(flag: &str) -> &'static Setting {
+        SETTINGS
+            .iter()
+            .find(|s| s.flag == Some(flag))
+            .unwrap_or_else(|| panic!("no setting {flag}"))
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        for (i, setting) in SETTINGS.iter().enumerate() {
+            let name = setting.flag.or(setting.key).expect("a flag or a key");
+            assert!(
+                setting.flag.is_some() || setting.key.is_some(),
+                "{name}: nowhere to come from"
+            );
+            let doc = setting.doc;
+            assert!(
+                !doc.is_empty() && !doc.ends_with('.') && !doc.contains('\n'),
+                "{name}: one line without a final period: {doc:?}"
+            );
+            match setting.field {
+                Field::Section(_) => {
+                    assert!(setting.flag.is_none(), "{name}: a section is file-only")
+                }
+                Field::Switch(_) => {
+                    assert_eq!(setting.value_name, "", "{name}: a switch takes no value")
+                }
+                Field::Value(_) => assert!(!setting.value_name.is_empty(), "{name}: no value name"),
+            }
+            if let Some(required) = setting.requires {
+                assert_eq!(
+                    by_flag(required).requires,
+                    setting.flag,
+                    "{name}: requires goes both ways"
+                );
+            }
+            // A flag's file key is the flag's own name, or a key of a table (`cluster.url`).
+            if let (Some(flag), Some(key)) = (setting.flag, setting.key) {
+                assert!(key == flag || key.contains('.'), "{name}: file key {key}");
+            }
+            for other in &SETTINGS[i + 1..] {
+                assert!(
+                    setting.flag.is_none() || setting.flag != other.flag,
+                    "{name}: flag twice"
+                );
+                assert!(
+                    setting.key.is_none() || setting.key != other.key,
+                    "{name}: key twice"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_doc_default_and_environment_variable() {
+        let help = ServeArgs::augment_args(Command::new("serve"))
+            .render_long_help()
+            .to_string();
+        let mut defaults = Settings::default();
+        for setting in SETTINGS {
+            let (Some(long), Some(env)) = (setting.long(), setting.env()) else {
+                continue;
+            };
+            let flag = match setting.value_name {
+                "" => format!("--{long}\n"),
+                value => format!("--{long} <{value}>\n"),
+            };
+            let at = help
+                .find(&flag)
+                .unwrap_or_else(|| panic!("no {flag} in\n{help}"));
+            let entry = &help[at..];
+            let entry = &entry[..entry.find("\n\n").unwrap_or(entry.len())];
+            let line = setting.help(&mut defaults);
+            assert!(entry.contains(&line), "{line:?} not in\n{entry}");
+            assert!(
+                entry.contains(&format!("[env: {env}=")),
+                "no {env} in\n{entry}"
+            );
+            assert_eq!(
+                env,
+                format!("STATECAST_{}", long.replace('-', "_").to_uppercase())
+            );
+        }
+        // Defaults come from the owning crates.
+        assert!(help.contains(&format!(
+            "[default: {}]",
+            HubConfig::default().max_state_bytes
+        )));
+        assert!(help.contains(&format!("[default: {}]", Limits::default().max_connections)));
+        assert!(help.contains("This hub's name in the cluster [default: random]"));
+    }
+
+    #[test]
+    fn a_flag_and_its_file_key_set_the_same_field() {
+        let default = comparable(Settings::default());
+        for setting in SETTINGS
+            .iter()
+            .filter(|s| s.flag.is_some() && s.key.is_some())
+        {
+            let name = setting.flag.unwrap_or_default();
+            let mut together = vec![setting];
+            together.extend(setting.requires.map(by_flag));
+            let from_flags = resolve_flags(&together).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let from_file = resolve_file(&together).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if setting.flag == Some("node_id") {
+                assert_eq!(from_flags.node_id, "some-name");
+                assert_eq!(from_file.node_id, "some-name");
+                continue;
+            }
+            let (from_flags, from_file) = (comparable(from_flags), comparable(from_file));
+            assert_ne!(from_flags, default, "{name} changed nothing");
+            assert_eq!(
+                from_flags, from_file,
+                "{name}: the flag and the file key differ"
+            );
+        }
+    }
+
+    #[test]
+    fn each_number_lands_in_its_own_field() {
+        let names = [
+            "heartbeat_ms",
+            "history_len",
+            "max_state_bytes",
+            "max_frame_bytes",
+            "outbox_messages",
+            "outbox_bytes",
+            "max_connections",
+            "max_connections_per_ip",
+            "max_subscriptions",
+            "max_topics",
+            "messages_per_second",
+            "messages_per_second_per_ip",
+            "handshake_timeout_ms",
+        ];
+        let flags: Vec<String> = names
+            .iter()
+            .enumerate()
+            .flat_map(|(i, name)| [format!("--{}", name.replace('_', "-")), (i + 1).to_string()])
+            .collect();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let s = Settings::resolve(args(&flags)).unwrap();
+        let l = &s.limits;
+        let got = [
+            s.heartbeat_ms,
+            s.hub.history_len as u64,
+            s.hub.max_state_bytes as u64,
+            s.max_frame_bytes as u64,
+            s.hub.outbox.max_messages as u64,
+            s.hub.outbox.max_bytes as u64,
+            l.max_connections as u64,
+            l.max_connections_per_ip as u64,
+            l.max_subscriptions as u64,
+            s.hub.max_topics as u64,
+            u64::from(l.messages_per_second),
+            u64::from(l.messages_per_second_per_ip),
+            l.handshake_timeout_ms,
+        ];
+        assert_eq!(got, std::array::from_fn(|i| i as u64 + 1));
+    }
+
+    #[test]
+    fn a_switch_in_the_file_stays_on_whatever_the_flags_say() {
+        let s = resolve_text("demo = true\n").unwrap();
+        assert!(s.demo && !s.insecure);
+        assert!(Settings::resolve(args(&["--insecure"])).unwrap().insecure);
+    }
+
+    #[test]
+    fn the_cluster_table_gives_every_cluster_setting() {
+        let s = resolve_text(
+            "[cluster]\nurl = \"redis://h:1\"\nprefix = \"p\"\nnode = \"n\"\nstream_len = 9\n",
+        )
+        .unwrap();
+        let c = s.cluster().expect("a cluster");
+        assert_eq!(
+            (
+                c.url.as_str(),
+                c.prefix.as_str(),
+                c.node.as_str(),
+                c.stream_len
+            ),
+            ("redis://h:1", "p", "n", 9)
+        );
+        assert!(resolve_text("").unwrap().cluster().is_none());
+        let err = resolve_text("[cluster]\nnodes = 1\n").unwrap_err();
+        assert!(err.contains("cluster.nodes"), "{err}");
+        let err = resolve_text("heartbeat_ms = \"soon\"\n").unwrap_err();
+        assert!(
+            err.contains("heartbeat_ms") && err.contains("soon"),
+            "{err}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use statecast_bridge::{Bridge, Handlers};
 use statecast_cluster::RedisEngine;
 use statecast_cluster::relay::CommandRelay;
-use statecast_core::{Hub, HubConfig, OutboxLimits};
+use statecast_core::Hub;
 use statecast_server::{Auth, ServerConfig, Tls};
 use statecast_store::RedbEngine;
 use std::sync::Arc;
@@ -157,17 +157,9 @@ fn serve(settings: Settings) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let hub_config = HubConfig {
-        max_topics: settings.max_topics,
-        history_len: settings.history_len,
-        max_state_bytes: settings.max_state_bytes,
-        outbox: OutboxLimits {
-            max_messages: settings.outbox_messages,
-            max_bytes: settings.outbox_bytes,
-        },
-        ..HubConfig::default()
-    };
-    let cluster = match &settings.cluster {
+    let hub_config = settings.hub.clone();
+    let cluster_config = settings.cluster();
+    let cluster = match &cluster_config {
         Some(config) => Some(Arc::new(
             RedisEngine::open(config.clone()).map_err(|e| e.to_string())?,
         )),
@@ -196,18 +188,22 @@ fn serve(settings: Settings) -> Result<(), String> {
         auth: std::sync::Arc::new(auth),
         allowed_origins: settings.allowed_origins.clone(),
         limits: settings.limits.clone(),
-        tls: match &settings.tls {
+        tls: match settings.tls() {
             Some((cert, key)) => Some(std::sync::Arc::new(Tls::load(cert, key)?)),
             None => None,
         },
         socketio: settings.socketio.clone(),
     };
-    let scheme = if settings.tls.is_some() {
+    let scheme = if settings.tls().is_some() {
         "https"
     } else {
         "http"
     };
-    let ws_scheme = if settings.tls.is_some() { "wss" } else { "ws" };
+    let ws_scheme = if settings.tls().is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
     runtime.block_on(async move {
         let bridge = Arc::new(Bridge::start(&hub, settings.bridge.clone(), Handlers::new())?);
         if let Some(engine) = &cluster {
@@ -218,7 +214,7 @@ fn serve(settings: Settings) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let store = match &settings.cluster {
+        let store = match &cluster_config {
             Some(c) => format!("cluster {} (prefix {}, node {})", c.url, c.prefix, c.node),
             None => format!("store {}", settings.data_dir.display()),
         };

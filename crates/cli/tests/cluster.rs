@@ -131,13 +131,21 @@ async fn concurrent_writers_on_three_nodes_make_one_rev_sequence_everywhere() {
     for writer in writers {
         within("the writers", writer).await.expect("writer");
     }
-    // Every write is one rev of its topic.
+    // Every write is one rev of its topic. A node answers its writer once the change is in
+    // the stream, which the other nodes may not have read yet: every subscriber (two per
+    // node) reaching the last revs shows that every node has published them.
     let mut want = HashMap::new();
     for (k, topic) in topics.iter().enumerate() {
         let writes = (0..WRITES).filter(|i| i % topics.len() == k).count() * cluster.len();
-        let state = cluster[0].get(&format!("/api/state/{topic}")).await.json();
-        assert_eq!(state["rev"], writes as u64, "{topic}: {state}");
         want.insert(topic.to_string(), writes as u64);
+    }
+    let mut sequences = Vec::new();
+    for ws in &mut subscribers {
+        sequences.push(read_until_revs(ws, &want).await);
+    }
+    for topic in topics {
+        let state = cluster[0].get(&format!("/api/state/{topic}")).await.json();
+        assert_eq!(state["rev"], want[topic], "{topic}: {state}");
     }
     let mut conflicts = 0.0;
     for server in &cluster {
@@ -154,10 +162,6 @@ async fn concurrent_writers_on_three_nodes_make_one_rev_sequence_everywhere() {
     }
     // Every subscriber saw exactly the same messages, revs 1.. without gaps, and its
     // patches rebuild the final state.
-    let mut sequences = Vec::new();
-    for ws in &mut subscribers {
-        sequences.push(read_until_revs(ws, &want).await);
-    }
     for sequence in &sequences[1..] {
         assert_eq!(
             sequence, &sequences[0],
@@ -363,7 +367,13 @@ async fn a_node_killed_mid_stream_loses_no_acknowledged_write() {
     let acknowledged = acked.load(Ordering::SeqCst);
     assert!(acknowledged >= 50);
     // The survivor holds every acknowledged write (perhaps one more, whose answer died
-    // with the node), and its subscriber gets there.
+    // with the node), and its subscriber gets there. The writer's node answers once it
+    // has read its own change back from the stream, which the survivor may not have yet:
+    // wait until the survivor has published it (rev n is the n-th write).
+    while last_seen < acknowledged {
+        let message = watcher.recv_json().await;
+        last_seen = message["rev"].as_u64().unwrap_or(last_seen);
+    }
     let state = cluster[1].get(&format!("/api/state/{topic}")).await.json();
     let n = state["state"]["n"].as_u64().expect("n");
     assert!(

@@ -16,8 +16,9 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, PubSub};
 use serde_json::{Value, json};
-use statecast_bridge::route::CommandFuture;
+use statecast_bridge::command::CommandFuture;
 use statecast_bridge::{Bridge, Command, CommandError, Forward};
+use statecast_core::backoff::Backoff;
 use statecast_core::engine::SharedLog;
 use statecast_core::{ErrorCode, Pattern, Topic};
 use tokio::sync::oneshot;
@@ -243,20 +244,19 @@ async fn listen(
 ) {
     let [_, reply] = &channels;
     let mut pubsub = Some(first);
-    let mut retry = RESUBSCRIBE_MIN;
+    let mut backoff = Backoff::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
     loop {
         let current = match pubsub.take() {
             Some(p) => p,
             None => match subscribe(&client, &channels).await {
                 Ok(p) => {
-                    retry = RESUBSCRIBE_MIN;
+                    backoff.reset();
                     tracing::info!("the command relay subscribed again");
                     p
                 }
                 Err(e) => {
                     tracing::debug!("the command relay cannot subscribe: {e}");
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(RESUBSCRIBE_MAX);
+                    tokio::time::sleep(backoff.next_wait()).await;
                     continue;
                 }
             },

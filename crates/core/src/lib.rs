@@ -24,6 +24,7 @@
 //! - [`engine`]: the storage boundary: a hub's own [`Engine`] or a log several hubs share;
 //!   [`MemoryEngine`] keeps nothing.
 //! - [`stats`]: counters for metrics.
+//! - [`backoff`]: waits between retries, exponential and jittered.
 //!
 //! # Example
 //! ```
@@ -49,6 +50,7 @@
 //! # });
 //! ```
 
+pub mod backoff;
 pub mod engine;
 pub mod error;
 pub mod hub;

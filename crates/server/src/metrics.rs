@@ -1,8 +1,15 @@
-//! Transport counters and the Prometheus text exposition of them and the hub's.
+//! Transport counters, and the Prometheus text exposition of them and of the hub's.
+//!
+//! The transports count with relaxed atomics and nothing else: a scrape reads every
+//! counter once into a [`Scrape`], and `prometheus-client` writes the text (names, `HELP`
+//! and `TYPE` lines, label escaping) from that. Nothing here runs per message.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use statecast_bridge::HealthState;
 use statecast_core::Hub;
 use statecast_core::stats::{Histogram, LATENCY_BUCKETS_US};
@@ -47,24 +54,75 @@ impl Metrics {
 
     /// Renders every counter in the Prometheus text format.
     pub fn render(&self, hub: &Hub, sources: &[(String, HealthState)], uptime_s: u64) -> String {
-        let mut out = String::with_capacity(4096);
+        Scrape::read(self, hub, sources, uptime_s).render()
+    }
+}
+
+/// `(name, help, value)`; a counter's name ends in `_total`.
+type Sample = (&'static str, &'static str, u64);
+
+/// Every value of one scrape, read once.
+#[derive(Debug)]
+struct Scrape {
+    gauges: Vec<Sample>,
+    counters: Vec<Sample>,
+    histograms: Vec<HistogramSample>,
+    sources: Vec<SourceSample>,
+    /// In a cluster only.
+    cluster: Option<ClusterSample>,
+}
+
+#[derive(Debug)]
+struct HistogramSample {
+    name: &'static str,
+    help: &'static str,
+    /// `(upper bound in seconds, count in that bucket alone)`, the last one `+Inf`.
+    buckets: Vec<(f64, u64)>,
+    sum_s: f64,
+    count: u64,
+}
+
+#[derive(Debug)]
+struct SourceSample {
+    name: String,
+    up: bool,
+    errors: u64,
+    latency_s: Option<f64>,
+}
+
+#[derive(Debug)]
+struct ClusterSample {
+    /// Whether this hub reaches the cluster's Redis.
+    up: bool,
+    /// `(node, clients)` of each live hub.
+    nodes: Vec<(String, u64)>,
+}
+
+impl Scrape {
+    fn read(
+        metrics: &Metrics,
+        hub: &Hub,
+        sources: &[(String, HealthState)],
+        uptime_s: u64,
+    ) -> Scrape {
+        let m = metrics;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let stats = hub.stats();
-        let gauges: [(&str, &str, u64); 6] = [
+        let gauges = vec![
             (
                 "statecast_ws_connections",
                 "Open WebSocket connections.",
-                get(&self.ws_connections),
+                get(&m.ws_connections),
             ),
             (
                 "statecast_sse_connections",
                 "Open Server-Sent Events streams.",
-                get(&self.sse_connections),
+                get(&m.sse_connections),
             ),
             (
                 "statecast_socketio_connections",
                 "Open Socket.IO connections.",
-                get(&self.socketio_connections),
+                get(&m.socketio_connections),
             ),
             (
                 "statecast_clients",
@@ -78,87 +136,81 @@ impl Metrics {
                 uptime_s,
             ),
         ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let counters: [(&str, &str, u64); 24] = [
+        let counters = vec![
             (
                 "statecast_refused_connections_total",
                 "Connections refused over max_connections or max_connections_per_ip.",
-                get(&self.refused_connections),
+                get(&m.refused_connections),
             ),
             (
                 "statecast_rate_limited_total",
                 "Messages and requests refused over a rate limit.",
-                get(&self.rate_limited),
+                get(&m.rate_limited),
             ),
             (
                 "statecast_refused_unauthorized_total",
                 "Requests and connections refused for a missing, bad or expired credential.",
-                get(&self.refused_unauthorized),
+                get(&m.refused_unauthorized),
             ),
             (
                 "statecast_refused_forbidden_total",
                 "Requests refused because the credential does not allow them.",
-                get(&self.refused_forbidden),
+                get(&m.refused_forbidden),
             ),
             (
                 "statecast_ws_connections_total",
                 "WebSocket connections accepted.",
-                get(&self.ws_connections_total),
+                get(&m.ws_connections_total),
             ),
             (
                 "statecast_sse_connections_total",
                 "SSE streams opened.",
-                get(&self.sse_connections_total),
+                get(&m.sse_connections_total),
             ),
             (
                 "statecast_socketio_connections_total",
                 "Socket.IO connections accepted.",
-                get(&self.socketio_connections_total),
+                get(&m.socketio_connections_total),
             ),
             (
                 "statecast_messages_in_total",
                 "Client messages received over WebSocket and Socket.IO.",
-                get(&self.messages_in),
+                get(&m.messages_in),
             ),
             (
                 "statecast_bytes_in_total",
                 "Bytes of client messages received.",
-                get(&self.bytes_in),
+                get(&m.bytes_in),
             ),
             (
                 "statecast_messages_out_total",
                 "Messages sent to clients.",
-                get(&self.messages_out),
+                get(&m.messages_out),
             ),
             (
                 "statecast_bytes_out_total",
                 "Bytes of messages sent to clients.",
-                get(&self.bytes_out),
+                get(&m.bytes_out),
             ),
             (
                 "statecast_socket_writes_total",
                 "Batched writes to client sockets.",
-                get(&self.socket_writes),
+                get(&m.socket_writes),
             ),
             (
                 "statecast_dead_connections_total",
                 "Connections reaped after missing heartbeats.",
-                get(&self.dead_connections),
+                get(&m.dead_connections),
             ),
             (
                 "statecast_client_errors_total",
                 "Client messages refused with an error.",
-                get(&self.client_errors),
+                get(&m.client_errors),
             ),
             (
                 "statecast_http_requests_total",
                 "REST requests served.",
-                get(&self.http_requests),
+                get(&m.http_requests),
             ),
             (
                 "statecast_changes_total",
@@ -206,112 +258,236 @@ impl Metrics {
                 get(&stats.resyncs),
             ),
         ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+        let histograms = vec![
+            HistogramSample::read(
+                "statecast_write_latency_seconds",
+                "Time from a write being accepted to it being durable and fanned out.",
+                &stats.write_latency,
+            ),
+            HistogramSample::read(
+                "statecast_commit_latency_seconds",
+                "Time per group commit to the store.",
+                &stats.commit_latency,
+            ),
+        ];
+        let sources = sources
+            .iter()
+            .map(|(name, health)| SourceSample {
+                name: name.clone(),
+                up: health.is_online(),
+                errors: health.error_count,
+                latency_s: health.latency_ms.map(|ms| ms as f64 / 1e3),
+            })
+            .collect();
+        let nodes = hub.nodes();
+        let cluster = (!nodes.is_empty()).then(|| ClusterSample {
+            up: hub.degraded().is_none(),
+            nodes: nodes
+                .into_iter()
+                .filter(|n| n.alive)
+                .map(|n| (n.id, n.clients))
+                .collect(),
+        });
+        Scrape {
+            gauges,
+            counters,
+            histograms,
+            sources,
+            cluster,
         }
-        histogram(
-            &mut out,
-            "statecast_write_latency_seconds",
-            "Time from a write being accepted to it being durable and fanned out.",
-            &stats.write_latency,
-        );
-        histogram(
-            &mut out,
-            "statecast_commit_latency_seconds",
-            "Time per group commit to the store.",
-            &stats.commit_latency,
-        );
-        source_metrics(&mut out, sources);
-        cluster_metrics(&mut out, hub);
+    }
+
+    fn render(self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self));
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &registry);
         out
     }
 }
 
-/// In a cluster: whether this hub can reach the shared store, and each live hub's clients.
-fn cluster_metrics(out: &mut String, hub: &Hub) {
-    let nodes = hub.nodes();
-    if nodes.is_empty() {
-        return;
-    }
-    let up = u8::from(hub.degraded().is_none());
-    let _ = writeln!(
-        out,
-        "# HELP statecast_cluster_up 1 while this hub reaches the cluster's Redis, else 0.\n\
-         # TYPE statecast_cluster_up gauge\nstatecast_cluster_up {up}"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP statecast_cluster_node_clients Clients of each live hub of the cluster.\n\
-         # TYPE statecast_cluster_node_clients gauge"
-    );
-    for node in nodes.iter().filter(|n| n.alive) {
-        let _ = writeln!(
-            out,
-            "statecast_cluster_node_clients{{node=\"{}\"}} {}",
-            node.id.replace(['\\', '"', '\n'], "_"),
-            node.clients
-        );
-    }
-}
-
-/// Per-source gauges and counters, labelled with the source's name.
-fn source_metrics(out: &mut String, sources: &[(String, HealthState)]) {
-    if sources.is_empty() {
-        return;
-    }
-    type Series = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&HealthState) -> Option<f64>,
-    );
-    let series: [Series; 3] = [
-        (
-            "statecast_source_up",
-            "gauge",
-            "1 while the source delivers usable state, else 0.",
-            |h| Some(if h.is_online() { 1.0 } else { 0.0 }),
-        ),
-        (
-            "statecast_source_errors_total",
-            "counter",
-            "Failures of the source (connections, polls, unusable messages).",
-            |h| Some(h.error_count as f64),
-        ),
-        (
-            "statecast_source_latency_seconds",
-            "gauge",
-            "The source's last round trip to its device.",
-            |h| h.latency_ms.map(|ms| ms as f64 / 1e3),
-        ),
-    ];
-    for (name, kind, help, value) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (source, health) in sources {
-            if let Some(v) = value(health) {
-                let _ = writeln!(out, "{name}{{source=\"{source}\"}} {v}");
-            }
+impl HistogramSample {
+    fn read(name: &'static str, help: &'static str, h: &Histogram) -> HistogramSample {
+        let bounds = LATENCY_BUCKETS_US
+            .iter()
+            .map(|us| *us as f64 / 1e6)
+            .chain([f64::INFINITY]);
+        HistogramSample {
+            name,
+            help,
+            buckets: bounds
+                .zip(&h.buckets)
+                .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+                .collect(),
+            sum_s: h.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            count: h.count.load(Ordering::Relaxed),
         }
     }
 }
 
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    let mut cumulative = 0;
-    for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
-        cumulative += h.buckets[i].load(Ordering::Relaxed);
-        let le = *bound as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, value) in &self.gauges {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(value)?;
+        }
+        for (name, help, value) in &self.counters {
+            // The encoder adds `_total` itself.
+            let name = name.strip_suffix("_total").unwrap_or(name);
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, _, u64>(value, None)?;
+        }
+        for h in &self.histograms {
+            encoder
+                .encode_descriptor(h.name, h.help, None, MetricType::Histogram)?
+                .encode_histogram::<NoLabelSet>(h.sum_s, h.count, &h.buckets, None)?;
+        }
+        if !self.sources.is_empty() {
+            let mut up = encoder.encode_descriptor(
+                "statecast_source_up",
+                "1 while the source delivers usable state, else 0.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for s in &self.sources {
+                up.encode_family(&[("source", &s.name)])?
+                    .encode_gauge(&i64::from(s.up))?;
+            }
+            let mut errors = encoder.encode_descriptor(
+                "statecast_source_errors",
+                "Failures of the source (connections, polls, unusable messages).",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &self.sources {
+                errors
+                    .encode_family(&[("source", &s.name)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&s.errors, None)?;
+            }
+            let mut latency = encoder.encode_descriptor(
+                "statecast_source_latency_seconds",
+                "The source's last round trip to its device.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for s in &self.sources {
+                if let Some(seconds) = s.latency_s {
+                    latency
+                        .encode_family(&[("source", &s.name)])?
+                        .encode_gauge(&seconds)?;
+                }
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            encoder
+                .encode_descriptor(
+                    "statecast_cluster_up",
+                    "1 while this hub reaches the cluster's Redis, else 0.",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&i64::from(cluster.up))?;
+            let mut clients = encoder.encode_descriptor(
+                "statecast_cluster_node_clients",
+                "Clients of each live hub of the cluster.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (node, n) in &cluster.nodes {
+                clients.encode_family(&[("node", node)])?.encode_gauge(n)?;
+            }
+        }
+        Ok(())
     }
-    cumulative += h.buckets[LATENCY_BUCKETS_US.len()].load(Ordering::Relaxed);
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-    let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-    let _ = writeln!(
-        out,
-        "{name}_sum {sum}\n{name}_count {}",
-        h.count.load(Ordering::Relaxed)
-    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape_with(source: &str, node: &str) -> String {
+        Scrape {
+            gauges: vec![("statecast_topics", "Live topics.", 3)],
+            counters: vec![("statecast_events_total", "Events published.", 4)],
+            histograms: Vec::new(),
+            sources: vec![SourceSample {
+                name: source.into(),
+                up: true,
+                errors: 2,
+                latency_s: Some(0.25),
+            }],
+            cluster: Some(ClusterSample {
+                up: true,
+                nodes: vec![(node.into(), 5)],
+            }),
+        }
+        .render()
+    }
+
+    #[test]
+    fn label_values_with_quotes_backslashes_and_newlines_are_escaped() {
+        let text = scrape_with("a\"b\\c\nd", "n\"1\\\n");
+        for line in [
+            r#"statecast_source_up{source="a\"b\\c\nd"} 1"#,
+            r#"statecast_source_errors_total{source="a\"b\\c\nd"} 2"#,
+            r#"statecast_cluster_node_clients{node="n\"1\\\n"} 5"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        // Every line is a comment or one sample: no raw newline split a label.
+        for line in text.lines() {
+            assert!(
+                line.starts_with("# ") || line.starts_with("statecast_"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_types_and_help_are_written_as_before() {
+        let text = scrape_with("esp32", "n0");
+        for line in [
+            "# HELP statecast_topics Live topics.",
+            "# TYPE statecast_topics gauge",
+            "statecast_topics 3",
+            "# HELP statecast_events_total Events published.",
+            "# TYPE statecast_events_total counter",
+            "statecast_events_total 4",
+            "# TYPE statecast_source_errors_total counter",
+            "statecast_source_latency_seconds{source=\"esp32\"} 0.25",
+            "# TYPE statecast_cluster_up gauge",
+            "statecast_cluster_up 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_inf() {
+        let h = Histogram::default();
+        h.buckets[0].store(2, Ordering::Relaxed);
+        h.buckets[LATENCY_BUCKETS_US.len()].store(1, Ordering::Relaxed);
+        h.count.store(3, Ordering::Relaxed);
+        h.sum_us.store(2_000_000, Ordering::Relaxed);
+        let text = Scrape {
+            gauges: Vec::new(),
+            counters: Vec::new(),
+            histograms: vec![HistogramSample::read("statecast_x_seconds", "X.", &h)],
+            sources: Vec::new(),
+            cluster: None,
+        }
+        .render();
+        for line in [
+            "# TYPE statecast_x_seconds histogram",
+            "statecast_x_seconds_bucket{le=\"1\"} 2",
+            "statecast_x_seconds_bucket{le=\"+Inf\"} 3",
+            "statecast_x_seconds_sum 2.0",
+            "statecast_x_seconds_count 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
 }

@@ -21,6 +21,7 @@ use super::commit::take_batch;
 use super::fanout::{publish, write_direct};
 use super::write::{Done, Latest, Pending, PendingWhat, Prepared, UNCHANGED, prepare};
 use super::{Outcome, Shared};
+use crate::backoff::Backoff;
 use crate::engine::{Append, Appended, Entry, EntryKind, Followed, Loaded, Node, SharedLog};
 use crate::error::{ErrorCode, HubError};
 use crate::topic::Topic;
@@ -327,7 +328,7 @@ fn set_degraded(side: &LogSide, why: Option<String>) {
 
 /// The follow thread: publishes what the log holds, until the hub stops and nothing waits.
 pub(super) fn follow_loop(shared: &Shared, side: &LogSide) {
-    let mut retry = RETRY_MIN;
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
         let stopping = shared.lock_writes().stopping;
         let nothing_waits = side
@@ -335,15 +336,15 @@ pub(super) fn follow_loop(shared: &Shared, side: &LogSide) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty();
-        if stopping && (nothing_waits || retry > RETRY_MIN) {
+        if stopping && (nothing_waits || backoff.retrying()) {
             return;
         }
         let clients = shared.clients.load(Ordering::Relaxed);
         match side.log.follow(FOLLOW_WAIT, clients) {
             Ok(followed) => {
-                if retry > RETRY_MIN {
+                if backoff.retrying() {
                     set_degraded(side, None);
-                    retry = RETRY_MIN;
+                    backoff.reset();
                 }
                 match followed {
                     Followed::Entries(entries) => apply(shared, side, entries),
@@ -352,8 +353,7 @@ pub(super) fn follow_loop(shared: &Shared, side: &LogSide) {
             }
             Err(e) => {
                 set_degraded(side, Some(format!("the shared store is unreachable: {e}")));
-                std::thread::sleep(retry);
-                retry = (retry * 2).min(RETRY_MAX);
+                std::thread::sleep(backoff.next_wait());
             }
         }
     }

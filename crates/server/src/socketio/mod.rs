@@ -36,6 +36,7 @@ use socketioxide::handler::{ConnectHandler, FromConnectParts, FromMessage, FromM
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError, SocketIo};
+use statecast_core::backoff::Backoff;
 use statecast_core::request::{Request as ClientRequest, parse_value};
 use statecast_core::{Client, ErrorCode, Frame, HubError, Kind, Mode, Pattern, Since};
 use tokio::sync::{Notify, mpsc};
@@ -63,8 +64,7 @@ const MAX_IN_FLIGHT: usize = 256;
 const SEND_BUFFER: usize = 128;
 /// Most hub messages taken from an outbox at once.
 const MAX_BATCH: usize = 128;
-/// First and longest wait before emitting again into a full send buffer. (This backoff is
-/// left here for the shared one to replace.)
+/// First and longest wait before emitting again into a full send buffer.
 const RETRY_MIN: Duration = Duration::from_millis(1);
 const RETRY_MAX: Duration = Duration::from_millis(50);
 
@@ -376,17 +376,17 @@ impl Connection {
             .session
             .deadline(&self.app)
             .map(|at| Box::pin(tokio::time::sleep_until(at)));
-        let mut retry = RETRY_MIN;
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             let blocked = match self.flush() {
                 Flushed::All => {
-                    retry = RETRY_MIN;
+                    backoff.reset();
                     false
                 }
                 Flushed::Full(sent_some) => {
                     // The transport is taking packets: look again soon.
                     if sent_some {
-                        retry = RETRY_MIN;
+                        backoff.reset();
                     }
                     true
                 }
@@ -399,12 +399,16 @@ impl Connection {
                 && in_flight < MAX_IN_FLIGHT
                 && self.waiting.len() < MAX_IN_FLIGHT
                 && !self.generic.as_ref().is_some_and(Client::is_congested);
+            // Taken before the select!: its branches' futures are built even when disabled.
+            let wait = if blocked {
+                backoff.next_wait()
+            } else {
+                Duration::ZERO
+            };
             tokio::select! {
                 biased;
                 _ = gone.notified() => return End::Gone,
-                _ = tokio::time::sleep(retry), if blocked => {
-                    retry = (retry * 2).min(RETRY_MAX);
-                }
+                _ = tokio::time::sleep(wait), if blocked => {}
                 _ = ready(self.generic.as_ref()), if !blocked => {
                     if self.take(false) {
                         return End::Gone;
