@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Directory of the embedded store [default: ./statecast-data]
     #[arg(long, env = "STATECAST_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// If the store file is empty or not a store, move it aside (statecast.redb.broken-<time>)
+    /// and start with an empty store, instead of refusing to start
+    #[arg(long, env = "STATECAST_RESET_BROKEN_STORE")]
+    pub reset_broken_store: bool,
     /// TOML file with any of these settings (flags and environment variables win)
     #[arg(long, env = "STATECAST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -117,6 +121,7 @@ pub struct ClusterFile {
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub reset_broken_store: Option<bool>,
     pub heartbeat_ms: Option<u64>,
     pub history_len: Option<usize>,
     pub max_state_bytes: Option<usize>,
@@ -284,6 +289,7 @@ impl SocketIoConfig {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub reset_broken_store: bool,
     pub heartbeat_ms: u64,
     pub history_len: usize,
     pub max_state_bytes: usize,
@@ -334,6 +340,7 @@ impl Settings {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./statecast-data")),
+            reset_broken_store: args.reset_broken_store || file.reset_broken_store.unwrap_or(false),
             heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(25_000),
             history_len: args.history_len.or(file.history_len).unwrap_or(128),
             max_state_bytes: args
