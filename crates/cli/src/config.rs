@@ -70,6 +70,8 @@ impl FromArgMatches for ServeArgs {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Move a store file that is empty or not a store aside instead of refusing to start.
+    pub reset_broken_store: bool,
     /// The file these came from.
     pub config: Option<PathBuf>,
     /// History, state size, outbox and topic bounds.
@@ -103,6 +105,7 @@ impl Default for Settings {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./statecast-data"),
+            reset_broken_store: false,
             config: None,
             hub: HubConfig::default(),
             heartbeat_ms: server.heartbeat_ms,

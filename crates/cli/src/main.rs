@@ -167,10 +167,7 @@ fn serve(settings: Settings) -> Result<(), String> {
     };
     let hub = match &cluster {
         Some(engine) => Hub::open_shared(Arc::clone(engine), hub_config),
-        None => Hub::open(
-            RedbEngine::open(&settings.data_dir).map_err(|e| e.to_string())?,
-            hub_config,
-        ),
+        None => Hub::open(open_store(&settings)?, hub_config),
     }
     .map_err(|e| e.to_string())?;
     let auth = Auth::from_config(&settings.auth)?;
@@ -222,6 +219,7 @@ fn serve(settings: Settings) -> Result<(), String> {
             "statecast {} listening on {scheme}://{addr} (WebSocket {ws_scheme}://{addr}/ws), {store}",
             env!("CARGO_PKG_VERSION"),
         );
+        tokio::spawn(log_store_health(hub.clone()));
         if settings.demo {
             demo::start(hub.clone());
             tracing::info!("demo devices running: subscribe to demo/#");
@@ -235,6 +233,55 @@ fn serve(settings: Settings) -> Result<(), String> {
         tracing::info!("statecast stopped; every acknowledged write is stored");
         Ok(())
     })
+}
+
+/// The embedded store in the data directory; with `reset_broken_store`, a file there that
+/// is not a store is moved aside (and said so) instead of refusing to start.
+fn open_store(settings: &Settings) -> Result<RedbEngine, String> {
+    if !settings.reset_broken_store {
+        return RedbEngine::open(&settings.data_dir).map_err(|e| e.to_string());
+    }
+    let (engine, moved) =
+        RedbEngine::open_setting_aside(&settings.data_dir).map_err(|e| e.to_string())?;
+    if let Some(moved) = moved {
+        tracing::warn!(
+            "{} was not a store: moved it aside to {} and started with an empty store",
+            engine.path().display(),
+            moved.display()
+        );
+    }
+    Ok(engine)
+}
+
+/// Logs when the store starts refusing writes and when it takes them again. The hub does
+/// no I/O and only reports it ([`Hub::store_status`]); a look every second is enough, as
+/// its count of spells tells of one that began and ended between two looks.
+async fn log_store_health(hub: Hub) {
+    let mut seen = 0;
+    let mut refusing = false;
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let status = hub.store_status();
+        let began = status.spells - seen;
+        seen = status.spells;
+        if began > 0 && refusing {
+            tracing::info!("the store takes writes again");
+        }
+        if began > 0 || (status.refusing.is_some() && !refusing) {
+            let why = status.refusing.as_ref().or(status.last_refusal.as_ref());
+            tracing::error!(
+                "writes are refused (/api/health says degraded): {}",
+                why.map_or("", String::as_str)
+            );
+            refusing = true;
+        }
+        if refusing && status.refusing.is_none() {
+            tracing::info!("the store takes writes again");
+            refusing = false;
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

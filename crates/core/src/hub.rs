@@ -51,7 +51,7 @@ pub use client::{Client, Drained, Replier};
 pub use types::{HubConfig, Mode, Outcome, Since, TopicState, Write};
 pub use write::Submitted;
 
-use commit::CommitThread;
+use commit::{CommitThread, LocalSide};
 use fanout::{Published, Slot};
 use shared::LogSide;
 use write::{Latest, WriteSide};
@@ -61,6 +61,19 @@ use write::{Latest, WriteSide};
 pub struct Hub {
     shared: Arc<Shared>,
     _commit: Arc<CommitThread>,
+}
+
+/// What a hub knows of its store's health. The hub does no I/O: whoever logs reads this,
+/// now and then; `spells` tells it of a refusal that began and ended between two looks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// Why the store refuses writes, while it does (until a write succeeds again).
+    pub refusing: Option<String>,
+    /// Times the store started refusing writes since the hub opened (the hub's own
+    /// engine; always 0 over a shared log, whose `refusing` is all there is).
+    pub spells: u64,
+    /// Why it refused last, kept after it recovers.
+    pub last_refusal: Option<String>,
 }
 
 /// The state every clone of a hub, its clients and its threads share.
@@ -79,7 +92,7 @@ struct Shared {
 /// Where the hub's changes become durable, chosen once at open. See [`crate::engine`].
 enum Storage {
     /// The hub's own engine: the commit thread commits each batch, then publishes it.
-    Local(Arc<dyn Engine>),
+    Local(Arc<LocalSide>),
     /// A log several hubs share: the commit thread appends each batch, and the follow
     /// thread publishes what the log holds, in its order.
     Shared(Arc<LogSide>),
@@ -103,7 +116,8 @@ impl Hub {
     /// ```
     pub fn open(engine: impl Engine, config: HubConfig) -> Result<Hub, HubError> {
         let loaded = engine.load().map_err(not_loaded)?;
-        Hub::start(Storage::Local(Arc::new(engine)), loaded, config)
+        let side = LocalSide::new(Box::new(engine));
+        Hub::start(Storage::Local(Arc::new(side)), loaded, config)
     }
 
     /// Opens a hub over a `log` that several hubs share (the cluster engine), loading what
@@ -209,10 +223,10 @@ impl Hub {
             clients: AtomicU64::new(0),
         });
         let handles = match &shared.storage {
-            Storage::Local(engine) => {
-                let (hub, engine) = (Arc::clone(&shared), Arc::clone(engine));
+            Storage::Local(side) => {
+                let (hub, side) = (Arc::clone(&shared), Arc::clone(side));
                 vec![spawn("statecast-commit", move || {
-                    commit::commit_loop(&hub, &*engine)
+                    commit::commit_loop(&hub, &side)
                 })?]
             }
             Storage::Shared(side) => {
@@ -256,11 +270,21 @@ impl Hub {
         self.shared.clients.load(Ordering::Relaxed)
     }
 
-    /// Why the hub cannot take writes right now (a shared engine it cannot reach), if so.
+    /// Why the hub cannot take writes right now (its store refused the last write, or a
+    /// shared engine it cannot reach), if so.
     pub fn degraded(&self) -> Option<String> {
+        self.store_status().refusing
+    }
+
+    /// Whether the store refuses writes, and since the hub opened how often it started to:
+    /// for a watcher that logs each time it starts and stops (see [`StoreStatus`]).
+    pub fn store_status(&self) -> StoreStatus {
         match &self.shared.storage {
-            Storage::Local(_) => None,
-            Storage::Shared(side) => side.degraded(),
+            Storage::Local(side) => side.status(),
+            Storage::Shared(side) => StoreStatus {
+                refusing: side.degraded(),
+                ..StoreStatus::default()
+            },
         }
     }
 

@@ -51,7 +51,7 @@ pub struct Stats {
     pub conflicts: AtomicU64,
     /// Times a shared log could not prove continuity and the hub started over from it.
     pub resyncs: AtomicU64,
-    /// Records made durable.
+    /// Records made durable (a batch the store refused counts none).
     pub records_committed: AtomicU64,
     /// Time per group commit.
     pub commit_latency: Histogram,
@@ -70,6 +70,7 @@ impl Stats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One group commit that took `d` and made `records` durable (0 when refused).
     pub(crate) fn observe_commit(&self, d: Duration, records: usize) {
         self.commit_latency.observe(d);
         self.records_committed

@@ -37,10 +37,12 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
+    StorageError, TableDefinition,
 };
 use statecast_core::engine::{Engine, EngineError, Loaded, Record, StoredTopic};
 
@@ -60,14 +62,34 @@ const HEADER_LEN: usize = 8 + 8 + 1;
 const KIND_TOMBSTONE: u8 = 0;
 const KIND_STATE: u8 = 1;
 
+/// Opens the database again, after a failed write.
+type OpenDb = Box<dyn Fn() -> Result<Database, EngineError> + Send + Sync>;
+
 /// The embedded durable store: an [`Engine`] backed by one redb file in a data directory.
 ///
 /// Holds redb's file lock for as long as it lives, so only one process (and one
 /// `RedbEngine`) can have a data directory open at a time. Dropping it closes the file.
+///
+/// # After a failed commit
+///
+/// Once a write transaction fails (a full disk, an I/O error), redb refuses every later
+/// one until the database is closed and opened again. So the engine re-opens it at the
+/// start of the next [`Engine::commit`]: redb then recovers the file to its last durable
+/// commit (nothing acknowledged is lost; the refused batch is not there). If the disk is
+/// still full the re-open fails, that commit fails with the reason, and the next one tries
+/// again. How often commits are attempted meanwhile is the hub's choice (it backs off).
 pub struct RedbEngine {
-    db: Database,
+    db: Mutex<Handle>,
+    open_db: OpenDb,
     /// The database file, for error messages.
     path: PathBuf,
+}
+
+/// The open database, and whether it must be opened again before its next write.
+struct Handle {
+    /// `None` only after a re-open failed.
+    db: Option<Database>,
+    reopen: bool,
 }
 
 impl fmt::Debug for RedbEngine {
@@ -83,21 +105,58 @@ impl RedbEngine {
     ///
     /// On first open this also creates the tables and a fresh random epoch. Fails with an
     /// error saying the data directory is in use if another statecast process (or another
-    /// `RedbEngine` in this one) has it open, and with an error naming the path for anything
-    /// else (permissions, a damaged or incompatible file, ...).
+    /// `RedbEngine` in this one) has it open, with an error naming the file and what to do
+    /// if the file exists but is empty or not a store (see [`RedbEngine::open_setting_aside`]),
+    /// and with an error naming the path for anything else (permissions, an incompatible
+    /// file, ...).
     pub fn open(dir: &Path) -> Result<RedbEngine, EngineError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        let path = data_file(dir)?;
+        match open_store(dir, &path)? {
+            Opened::Store(db) => RedbEngine::start(db, dir, path),
+            Opened::Broken(why) => Err(broken_error(&path, &why)),
+        }
+    }
+
+    /// Like [`RedbEngine::open`], but a file that is empty or not a store is first moved
+    /// aside to `statecast.redb.broken-<UTC time>` in the same directory (never deleted)
+    /// and an empty store is started instead. Returns where the file went, if it was moved.
+    /// A good store is opened as it is.
+    pub fn open_setting_aside(dir: &Path) -> Result<(RedbEngine, Option<PathBuf>), EngineError> {
+        let path = data_file(dir)?;
+        if let Opened::Store(db) = open_store(dir, &path)? {
+            return Ok((RedbEngine::start(db, dir, path)?, None));
+        }
+        let aside = aside_name(&path);
+        std::fs::rename(&path, &aside).map_err(|e| {
             EngineError(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
+                "cannot move {} aside to {}: {e}",
+                path.display(),
+                aside.display()
             ))
         })?;
-        let path = dir.join(FILE_NAME);
-        let db = Database::builder()
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(|e| open_error(dir, &path, e))?;
-        let engine = RedbEngine { db, path };
+        Ok((RedbEngine::open(dir)?, Some(aside)))
+    }
+
+    /// Over an opened database: creates what a new store lacks.
+    fn start(db: Database, dir: &Path, path: PathBuf) -> Result<RedbEngine, EngineError> {
+        let (dir, file) = (dir.to_owned(), path.clone());
+        let open_db: OpenDb = Box::new(move || match open_store(&dir, &file)? {
+            Opened::Store(db) => Ok(db),
+            Opened::Broken(why) => Err(broken_error(&file, &why)),
+        });
+        RedbEngine::over(db, open_db, path)
+    }
+
+    /// Over an opened database, which `open_db` opens again when needed.
+    fn over(db: Database, open_db: OpenDb, path: PathBuf) -> Result<RedbEngine, EngineError> {
+        let engine = RedbEngine {
+            db: Mutex::new(Handle {
+                db: Some(db),
+                reopen: false,
+            }),
+            open_db,
+            path,
+        };
         engine.init()?;
         Ok(engine)
     }
@@ -107,10 +166,15 @@ impl RedbEngine {
         &self.path
     }
 
+    fn lock(&self) -> MutexGuard<'_, Handle> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Creates the tables and the epoch if this is a new file. Leaves an existing epoch alone.
     fn init(&self) -> Result<(), EngineError> {
-        let mut txn = self
-            .db
+        let handle = self.lock();
+        let db = self.opened(&handle)?;
+        let mut txn = db
             .begin_write()
             .map_err(|e| self.error("cannot begin write transaction", e))?;
         txn.set_durability(Durability::Immediate)
@@ -135,10 +199,141 @@ impl RedbEngine {
             .map_err(|e| self.error("cannot commit initialization", e))
     }
 
+    /// The open database; an error if the last re-open failed.
+    fn opened<'a>(&self, handle: &'a Handle) -> Result<&'a Database, EngineError> {
+        handle
+            .db
+            .as_ref()
+            .ok_or_else(|| self.error("the store is closed", "re-opening it failed"))
+    }
+
+    /// Closes and opens the database again, as redb asks after a failed write transaction.
+    fn reopen(&self, handle: &mut Handle) -> Result<(), EngineError> {
+        // Closed first: the open takes the file's lock.
+        handle.db = None;
+        let db = (self.open_db)()?;
+        handle.db = Some(db);
+        handle.reopen = false;
+        Ok(())
+    }
+
+    /// Writes `records` and `seq` in one write transaction (see [`Engine::commit`]).
+    fn write(&self, db: &Database, records: &[Record<'_>], seq: u64) -> Result<(), EngineError> {
+        let mut txn = db
+            .begin_write()
+            .map_err(|e| self.error("cannot begin write transaction", e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.error("cannot set durability", e))?;
+        {
+            let mut table = txn
+                .open_table(TOPICS)
+                .map_err(|e| self.error("cannot open topics table", e))?;
+            let mut buf = Vec::new();
+            for record in records {
+                buf.clear();
+                encode(record.rev, record.seq, record.state, &mut buf);
+                table.insert(record.topic, buf.as_slice()).map_err(|e| {
+                    self.error(&format!("cannot write topic {:?}", record.topic), e)
+                })?;
+            }
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| self.error("cannot open meta table", e))?;
+            meta.insert(META_SEQ, seq.to_le_bytes().as_slice())
+                .map_err(|e| self.error("cannot write seq", e))?;
+        }
+        // Dropping an uncommitted transaction aborts it, so an error above writes nothing.
+        txn.commit().map_err(|e| self.error("cannot commit", e))
+    }
+
     /// An error about this store's file: `"{what} in {path}: {err}"`.
     fn error(&self, what: &str, err: impl fmt::Display) -> EngineError {
         EngineError(format!("{what} in {}: {err}", self.path.display()))
     }
+}
+
+/// Creates `dir` if needed; the path of the database file in it.
+fn data_file(dir: &Path) -> Result<PathBuf, EngineError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        EngineError(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(dir.join(FILE_NAME))
+}
+
+/// What is at the store's path: a store (opened), or a file that is not one, and why.
+enum Opened {
+    Store(Database),
+    Broken(String),
+}
+
+/// Opens the database file; redb creates it when it does not exist. Any error but a
+/// file that is not a store is an [`EngineError`] saying what to do.
+fn open_store(dir: &Path, path: &Path) -> Result<Opened, EngineError> {
+    if let Some(why) = broken_before_open(path) {
+        return Ok(Opened::Broken(why));
+    }
+    match Database::builder()
+        .set_check_integrity_on_open(true)
+        .create(path)
+    {
+        Ok(db) => Ok(Opened::Store(db)),
+        Err(e) if is_broken(&e) => Ok(Opened::Broken(e.to_string())),
+        Err(e) => Err(open_error(dir, path, e)),
+    }
+}
+
+/// Why the file at `path` cannot be a store, found before redb opens it: redb would take
+/// an empty file for a new database, and a store is never empty once created, so an empty
+/// one was truncated or replaced outside statecast.
+fn broken_before_open(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    (meta.is_file() && meta.len() == 0).then(|| "the file is empty (0 bytes)".to_owned())
+}
+
+/// Whether redb refused the file for what it holds (not a redb file, damaged), rather than
+/// for where it is (locked, unreadable) or its format version.
+fn is_broken(err: &DatabaseError) -> bool {
+    match err {
+        DatabaseError::Storage(StorageError::Corrupted(_)) => true,
+        DatabaseError::Storage(StorageError::Io(e)) => {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            )
+        }
+        _ => false,
+    }
+}
+
+/// The refusal to start over a file that is not a store: names it and what to do.
+fn broken_error(path: &Path, why: &str) -> EngineError {
+    EngineError(format!(
+        "{} is not a statecast store ({why}); refusing to start over it, as that would \
+         start an empty store with a new history. Restore the file from a backup, or start \
+         with --reset-broken-store to move it aside (to {}.broken-<time>) and begin with \
+         an empty store",
+        path.display(),
+        FILE_NAME
+    ))
+}
+
+/// Where a broken file is moved: `<file>.broken-<UTC time>`, with a number added if that
+/// exists already, so an earlier one is never overwritten.
+fn aside_name(path: &Path) -> PathBuf {
+    let time = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(':', "");
+    let base = format!("{}.broken-{time}", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while candidate.exists() {
+        n += 1;
+        candidate = PathBuf::from(format!("{base}-{n}"));
+    }
+    candidate
 }
 
 /// Turns a failure to open the database into a message a user can act on.
@@ -216,8 +411,9 @@ fn split_u64(bytes: &[u8]) -> (u64, &[u8]) {
 impl Engine for RedbEngine {
     /// Reads every topic (tombstones included), the highest committed seq and the epoch.
     fn load(&self) -> Result<Loaded, EngineError> {
+        let handle = self.lock();
         let txn = self
-            .db
+            .opened(&handle)?
             .begin_read()
             .map_err(|e| self.error("cannot begin read transaction", e))?;
 
@@ -281,40 +477,25 @@ impl Engine for RedbEngine {
     }
 
     /// Writes `records` and `seq` in one write transaction with immediate durability: on
-    /// `Ok` all of it is on disk, on `Err` none of it is.
+    /// `Ok` all of it is on disk, on `Err` none of it is. After a failed commit, first opens
+    /// the database again (see [`RedbEngine`]).
     fn commit(&self, records: &[Record<'_>], seq: u64) -> Result<(), EngineError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| self.error("cannot begin write transaction", e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| self.error("cannot set durability", e))?;
-        {
-            let mut table = txn
-                .open_table(TOPICS)
-                .map_err(|e| self.error("cannot open topics table", e))?;
-            let mut buf = Vec::new();
-            for record in records {
-                buf.clear();
-                encode(record.rev, record.seq, record.state, &mut buf);
-                table.insert(record.topic, buf.as_slice()).map_err(|e| {
-                    self.error(&format!("cannot write topic {:?}", record.topic), e)
-                })?;
-            }
-            let mut meta = txn
-                .open_table(META)
-                .map_err(|e| self.error("cannot open meta table", e))?;
-            meta.insert(META_SEQ, seq.to_le_bytes().as_slice())
-                .map_err(|e| self.error("cannot write seq", e))?;
+        let mut handle = self.lock();
+        if handle.reopen {
+            self.reopen(&mut handle)?;
         }
-        // Dropping an uncommitted transaction aborts it, so an error above writes nothing.
-        txn.commit().map_err(|e| self.error("cannot commit", e))
+        let result = self.write(self.opened(&handle)?, records, seq);
+        // Whatever failed, redb may refuse every later write until it is opened again.
+        handle.reopen = result.is_err();
+        result
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use tempfile::TempDir;
 
     fn rec<'a>(topic: &'a str, rev: u64, seq: u64, state: Option<&'a [u8]>) -> Record<'a> {
@@ -492,7 +673,8 @@ mod tests {
             let dir = TempDir::new().unwrap();
             {
                 let engine = RedbEngine::open(dir.path()).unwrap();
-                let txn = engine.db.begin_write().unwrap();
+                let handle = engine.lock();
+                let txn = engine.opened(&handle).unwrap().begin_write().unwrap();
                 txn.open_table(TOPICS)
                     .unwrap()
                     .insert("bad/topic", bad)
@@ -521,5 +703,144 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), vec![0xAB; 8192]).unwrap();
         let err = RedbEngine::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains(FILE_NAME), "{err}");
+    }
+
+    /// A backend whose writes fail with ENOSPC while `full` is set, over memory that
+    /// outlives it (so the database can be opened again on the same bytes).
+    #[derive(Debug)]
+    struct DiskThatFills {
+        bytes: Arc<redb::backends::InMemoryBackend>,
+        full: Arc<AtomicBool>,
+    }
+
+    impl redb::StorageBackend for DiskThatFills {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.bytes.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.bytes.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.space()?;
+            self.bytes.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.bytes.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.space()?;
+            self.bytes.write(offset, data)
+        }
+    }
+
+    impl DiskThatFills {
+        fn space(&self) -> Result<(), std::io::Error> {
+            match self.full.load(Ordering::SeqCst) {
+                true => Err(std::io::Error::from_raw_os_error(28)), // ENOSPC
+                false => Ok(()),
+            }
+        }
+    }
+
+    /// An engine over [`DiskThatFills`], and the switch that fills its disk.
+    fn engine_on_a_disk_that_fills() -> (RedbEngine, Arc<AtomicBool>) {
+        let bytes = Arc::new(redb::backends::InMemoryBackend::new());
+        let full = Arc::new(AtomicBool::new(false));
+        let open = {
+            let (bytes, full) = (Arc::clone(&bytes), Arc::clone(&full));
+            move || {
+                Database::builder()
+                    .set_check_integrity_on_open(true)
+                    .create_with_backend(DiskThatFills {
+                        bytes: Arc::clone(&bytes),
+                        full: Arc::clone(&full),
+                    })
+                    .map_err(|e| EngineError(e.to_string()))
+            }
+        };
+        let db = open().unwrap();
+        let engine = RedbEngine::over(db, Box::new(open), PathBuf::from("memory")).unwrap();
+        (engine, full)
+    }
+
+    #[test]
+    fn after_a_full_disk_the_store_takes_writes_again_and_keeps_only_what_was_durable() {
+        let (engine, full) = engine_on_a_disk_that_fills();
+        engine.commit(&[rec("kept", 1, 1, Some(b"1"))], 1).unwrap();
+
+        full.store(true, Ordering::SeqCst);
+        let err = engine
+            .commit(&[rec("refused", 1, 2, Some(b"2"))], 2)
+            .unwrap_err();
+        assert!(err.to_string().contains("os error 28"), "{err}");
+        // Still full: the re-open (or the write after it) fails too, with the reason.
+        let err = engine
+            .commit(&[rec("refused", 1, 3, Some(b"3"))], 3)
+            .unwrap_err();
+        assert!(err.to_string().contains("os error 28"), "{err}");
+
+        full.store(false, Ordering::SeqCst);
+        engine.commit(&[rec("after", 1, 4, Some(b"4"))], 4).unwrap();
+        engine.commit(&[rec("kept", 2, 5, Some(b"5"))], 5).unwrap();
+        let loaded = sorted(engine.load().unwrap());
+        let topics: Vec<_> = loaded
+            .topics
+            .iter()
+            .map(|t| (t.topic.as_str(), t.rev, t.state.as_deref()))
+            .collect();
+        assert_eq!(
+            topics,
+            [("after", 1, Some(&b"4"[..])), ("kept", 2, Some(&b"5"[..]))]
+        );
+        assert_eq!(loaded.seq, 5);
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_naming_it_and_what_to_do() {
+        let dir = TempDir::new().unwrap();
+        let file = dir.path().join(FILE_NAME);
+        std::fs::write(&file, b"").unwrap();
+        let err = RedbEngine::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(err.contains("empty"), "{err}");
+        assert!(err.contains("--reset-broken-store"), "{err}");
+        // Left as it was.
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_refused_naming_what_to_do() {
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), vec![0xAB; 8192]).unwrap();
+        let err = RedbEngine::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is not a statecast store"), "{err}");
+        assert!(err.contains("--reset-broken-store"), "{err}");
+    }
+
+    #[test]
+    fn setting_aside_moves_a_broken_file_and_starts_empty() {
+        for broken in [&b""[..], &[0xAB; 8192][..]] {
+            let dir = TempDir::new().unwrap();
+            std::fs::write(dir.path().join(FILE_NAME), broken).unwrap();
+            let (engine, moved) = RedbEngine::open_setting_aside(dir.path()).unwrap();
+            let moved = moved.expect("moved aside");
+            let name = moved.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with("statecast.redb.broken-"), "{name}");
+            assert_eq!(std::fs::read(&moved).unwrap(), broken);
+            assert!(engine.load().unwrap().topics.is_empty());
+        }
+    }
+
+    #[test]
+    fn setting_aside_leaves_a_good_store_alone() {
+        let dir = TempDir::new().unwrap();
+        RedbEngine::open(dir.path())
+            .unwrap()
+            .commit(&[rec("t", 1, 1, Some(b"1"))], 1)
+            .unwrap();
+        let (engine, moved) = RedbEngine::open_setting_aside(dir.path()).unwrap();
+        assert_eq!(moved, None);
+        assert_eq!(engine.load().unwrap().topics.len(), 1);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

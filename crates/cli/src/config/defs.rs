@@ -26,6 +26,12 @@ pub static SETTINGS: &[Setting] = &[
         Field::Value(|s| &mut s.data_dir),
     ),
     Setting::new(
+        "reset_broken_store",
+        "",
+        "If the store file is empty or not a store, move it aside (statecast.redb.broken-<time>) and start with an empty store, instead of refusing to start",
+        Field::Switch(|s| &mut s.reset_broken_store),
+    ),
+    Setting::new(
         CONFIG,
         "FILE",
         "TOML file with any of these settings (flags and environment variables win)",

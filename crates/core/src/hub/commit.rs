@@ -6,14 +6,21 @@
 //! batch the engine refuses is refused with everything queued behind it (diffed against
 //! states that never became durable), and the latest states are rolled back to the
 //! published ones.
+//!
+//! While the engine refuses, the hub reports it ([`LocalSide::status`], `Hub::degraded`)
+//! and goes on offering it every batch that comes: the engine gets over its failure on its
+//! own commit (the embedded store re-opens its file), so the first write after a full disk
+//! is freed is the one that succeeds. Nothing retries in between: no thread spins on a dead
+//! disk, and attempts are as many as the writes that would have been refused anyway.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::Shared;
+use super::StoreStatus;
 use super::fanout::{publish, write_direct};
 use super::write::{Latest, Pending, PendingWhat};
 use crate::engine::{Engine, Record};
@@ -43,6 +50,44 @@ impl Drop for CommitThread {
     }
 }
 
+/// The hub's side of its own engine: the engine, and whether it refuses writes.
+pub(super) struct LocalSide {
+    engine: Box<dyn Engine>,
+    status: Mutex<StoreStatus>,
+}
+
+impl LocalSide {
+    pub(super) fn new(engine: Box<dyn Engine>) -> LocalSide {
+        LocalSide {
+            engine,
+            status: Mutex::new(StoreStatus::default()),
+        }
+    }
+
+    pub(super) fn status(&self) -> StoreStatus {
+        self.lock_status().clone()
+    }
+
+    /// Records what the engine made of a batch: refusing (why) or taking writes (`None`).
+    fn set_refusing(&self, why: Option<String>) {
+        let mut status = self.lock_status();
+        match why {
+            Some(why) => {
+                if status.refusing.is_none() {
+                    status.spells += 1;
+                }
+                status.refusing = Some(why.clone());
+                status.last_refusal = Some(why);
+            }
+            None => status.refusing = None,
+        }
+    }
+
+    fn lock_status(&self) -> MutexGuard<'_, StoreStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Most writes one group commit takes.
 const MAX_BATCH: usize = 4096;
 
@@ -63,7 +108,7 @@ pub(super) fn take_batch(shared: &Shared) -> Option<(Vec<Pending>, bool)> {
 }
 
 /// The commit thread over the hub's own engine, until the hub stops.
-pub(super) fn commit_loop(shared: &Shared, engine: &dyn Engine) {
+pub(super) fn commit_loop(shared: &Shared, side: &LocalSide) {
     while let Some((batch, quiet)) = take_batch(shared) {
         let records: Vec<Record<'_>> = batch
             .iter()
@@ -82,10 +127,16 @@ pub(super) fn commit_loop(shared: &Shared, engine: &dyn Engine) {
         } else {
             let last_seq = records.last().map_or(0, |r| r.seq);
             let started = Instant::now();
-            let result = engine.commit(&records, last_seq);
-            shared
-                .stats
-                .observe_commit(started.elapsed(), records.len());
+            let result = side.engine.commit(&records, last_seq);
+            let durable = if result.is_ok() { records.len() } else { 0 };
+            shared.stats.observe_commit(started.elapsed(), durable);
+            // Only on a store's answer: a batch of events alone says nothing about it.
+            side.set_refusing(
+                result
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("the store refused the last write: {e}")),
+            );
             result
         };
         drop(records);
@@ -153,5 +204,72 @@ fn fail(shared: &Shared, batch: Vec<Pending>, why: &str) {
         if let Some(done) = pending.done {
             let _ = done.send(Err(error.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use serde_json::json;
+
+    use crate::engine::{EngineError, Loaded};
+    use crate::{Hub, HubConfig, Topic};
+
+    use super::*;
+
+    /// An engine whose commits fail while `full` is set.
+    struct DiskThatFills {
+        full: Arc<AtomicBool>,
+    }
+
+    impl Engine for DiskThatFills {
+        fn load(&self) -> Result<Loaded, EngineError> {
+            Ok(Loaded::default())
+        }
+
+        fn commit(&self, _records: &[Record<'_>], _seq: u64) -> Result<(), EngineError> {
+            match self.full.load(Ordering::SeqCst) {
+                true => Err(EngineError("No space left on device".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusing_store_is_reported_until_a_write_succeeds_and_only_durable_records_count() {
+        let full = Arc::new(AtomicBool::new(false));
+        let engine = DiskThatFills {
+            full: Arc::clone(&full),
+        };
+        let hub = Hub::open(engine, HubConfig::default()).unwrap();
+        let t = Topic::new("railhub/esp32-01").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let committed = || hub.stats().records_committed.load(Ordering::Relaxed);
+        runtime.block_on(async {
+            hub.set(&t, json!({"uptime": 1})).await.unwrap();
+            assert_eq!((hub.degraded(), committed()), (None, 1));
+
+            full.store(true, Ordering::SeqCst);
+            for uptime in [2, 3] {
+                hub.set(&t, json!({ "uptime": uptime })).await.unwrap_err();
+            }
+            let status = hub.store_status();
+            let why = status.refusing.clone().expect("degraded while refusing");
+            assert!(why.contains("No space left on device"), "{why}");
+            assert_eq!((status.spells, committed()), (1, 1));
+            // An event does not touch the store: it says nothing about it.
+            hub.event(&t, json!("ping")).await.unwrap();
+            assert_eq!(hub.degraded(), Some(why.clone()));
+
+            full.store(false, Ordering::SeqCst);
+            hub.set(&t, json!({"uptime": 4})).await.unwrap();
+            let status = hub.store_status();
+            assert_eq!(status.refusing, None);
+            assert_eq!(status.last_refusal, Some(why));
+            assert_eq!((status.spells, committed()), (1, 2));
+        });
     }
 }

@@ -175,9 +175,8 @@ fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
     } else {
         let started = Instant::now();
         let result = side.log.append(&appends);
-        shared
-            .stats
-            .observe_commit(started.elapsed(), appends.len());
+        let durable = if result.is_ok() { appends.len() } else { 0 };
+        shared.stats.observe_commit(started.elapsed(), durable);
         result
     };
     drop(appends);
