@@ -205,7 +205,9 @@ mod tests {
                 Diff::Patch(patch) => {
                     let mut state = old.clone();
                     apply(&mut state, &patch);
-                    prop_assert_eq!(state, new);
+                    prop_assert_eq!(&state, &new);
+                    // And by RFC 7396 as written down independently of this module.
+                    prop_assert_eq!(statecast_testkit::merge_patch(&old, &patch), new);
                 }
                 Diff::Replace => prop_assert!(has_null_member(&new)),
             }
