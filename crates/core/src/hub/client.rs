@@ -401,15 +401,9 @@ impl Client {
         let mut items = Vec::new();
         let taken = self.outbox.take(&mut items, max);
         for item in items {
-            match item {
-                Item::State { bytes, .. } => out.push(Frame::state(bytes)),
-                Item::Message { bytes, kind, tag } => out.push(Frame { bytes, kind, tag }),
-                Item::Raw { bytes } => out.push(Frame::new(Kind::Framed, bytes)),
-                Item::Resync { topic } => {
-                    let published = self.hub.published();
-                    out.push(self.resync(&published, topic));
-                }
-            }
+            out.push(frame_of(item, |topic| {
+                self.resync(&self.hub.published(), topic)
+            }));
         }
         self.finish_drain(out, &taken, None)
     }
@@ -423,12 +417,7 @@ impl Client {
         let published = self.hub.published();
         let taken = self.outbox.take(&mut items, max);
         for item in items {
-            match item {
-                Item::State { bytes, .. } => out.push(Frame::state(bytes)),
-                Item::Message { bytes, kind, tag } => out.push(Frame { bytes, kind, tag }),
-                Item::Raw { bytes } => out.push(Frame::new(Kind::Framed, bytes)),
-                Item::Resync { topic } => out.push(self.resync(&published, topic)),
-            }
+            out.push(frame_of(item, |topic| self.resync(&published, topic)));
         }
         let cursor = taken.drained_all.then_some(published.seq);
         drop(published);
@@ -453,6 +442,16 @@ impl Client {
             ticked: taken.ticked,
             cursor,
         }
+    }
+}
+
+/// The frame a queued item goes out as; `resync` gives a resync marker's snapshot.
+fn frame_of(item: Item, resync: impl FnOnce(u32) -> Frame) -> Frame {
+    match item {
+        Item::State { bytes, .. } => Frame::state(bytes),
+        Item::Message { bytes, kind, tag } => Frame { bytes, kind, tag },
+        Item::Raw { bytes } => Frame::new(Kind::Framed, bytes),
+        Item::Resync { topic } => resync(topic),
     }
 }
 
