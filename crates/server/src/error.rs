@@ -42,7 +42,12 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.0.to_json()});
-        (status_of(self.0.code), axum::Json(body)).into_response()
+        error_response(status_of(self.0.code), &self.0)
     }
+}
+
+/// The contract's JSON error with a status the code alone does not say (405, 408, 415).
+pub fn error_response(status: StatusCode, e: &HubError) -> Response {
+    let body = serde_json::json!({"error": e.to_json()});
+    (status, axum::Json(body)).into_response()
 }

@@ -22,6 +22,8 @@
 //! - `socketio`: `/socket.io/`, the same protocol as Socket.IO events (`socketio/mod.rs`),
 //!   plus the event mappings that let Flask-SocketIO front ends run unchanged
 //!   (`socketio/mappings.rs`, checked by [`Mappings::from_config`]).
+//! - `writes`: the gate in front of every writing route (no other site's pages, JSON
+//!   bodies only).
 //! - `rest`: `/api/state`, `/api/events`, `/api/commands`, `/api/health`, `/metrics`.
 //! - `query`: the `?token=` of a query string, for the transports that allow it.
 //! - `auth`: API keys and JWTs ([`Auth`]); `tls`: the certificate, reloaded on SIGHUP.
@@ -42,6 +44,7 @@ mod session;
 mod socketio;
 mod sse;
 mod tls;
+mod writes;
 mod ws;
 
 pub use auth::{Auth, AuthConfig, key_sha256};
