@@ -62,7 +62,7 @@ pub struct ServeArgs {
     /// Messages and REST requests per second from one IP address [default: 100000]
     #[arg(long, env = "STATECAST_MESSAGES_PER_SECOND_PER_IP", value_name = "N")]
     pub messages_per_second_per_ip: Option<u32>,
-    /// Time a client has to send its request headers (slowloris) [default: 10000]
+    /// Time a client has to send a request's headers, and again its body; idle keep-alive connections close after it (slowloris) [default: 10000]
     #[arg(long, env = "STATECAST_HANDSHAKE_TIMEOUT_MS", value_name = "N")]
     pub handshake_timeout_ms: Option<u64>,
     /// TLS certificate chain (PEM); with --tls-key, the hub speaks HTTPS, WSS and HTTP/2.

@@ -6,8 +6,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A hub without auth whose file lists one allowed origin, holding `t/a` = `{"v":1}`.
 async fn hub_with_allowed_origin(dir: &tempfile::TempDir) -> Server {
@@ -190,4 +193,91 @@ async fn a_body_that_is_not_declared_json_is_415_and_changes_nothing() {
         )
         .await;
     assert_eq!(charset.status, 200, "{}", charset.text);
+}
+
+/// Sends the headers of a request whose `Content-Length: 1000` body will come one byte
+/// every 50 ms (`trickle`) or not at all.
+async fn start_slow_body(addr: &str, path: &str) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"v\":"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// Goes on with the body (or not); returns what the server answered before it closed the
+/// connection.
+async fn finish_slow_body(mut tcp: tokio::net::TcpStream, trickle: bool) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            read = tcp.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            },
+            _ = tick.tick(), if trickle => {
+                if tcp.write_all(b"1").await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_and_idle_connections_cannot_hold_every_slot() {
+    let server = Server::start(&["--max-connections", "5", "--handshake-timeout-ms", "1500"]);
+    let addr = server.addr().to_owned();
+    // An idle keep-alive connection after one request.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answered = [0u8; 12];
+    idle.read_exact(&mut answered).await.unwrap();
+    assert_eq!(&answered, b"HTTP/1.1 200");
+    let mut slow = Vec::new();
+    for (path, trickle) in [
+        ("/api/state/t/a", true),
+        ("/api/state/t/b", true),
+        ("/api/state/t/c", false),
+        ("/api/state/t/d", false),
+    ] {
+        let tcp = start_slow_body(&addr, path).await;
+        slow.push(tokio::spawn(finish_slow_body(tcp, trickle)));
+    }
+    // All five slots are taken: one more connection is refused.
+    let refused = server.get("/api/health").await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    // Each slow body is answered 408 with the contract's error, and closed.
+    for task in slow {
+        let answer = within("a slow body to be cut off", task).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+        assert_eq!(body["error"]["code"], "timeout", "{answer}");
+    }
+    // The idle connection is closed too (after its one answer).
+    let mut rest = Vec::new();
+    within(
+        "the idle connection to be closed",
+        idle.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    // The slots are free again: a new client gets in.
+    within("a new client to get in", async {
+        loop {
+            if server.get("/api/health").await.status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(server.all_state().await, json!({"topics": []}));
 }

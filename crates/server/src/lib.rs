@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - `listener`: the accept loop ([`serve`]): HTTP/1.1 or HTTP/2 by ALPN, a `Slot` per
-//!   connection (the connection limits and its message budget), the heartbeat, shutdown.
+//!   connection (the connection limits and its message budget), the heartbeat, shutdown;
+//!   `deadline`: the time limit on a request's body (408).
 //! - `routes`: which handler answers which path; the top-level paths defined once.
 //! - `app`: `App`, what every handler shares, and its checks (credential, grant, rate,
 //!   origin).
@@ -34,6 +35,7 @@ mod app;
 mod assets;
 mod auth;
 mod config;
+mod deadline;
 mod error;
 mod listener;
 mod metrics;
