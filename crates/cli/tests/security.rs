@@ -281,3 +281,71 @@ async fn slow_bodies_and_idle_connections_cannot_hold_every_slot() {
     .await;
     assert_eq!(server.all_state().await, json!({"topics": []}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_http_error_is_the_contracts_json_error() {
+    let server = Server::start(&[]);
+    let json_error = |what: &str, resp: &Resp, status: u16| {
+        assert_eq!(resp.status, status, "{what}: {}", resp.text);
+        assert!(
+            resp.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "{what}: {:?}",
+            resp.headers
+        );
+        let code = resp.error_code();
+        let message = resp.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(!message.is_empty(), "{what}");
+        code
+    };
+    let put = |path: &str| {
+        http_client()
+            .put(server.url(path))
+            .header("content-type", "application/json")
+            .body("{\"v\":1}")
+    };
+    for (what, request, status, code) in [
+        (
+            "a path that is not UTF-8",
+            put("/api/state/a/%FF"),
+            400,
+            "bad_request",
+        ),
+        (
+            "a GET of it",
+            http_client().get(server.url("/api/state/a/%FF")),
+            400,
+            "bad_request",
+        ),
+        (
+            "a query that is not UTF-8",
+            http_client().get(server.url("/api/state?match=%FF")),
+            400,
+            "invalid_pattern",
+        ),
+        (
+            "an event to it",
+            http_client()
+                .post(server.url("/api/events/%C3%28"))
+                .json(&json!(1)),
+            400,
+            "bad_request",
+        ),
+        (
+            "a wrong method",
+            http_client().delete(server.url("/api/health")),
+            405,
+            "bad_request",
+        ),
+        (
+            "an unknown path",
+            http_client().get(server.url("/api/nope")),
+            404,
+            "not_found",
+        ),
+    ] {
+        let resp = server.send(request).await;
+        assert_eq!(json_error(what, &resp, status), code, "{what}");
+    }
+    assert_eq!(server.all_state().await, json!({"topics": []}));
+}

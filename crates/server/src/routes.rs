@@ -51,7 +51,9 @@ pub(crate) fn router(
             writes::guard,
         ))
         .fallback(rest::not_found)
-        .method_not_allowed_fallback(rest::method_not_allowed);
+        .method_not_allowed_fallback(rest::method_not_allowed)
+        // Every error the routes give, rejections included, in the contract's JSON shape.
+        .layer(axum::middleware::from_fn(crate::error::json_errors));
     // Inside the CORS layer: pages from `allowed_origins` may poll it too.
     let routes = match socketio {
         Some(socketio) => routes.layer(socketio),

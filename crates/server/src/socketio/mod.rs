@@ -185,8 +185,9 @@ struct Inbox(mpsc::Sender<Incoming>);
 /// One event from the client.
 struct Incoming {
     event: String,
-    /// The first argument, if any.
-    data: Option<Value>,
+    /// The first argument, if any; `Err`: why it is not JSON the hub takes (a number out of
+    /// range, nesting deeper than 128), which is the answer rather than a field it lacks.
+    data: Result<Option<Value>, String>,
     /// The client's acknowledgement id, when it waits for one.
     ack: Option<i64>,
 }
@@ -212,7 +213,7 @@ impl FromMessage<socketioxide::adapter::LocalAdapter> for Enqueued {
         };
         let incoming = Incoming {
             event: event.0,
-            data: data.ok(),
+            data: data.map(Some).map_err(|e| e.to_string()),
             ack,
         };
         if let Err(mpsc::error::TrySendError::Full(incoming)) = inbox.try_send(incoming) {
@@ -550,6 +551,18 @@ impl Connection {
             }
             return Ok(());
         }
+        let data = match data {
+            Ok(data) => data,
+            Err(why) => {
+                Metrics::add(&self.app.metrics.client_errors, 1);
+                let e = HubError::new(
+                    ErrorCode::BadRequest,
+                    format!("the payload of `{event}` is not JSON the hub takes: {why}"),
+                );
+                self.refuse(ack, None, &e);
+                return Ok(());
+            }
+        };
         let mapping = self
             .app
             .config
