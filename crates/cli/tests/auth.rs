@@ -635,6 +635,16 @@ fn now_f64() -> f64 {
         .as_secs_f64()
 }
 
+/// `GET path` (an SSE stream) with `token` as a bearer header.
+async fn sse_as(server: &Server, path: &str, token: &str) -> reqwest::Response {
+    http_client()
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A Socket.IO client's connect to `/` over engine.io's WebSocket transport with `?token=`:
 /// the socket and the answer to the connect (`40{..}` accepted, `44{..}` refused).
 async fn socketio_connect(
@@ -690,12 +700,7 @@ async fn a_fractional_exp_expires_open_websockets_sse_streams_and_socketio() {
         .await
         .unwrap();
     ws.ping_pong().await;
-    let stream = http_client()
-        .get(server.url("/api/stream?match=railhub/%23"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let stream = sse_as(&server, "/api/stream?match=railhub/%23", &token).await;
     let mut sse = Sse::from_response(stream, None);
     let (mut sio, connected) = socketio_connect(&server, &token).await;
     assert!(connected.starts_with("40{"), "{connected}");
@@ -734,12 +739,7 @@ async fn an_exp_that_is_not_a_time_is_refused_as_such_on_every_entry_point() {
         let auth = format!("Bearer {token}");
         let upgrade = Ws::connect_with(server.addr(), "/ws", &[("authorization", &auth)]).await;
         assert_eq!(refused_status(upgrade), 401, "exp {exp}");
-        let sse = http_client()
-            .get(server.url("/api/stream"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let sse = sse_as(&server, "/api/stream", &token).await;
         assert_eq!(sse.status().as_u16(), 401, "exp {exp}");
         let mut ws = server.ws().await;
         let refused = ws
@@ -795,12 +795,7 @@ async fn a_far_future_exp_never_expires_and_panics_nowhere() {
             .call(json!({"type": "auth", "id": 1, "token": token}))
             .await;
         assert_eq!(result["ok"], true, "exp {exp}: {result}");
-        let stream = http_client()
-            .get(server.url("/api/stream?match=railhub/%23"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let stream = sse_as(&server, "/api/stream?match=railhub/%23", &token).await;
         assert_eq!(stream.status().as_u16(), 200, "exp {exp}");
         let (sio, connected) = socketio_connect(&server, &token).await;
         assert!(connected.starts_with("40{"), "exp {exp}: {connected}");

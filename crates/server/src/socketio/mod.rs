@@ -554,12 +554,8 @@ impl Connection {
         let data = match data {
             Ok(data) => data,
             Err(why) => {
-                Metrics::add(&self.app.metrics.client_errors, 1);
-                let e = HubError::new(
-                    ErrorCode::BadRequest,
-                    format!("the payload of `{event}` is not JSON the hub takes: {why}"),
-                );
-                self.refuse(ack, None, &e);
+                let why = format!("the payload of `{event}` is not JSON the hub takes: {why}");
+                self.refuse_bad_request(ack, why);
                 return Ok(());
             }
         };
@@ -590,12 +586,8 @@ impl Connection {
             Some(Value::Object(object)) => object,
             None | Some(Value::Null) => Map::new(),
             Some(_) => {
-                Metrics::add(&self.app.metrics.client_errors, 1);
-                let e = HubError::new(
-                    ErrorCode::BadRequest,
-                    format!("the payload of `{event}` must be a JSON object"),
-                );
-                self.refuse(ack, None, &e);
+                let why = format!("the payload of `{event}` must be a JSON object");
+                self.refuse_bad_request(ack, why);
                 return Ok(());
             }
         };
@@ -710,6 +702,12 @@ impl Connection {
         self.next_tag = self.next_tag.checked_add(1).unwrap_or(1);
         self.waiting.insert(tag, ack);
         ReplyTo::new(id, tag, shape(ack, bare))
+    }
+
+    /// A payload the hub cannot take: `bad_request`, counted as a client error.
+    fn refuse_bad_request(&mut self, ack: Option<i64>, why: String) {
+        Metrics::add(&self.app.metrics.client_errors, 1);
+        self.refuse(ack, None, &HubError::new(ErrorCode::BadRequest, why));
     }
 
     /// Answers with an error at once.
