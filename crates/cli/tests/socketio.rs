@@ -185,5 +185,9 @@ async fn a_payload_the_hub_cannot_take_is_refused_with_the_real_reason() {
     sio.send_text(r#"422["ping"]"#).await;
     let (name, answer) = sio.next().await;
     assert_eq!(name, "ack:2", "{answer}");
+    assert!(
+        answer.get("error").is_none(),
+        "an event without payload: {answer}"
+    );
     assert_eq!(server.all_state().await, json!({"topics": []}));
 }

@@ -192,6 +192,9 @@ struct Incoming {
     ack: Option<i64>,
 }
 
+/// How socketioxide's parser says that an event has no argument at all.
+const NO_ARGUMENT: &str = "first element not found";
+
 /// An "extractor" that queues the event for the connection task. socketioxide runs
 /// extractors on its reading task, in the order events arrive (handlers then run on tasks
 /// of their own, in any order), so the inbox holds events in the order they were sent.
@@ -213,7 +216,12 @@ impl FromMessage<socketioxide::adapter::LocalAdapter> for Enqueued {
         };
         let incoming = Incoming {
             event: event.0,
-            data: data.map(Some).map_err(|e| e.to_string()),
+            data: match data {
+                Ok(data) => Ok(Some(data)),
+                // An event without arguments (`emit("request_state")`) is not an error.
+                Err(e) if e.to_string().starts_with(NO_ARGUMENT) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            },
             ack,
         };
         if let Err(mpsc::error::TrySendError::Full(incoming)) = inbox.try_send(incoming) {
