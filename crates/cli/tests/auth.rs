@@ -627,3 +627,185 @@ async fn rs256_tokens_verify_against_a_public_key_file() {
     assert_eq!(other.status, 401);
     assert!(other.text.contains("audience"), "{}", other.text);
 }
+
+fn now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `GET path` (an SSE stream) with `token` as a bearer header.
+async fn sse_as(server: &Server, path: &str, token: &str) -> reqwest::Response {
+    http_client()
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A Socket.IO client's connect to `/` over engine.io's WebSocket transport with `?token=`:
+/// the socket and the answer to the connect (`40{..}` accepted, `44{..}` refused).
+async fn socketio_connect(
+    server: &Server,
+    token: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    String,
+) {
+    use futures_util::SinkExt;
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&token={token}",
+        server.addr()
+    );
+    let (mut ws, _) = within(
+        "the engine.io handshake",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("engine.io over WebSocket");
+    let open = socketio_text(&mut ws).await;
+    assert!(open.starts_with("0{"), "engine.io open: {open}");
+    ws.send(tungstenite::Message::text("40")).await.unwrap();
+    let answer = socketio_text(&mut ws).await;
+    (ws, answer)
+}
+
+/// The next text frame of a Socket.IO connection (answering engine.io pings).
+async fn socketio_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    loop {
+        match within("a Socket.IO message", ws.next()).await {
+            Some(Ok(tungstenite::Message::Text(text))) if text.as_str() == "2" => {
+                ws.send(tungstenite::Message::text("3")).await.unwrap();
+            }
+            Some(Ok(tungstenite::Message::Text(text))) => return text.to_string(),
+            Some(Ok(_)) => continue,
+            other => return format!("ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fractional_exp_expires_open_websockets_sse_streams_and_socketio() {
+    let (server, _dir) = start();
+    let token = jwt(SECRET, json!({"exp": now_f64() + 2.5}));
+    let auth = format!("Bearer {token}");
+    let mut ws = Ws::connect_with(server.addr(), "/ws", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    ws.ping_pong().await;
+    let stream = sse_as(&server, "/api/stream?match=railhub/%23", &token).await;
+    let mut sse = Sse::from_response(stream, None);
+    let (mut sio, connected) = socketio_connect(&server, &token).await;
+    assert!(connected.starts_with("40{"), "{connected}");
+    // All three end by themselves once the token has expired.
+    let error = ws.recv_json().await;
+    assert_eq!(error["error"]["code"], "unauthorized", "{error}");
+    assert_eq!(close_code(&ws.recv_close().await), 1008);
+    sse.until_end().await.expect("the stream ends cleanly");
+    let mut seen = Vec::new();
+    loop {
+        let text = socketio_text(&mut sio).await;
+        let ended = text == "41" || text.starts_with("ended");
+        seen.push(text);
+        if ended {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|t| t.contains("expired")),
+        "Socket.IO after expiry: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exp_that_is_not_a_time_is_refused_as_such_on_every_entry_point() {
+    let (server, _dir) = start();
+    for exp in [json!(-1), json!(-0.5), json!("1893456000"), json!(null)] {
+        let token = jwt(SECRET, json!({"exp": exp}));
+        let rest = get_as(&server, "/api/state?match=railhub/%23", &token).await;
+        assert_eq!(rest.status, 401, "exp {exp}: {}", rest.text);
+        let message = rest.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains("`exp` is not a valid time"),
+            "exp {exp}: {message}"
+        );
+        let auth = format!("Bearer {token}");
+        let upgrade = Ws::connect_with(server.addr(), "/ws", &[("authorization", &auth)]).await;
+        assert_eq!(refused_status(upgrade), 401, "exp {exp}");
+        let sse = sse_as(&server, "/api/stream", &token).await;
+        assert_eq!(sse.status().as_u16(), 401, "exp {exp}");
+        let mut ws = server.ws().await;
+        let refused = ws
+            .call(json!({"type": "auth", "id": 1, "token": token}))
+            .await;
+        assert!(
+            refused.to_string().contains("`exp` is not a valid time"),
+            "exp {exp}: {refused}"
+        );
+        let (_sio, answer) = socketio_connect(&server, &token).await;
+        assert!(
+            answer.starts_with("44") && answer.contains("`exp` is not a valid time"),
+            "exp {exp}: {answer}"
+        );
+    }
+    // A token without `exp` still says so.
+    let token = {
+        let all = json!({"sub": "t", "iss": "statecast-test", "aud": "hub"});
+        encode(
+            &Header::default(),
+            &all,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let rest = get_as(&server, "/api/state", &token).await;
+    assert_eq!(rest.status, 401);
+    assert!(rest.text.contains("no `exp`"), "{}", rest.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_future_exp_never_expires_and_panics_nowhere() {
+    let (server, _dir) = start();
+    let metric = async || {
+        let text = get_as(&server, "/metrics", ADMIN_KEY).await.text;
+        metric_value(&text, "statecast_ws_connections").unwrap_or(f64::NAN)
+    };
+    for exp in [
+        json!(u64::MAX),
+        json!(1e300),
+        json!(now_s() + 200 * 365 * 86_400),
+    ] {
+        let token = jwt(SECRET, json!({"exp": exp}));
+        let rest = get_as(&server, "/api/state?match=railhub/%23", &token).await;
+        assert_eq!(rest.status, 200, "exp {exp}: {}", rest.text);
+        let auth = format!("Bearer {token}");
+        let mut ws = Ws::connect_with(server.addr(), "/ws", &[("authorization", &auth)])
+            .await
+            .unwrap_or_else(|e| panic!("exp {exp}: {e}"));
+        ws.ping_pong().await;
+        let mut by_message = server.ws().await;
+        let result = by_message
+            .call(json!({"type": "auth", "id": 1, "token": token}))
+            .await;
+        assert_eq!(result["ok"], true, "exp {exp}: {result}");
+        let stream = sse_as(&server, "/api/stream?match=railhub/%23", &token).await;
+        assert_eq!(stream.status().as_u16(), 200, "exp {exp}");
+        let (sio, connected) = socketio_connect(&server, &token).await;
+        assert!(connected.starts_with("40{"), "exp {exp}: {connected}");
+        assert_eq!(metric().await, 2.0, "exp {exp}: the two on /ws");
+        drop((ws, by_message, sio, stream));
+        within("every connection to be uncounted", async {
+            while metric().await != 0.0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+}

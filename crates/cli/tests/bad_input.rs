@@ -480,7 +480,7 @@ async fn a_rest_body_that_is_not_json_is_400_bad_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rest_body_with_a_wrong_content_type_is_400_bad_request() {
+async fn a_rest_body_with_a_wrong_content_type_is_415_bad_request() {
     let (server, _ws) = setup().await;
     for (method, path) in [
         (reqwest::Method::PUT, "/api/state/bad/t"),
@@ -497,7 +497,7 @@ async fn a_rest_body_with_a_wrong_content_type_is_400_bad_request() {
                 )
                 .await;
             assert_eq!(
-                resp.status, 400,
+                resp.status, 415,
                 "{method} {path} {content_type}: {}",
                 resp.text
             );

@@ -155,3 +155,39 @@ async fn a_client_that_stops_reading_gets_the_latest_state_and_a_count_of_what_i
     let health = server.get("/api/health").await;
     assert_eq!(health.status, 200);
 }
+
+/// A payload that is JSON but not JSON the hub takes (a number beyond f64, nesting deeper
+/// than 128) is refused with that reason, not with a field it seems to lack; an event
+/// without any payload still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_the_hub_cannot_take_is_refused_with_the_real_reason() {
+    let server = Server::start(&[]);
+    let mut sio = Sio::connect(server.addr(), 1 << 16).await;
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for (what, state, reason) in [
+        ("1e400", "1e400".to_owned(), "number out of range"),
+        ("deep nesting", deep, "recursion limit"),
+    ] {
+        sio.send_text(format!(
+            r#"421["set",{{"topic":"bad/t","state":{{"x":{state}}}}}]"#
+        ))
+        .await;
+        let (name, answer) = sio.next().await;
+        assert_eq!(name, "ack:1", "{what}: {answer}");
+        assert_eq!(answer["ok"], false, "{what}: {answer}");
+        assert_eq!(answer["error"]["code"], "bad_request", "{what}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(reason) && !message.contains("missing field"),
+            "{what}: {message}"
+        );
+    }
+    sio.send_text(r#"422["ping"]"#).await;
+    let (name, answer) = sio.next().await;
+    assert_eq!(name, "ack:2", "{answer}");
+    assert!(
+        answer.get("error").is_none(),
+        "an event without payload: {answer}"
+    );
+    assert_eq!(server.all_state().await, json!({"topics": []}));
+}

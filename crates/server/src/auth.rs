@@ -329,7 +329,10 @@ impl Jwt {
         validation.algorithms = algorithms;
         validation.validate_nbf = true;
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp"]);
+        // `exp` is checked in `verify`: jsonwebtoken takes only whole non-negative seconds
+        // and calls any other value missing.
+        validation.validate_exp = false;
+        validation.set_required_spec_claims::<&str>(&[]);
         match &c.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,
@@ -385,11 +388,33 @@ impl Jwt {
             None => Permissions::default(),
         };
         let mut grant = Grant::from_permissions(subject, &permissions)?;
-        grant.expires = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+        grant.expires = expiry(claims.get("exp"), SystemTime::now())?;
         Ok(grant)
+    }
+}
+
+/// An expiry further away than this is none in practice: it arms no timer, so no instant
+/// or timer is ever computed from it (`exp = 2^64 - 1` must not overflow).
+const NO_PRACTICAL_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// When a token whose `exp` claim is `exp` stops being valid, seen at `now`: `exp` is a
+/// NumericDate (RFC 7519: seconds since the epoch, fractions allowed); missing, not a
+/// non-negative number, or not after `now`, the token is refused.
+fn expiry(exp: Option<&Value>, now: SystemTime) -> Result<Option<SystemTime>, String> {
+    let exp = exp.ok_or("the token has no `exp` claim")?;
+    let seconds = exp
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| format!("`exp` is not a valid time: {exp}"))?;
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    // Only a time beyond any `Duration` fails to convert.
+    let Ok(at) = Duration::try_from_secs_f64(seconds) else {
+        return Ok(None);
+    };
+    match at.checked_sub(since_epoch) {
+        None | Some(Duration::ZERO) => Err("the token has expired".into()),
+        Some(left) if left > NO_PRACTICAL_EXPIRY => Ok(None),
+        Some(left) => Ok(Some(now + left)),
     }
 }
 
@@ -433,5 +458,69 @@ impl axum::extract::FromRequestParts<std::sync::Arc<crate::app::App>> for Caller
             .map_err(crate::error::ApiError)?;
         app.caller(&parts.headers, None, peer)
             .map_err(crate::error::ApiError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: Duration = Duration::from_secs(1_800_000_000);
+
+    fn at(exp: Value) -> Result<Option<SystemTime>, String> {
+        expiry(Some(&exp), UNIX_EPOCH + NOW)
+    }
+
+    #[test]
+    fn a_fractional_exp_expires_at_its_fraction() {
+        let exp = NOW.as_secs_f64() + 3.5;
+        assert_eq!(
+            at(json!(exp)),
+            Ok(Some(UNIX_EPOCH + NOW + Duration::from_millis(3500)))
+        );
+        assert_eq!(
+            at(json!(NOW.as_secs() + 4)),
+            Ok(Some(UNIX_EPOCH + NOW + Duration::from_secs(4)))
+        );
+    }
+
+    #[test]
+    fn an_exp_past_the_horizon_is_no_expiry_and_never_overflows() {
+        for exp in [json!(u64::MAX), json!(f64::MAX), json!(1e300)] {
+            assert_eq!(at(exp), Ok(None));
+        }
+    }
+
+    #[test]
+    fn an_exp_now_or_before_has_expired() {
+        for exp in [
+            json!(0),
+            json!(NOW.as_secs()),
+            json!(NOW.as_secs_f64() - 0.5),
+        ] {
+            assert_eq!(at(exp), Err("the token has expired".into()));
+        }
+    }
+
+    #[test]
+    fn an_exp_that_is_not_a_non_negative_number_is_not_a_valid_time() {
+        for exp in [
+            json!(-1),
+            json!(-0.0001),
+            json!("1900000000"),
+            json!(null),
+            json!({}),
+        ] {
+            let refusal = at(exp.clone()).expect_err("refused");
+            assert!(
+                refusal.starts_with("`exp` is not a valid time"),
+                "{exp}: {refusal}"
+            );
+        }
+        assert_eq!(
+            expiry(None, UNIX_EPOCH + NOW),
+            Err("the token has no `exp` claim".into())
+        );
     }
 }

@@ -37,7 +37,8 @@ pub struct Limits {
     pub messages_per_second: u32,
     /// WebSocket messages and REST requests per second from one IP address.
     pub messages_per_second_per_ip: u32,
-    /// Time to send the request headers.
+    /// Time to send a request's headers, and as long again for its body; an idle
+    /// keep-alive connection is closed after it too.
     pub handshake_timeout_ms: u64,
 }
 

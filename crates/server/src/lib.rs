@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - `listener`: the accept loop ([`serve`]): HTTP/1.1 or HTTP/2 by ALPN, a `Slot` per
-//!   connection (the connection limits and its message budget), the heartbeat, shutdown.
+//!   connection (the connection limits and its message budget), the heartbeat, shutdown;
+//!   `deadline`: the time limit on a request's body (408).
 //! - `routes`: which handler answers which path; the top-level paths defined once.
 //! - `app`: `App`, what every handler shares, and its checks (credential, grant, rate,
 //!   origin).
@@ -22,6 +23,8 @@
 //! - `socketio`: `/socket.io/`, the same protocol as Socket.IO events (`socketio/mod.rs`),
 //!   plus the event mappings that let Flask-SocketIO front ends run unchanged
 //!   (`socketio/mappings.rs`, checked by [`Mappings::from_config`]).
+//! - `writes`: the gate in front of every writing route (no other site's pages, JSON
+//!   bodies only).
 //! - `rest`: `/api/state`, `/api/events`, `/api/commands`, `/api/health`, `/metrics`.
 //! - `query`: the `?token=` of a query string, for the transports that allow it.
 //! - `auth`: API keys and JWTs ([`Auth`]); `tls`: the certificate, reloaded on SIGHUP.
@@ -32,6 +35,7 @@ mod app;
 mod assets;
 mod auth;
 mod config;
+mod deadline;
 mod error;
 mod listener;
 mod metrics;
@@ -42,6 +46,7 @@ mod session;
 mod socketio;
 mod sse;
 mod tls;
+mod writes;
 mod ws;
 
 pub use auth::{Auth, AuthConfig, key_sha256};

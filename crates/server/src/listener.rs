@@ -1,6 +1,8 @@
 //! The accept loop: one task per TCP connection, HTTP/1.1 or (over TLS, as ALPN chose)
 //! HTTP/2 served by hyper directly, each connection counted in a [`Slot`] that also holds
-//! its message budget; over the limits, a connection gets 503. [`serve`] also runs the
+//! its message budget; over the limits, a connection gets 503. A request has
+//! `handshake_timeout_ms` for its headers (hyper's timer, which also ends an idle
+//! keep-alive connection) and as long again for its body (`deadline.rs`). [`serve`] also runs the
 //! heartbeat and, at shutdown, closes what is open.
 
 use std::future::Future;
@@ -18,7 +20,7 @@ use crate::app::App;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::tls::Tls;
-use crate::{routes, socketio};
+use crate::{deadline, routes, socketio};
 
 /// The peer's address and its connection's slot, in every request's extensions from the
 /// accept loop.
@@ -234,11 +236,16 @@ pub async fn serve(
         // refused attempts, and so that a WebSocket keeps the slot after the upgrade.
         let peer = Peer(peer, Arc::new(slot));
         let routes = router.clone();
+        let body_limit = Duration::from_millis(app.config.limits.handshake_timeout_ms);
         let service = hyper_util::service::TowerToHyperService::new(tower::service_fn(
             move |mut request: axum::http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(peer.clone());
+                let (request, timed_out) = deadline::limit(request, body_limit);
                 // A router is always ready: no `poll_ready` needed before `call`.
-                tower::Service::call(&mut routes.clone(), request)
+                let response = tower::Service::call(&mut routes.clone(), request);
+                async move {
+                    Ok::<_, std::convert::Infallible>(deadline::answer(response.await?, &timed_out))
+                }
             },
         ));
         let open = Arc::clone(&open_connections);

@@ -8,7 +8,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::app::App;
-use crate::{assets, rest, sse, ws};
+use crate::{assets, rest, sse, writes, ws};
 
 /// The REST API, the SSE stream and health, all under one prefix.
 const API: &str = "/api";
@@ -45,8 +45,15 @@ pub(crate) fn router(
         .route(&format!("{API}/stream"), get(sse::stream))
         .route(&format!("{API}/health"), get(rest::health))
         .route(METRICS, get(rest::metrics))
+        // Every route that writes passes this one gate (reads go straight through).
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            writes::guard,
+        ))
         .fallback(rest::not_found)
-        .method_not_allowed_fallback(rest::method_not_allowed);
+        .method_not_allowed_fallback(rest::method_not_allowed)
+        // Every error the routes give, rejections included, in the contract's JSON shape.
+        .layer(axum::middleware::from_fn(crate::error::json_errors));
     // Inside the CORS layer: pages from `allowed_origins` may poll it too.
     let routes = match socketio {
         Some(socketio) => routes.layer(socketio),

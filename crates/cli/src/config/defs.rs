@@ -119,7 +119,7 @@ pub static SETTINGS: &[Setting] = &[
     Setting::new(
         "handshake_timeout_ms",
         "N",
-        "Time a client has to send its request headers (slowloris)",
+        "Time a client has to send a request's headers, and again its body; idle keep-alive connections close after it (slowloris)",
         Field::Value(|s| &mut s.limits.handshake_timeout_ms),
     ),
     Setting::new(

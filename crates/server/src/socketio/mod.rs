@@ -185,11 +185,15 @@ struct Inbox(mpsc::Sender<Incoming>);
 /// One event from the client.
 struct Incoming {
     event: String,
-    /// The first argument, if any.
-    data: Option<Value>,
+    /// The first argument, if any; `Err`: why it is not JSON the hub takes (a number out of
+    /// range, nesting deeper than 128), which is the answer rather than a field it lacks.
+    data: Result<Option<Value>, String>,
     /// The client's acknowledgement id, when it waits for one.
     ack: Option<i64>,
 }
+
+/// How socketioxide's parser says that an event has no argument at all.
+const NO_ARGUMENT: &str = "first element not found";
 
 /// An "extractor" that queues the event for the connection task. socketioxide runs
 /// extractors on its reading task, in the order events arrive (handlers then run on tasks
@@ -212,7 +216,12 @@ impl FromMessage<socketioxide::adapter::LocalAdapter> for Enqueued {
         };
         let incoming = Incoming {
             event: event.0,
-            data: data.ok(),
+            data: match data {
+                Ok(data) => Ok(Some(data)),
+                // An event without arguments (`emit("request_state")`) is not an error.
+                Err(e) if e.to_string().starts_with(NO_ARGUMENT) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            },
             ack,
         };
         if let Err(mpsc::error::TrySendError::Full(incoming)) = inbox.try_send(incoming) {
@@ -554,6 +563,14 @@ impl Connection {
             }
             return Ok(());
         }
+        let data = match data {
+            Ok(data) => data,
+            Err(why) => {
+                let why = format!("the payload of `{event}` is not JSON the hub takes: {why}");
+                self.refuse_bad_request(ack, why);
+                return Ok(());
+            }
+        };
         let mapping = self
             .app
             .config
@@ -581,12 +598,8 @@ impl Connection {
             Some(Value::Object(object)) => object,
             None | Some(Value::Null) => Map::new(),
             Some(_) => {
-                Metrics::add(&self.app.metrics.client_errors, 1);
-                let e = HubError::new(
-                    ErrorCode::BadRequest,
-                    format!("the payload of `{event}` must be a JSON object"),
-                );
-                self.refuse(ack, None, &e);
+                let why = format!("the payload of `{event}` must be a JSON object");
+                self.refuse_bad_request(ack, why);
                 return Ok(());
             }
         };
@@ -701,6 +714,12 @@ impl Connection {
         self.next_tag = self.next_tag.checked_add(1).unwrap_or(1);
         self.waiting.insert(tag, ack);
         ReplyTo::new(id, tag, shape(ack, bare))
+    }
+
+    /// A payload the hub cannot take: `bad_request`, counted as a client error.
+    fn refuse_bad_request(&mut self, ack: Option<i64>, why: String) {
+        Metrics::add(&self.app.metrics.client_errors, 1);
+        self.refuse(ack, None, &HubError::new(ErrorCode::BadRequest, why));
     }
 
     /// Answers with an error at once.
