@@ -546,6 +546,15 @@ mod tests {
     }
 
     #[test]
+    fn a_listen_address_may_be_a_host_name() {
+        let s = resolve_text("listen = \"localhost:9000\"\n").unwrap();
+        assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        let s = Settings::resolve(args(&["--listen", "[::1]:9001"])).unwrap();
+        assert_eq!(s.listen.to_string(), "[::1]:9001");
+        assert!(try_args(&["--listen", "localhost"]).is_err());
+    }
+
+    #[test]
     fn a_switch_in_the_file_stays_on_whatever_the_flags_say() {
         let s = resolve_text("demo = true\n").unwrap();
         assert!(s.demo && !s.insecure);
