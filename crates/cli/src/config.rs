@@ -5,8 +5,8 @@
 //! `flags/defs.rs`): its name gives the flag, the environment variable and the file key,
 //! and the field of [`Settings`] it sets gives its type and, through [`Settings::default`],
 //! its default, which comes from the crate that owns the setting (`HubConfig`,
-//! `ServerConfig`, `ClusterConfig`). `--help`, the file reader and the docs read that one
-//! list.
+//! `ServerConfig`, `ClusterConfig`). `--help`, the file reader and docs/configuration.md
+//! ([`docs`]) read that one list.
 //!
 //! The flags are built with clap's builder, not its derive: the derive needs a struct field
 //! with literal attributes per flag, a second copy of every setting, and could not tell a
@@ -19,8 +19,10 @@
 //! - [`setting`]: what a setting is, and how one definition becomes a flag, a variable, a
 //!   file key and a help line.
 //! - [`defs`]: every setting.
+//! - [`docs`]: docs/configuration.md, generated from [`defs`] (`statecast config-docs`).
 
 mod defs;
+pub mod docs;
 mod setting;
 
 use std::net::SocketAddr;

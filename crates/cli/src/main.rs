@@ -33,7 +33,8 @@ enum Action {
     /// Run the hub: WebSocket at /ws, REST at /api, SSE at /api/stream, metrics at /metrics.
     ///
     /// Settings come from flags, then STATECAST_* environment variables, then the TOML file
-    /// given with --config (keys named like the flags, with underscores), then defaults.
+    /// given with --config (keys named like the flags, with underscores), then defaults;
+    /// docs/configuration.md lists them all.
     #[command(after_help = "\
 Examples:
   statecast serve --demo
@@ -155,6 +156,9 @@ Examples:
         #[command(flatten)]
         hub: client::HubUrl,
     },
+    /// Print docs/configuration.md, generated from the settings' definitions.
+    #[command(hide = true)]
+    ConfigDocs,
 }
 
 fn main() -> ExitCode {
@@ -171,6 +175,10 @@ fn main() -> ExitCode {
         Action::Serve(args) => Settings::resolve(*args).and_then(serve),
         Action::HashKey { key } => {
             output::line(&statecast_server::key_sha256(&key));
+            Ok(())
+        }
+        Action::ConfigDocs => {
+            output::line(config::docs::markdown().trim_end());
             Ok(())
         }
         other => run_client(other),
@@ -193,7 +201,7 @@ fn run_client(command: Action) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         match command {
-            Action::Serve(_) | Action::HashKey { .. } => Ok(()),
+            Action::Serve(_) | Action::HashKey { .. } | Action::ConfigDocs => Ok(()),
             Action::Watch { pattern, json, hub } => client::watch(&hub, &pattern, json).await,
             Action::Get { topic, hub } => client::get(&hub, &topic).await,
             Action::Set { topic, state, hub } => {
