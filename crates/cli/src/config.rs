@@ -5,8 +5,8 @@
 //! `flags/defs.rs`): its name gives the flag, the environment variable and the file key,
 //! and the field of [`Settings`] it sets gives its type and, through [`Settings::default`],
 //! its default, which comes from the crate that owns the setting (`HubConfig`,
-//! `ServerConfig`, `ClusterConfig`). `--help`, the file reader and the docs read that one
-//! list.
+//! `ServerConfig`, `ClusterConfig`). `--help`, the file reader and docs/configuration.md
+//! ([`docs`]) read that one list.
 //!
 //! The flags are built with clap's builder, not its derive: the derive needs a struct field
 //! with literal attributes per flag, a second copy of every setting, and could not tell a
@@ -19,8 +19,10 @@
 //! - [`setting`]: what a setting is, and how one definition becomes a flag, a variable, a
 //!   file key and a help line.
 //! - [`defs`]: every setting.
+//! - [`docs`]: docs/configuration.md, generated from [`defs`] (`statecast config-docs`).
 
 mod defs;
+pub mod docs;
 mod setting;
 
 use std::net::SocketAddr;
@@ -543,6 +545,15 @@ mod tests {
             l.handshake_timeout_ms,
         ];
         assert_eq!(got, std::array::from_fn(|i| i as u64 + 1));
+    }
+
+    #[test]
+    fn a_listen_address_may_be_a_host_name() {
+        let s = resolve_text("listen = \"localhost:9000\"\n").unwrap();
+        assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        let s = Settings::resolve(args(&["--listen", "[::1]:9001"])).unwrap();
+        assert_eq!(s.listen.to_string(), "[::1]:9001");
+        assert!(try_args(&["--listen", "localhost"]).is_err());
     }
 
     #[test]

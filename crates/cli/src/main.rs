@@ -3,6 +3,7 @@
 mod client;
 mod config;
 mod demo;
+mod output;
 
 use std::process::ExitCode;
 
@@ -32,10 +33,21 @@ enum Action {
     /// Run the hub: WebSocket at /ws, REST at /api, SSE at /api/stream, metrics at /metrics.
     ///
     /// Settings come from flags, then STATECAST_* environment variables, then the TOML file
-    /// given with --config (keys named like the flags, with underscores), then defaults.
+    /// given with --config (keys named like the flags, with underscores), then defaults;
+    /// docs/configuration.md lists them all.
+    #[command(after_help = "\
+Examples:
+  statecast serve --demo
+  statecast serve --listen 0.0.0.0:8080 --config /etc/statecast/statecast.toml
+  STATECAST_DATA_DIR=/var/lib/statecast statecast serve")]
     Serve(Box<ServeArgs>),
     /// Print every change of topics matching PATTERN as it happens, one line each with a
-    /// timestamp (reconnects and resumes by itself).
+    /// timestamp. Waits for a hub that is not up yet, and reconnects and resumes by itself.
+    #[command(after_help = "\
+Examples:
+  statecast watch 'demo/#'
+  statecast watch 'micboard/+' --json | jq .patch
+  statecast watch '_sources/#' --url ws://10.0.0.5:8080/ws")]
     Watch {
         /// A topic or pattern (`+` one segment, final `#` the rest), e.g. `micboard/#`
         pattern: String,
@@ -46,53 +58,107 @@ enum Action {
         hub: client::HubUrl,
     },
     /// Print a topic's state, or every topic matching a pattern.
+    #[command(after_help = "\
+Examples:
+  statecast get railhub/esp32-01
+  statecast get 'demo/#'")]
     Get {
-        /// A topic, or a pattern with `+` or `#`
+        /// A topic (`railhub/esp32-01`), or a pattern with `+` or `#` (`'demo/#'`)
+        #[arg(value_name = "TOPIC")]
         topic: String,
         #[command(flatten)]
         hub: client::HubUrl,
     },
     /// Replace a topic's state.
+    #[command(after_help = "\
+Examples:
+  statecast set railhub/esp32-01 '{\"uptime\": 3}'
+  curl -s http://192.168.1.50/api/status | statecast set railhub/esp32-01 -")]
     Set {
+        /// The topic to write: segments of A-Z a-z 0-9 _ . : @ ~ - joined by `/`, no
+        /// wildcards (`railhub/esp32-01`)
+        #[arg(value_name = "TOPIC")]
         topic: String,
-        /// The state as JSON, or `-` to read it from standard input
+        /// The whole new state as JSON, or `-` to read it from standard input
+        #[arg(value_name = "STATE")]
         state: String,
         #[command(flatten)]
         hub: client::HubUrl,
     },
     /// Apply an RFC 7396 merge patch to a topic's state.
+    #[command(after_help = "\
+Examples:
+  statecast patch railhub/esp32-01 '{\"uptime\": 4}'
+  statecast patch railhub/esp32-01 '{\"wifi\": null}'   # null removes a key")]
     Patch {
+        /// The topic to change, no wildcards (`railhub/esp32-01`)
+        #[arg(value_name = "TOPIC")]
         topic: String,
-        /// The merge patch as JSON, or `-` to read it from standard input
+        /// The merge patch as JSON (what changes; `null` removes a key), or `-` to read it
+        /// from standard input
+        #[arg(value_name = "PATCH")]
         patch: String,
         #[command(flatten)]
         hub: client::HubUrl,
     },
     /// Remove a topic.
+    #[command(after_help = "\
+Example:
+  statecast delete railhub/esp32-01")]
     Delete {
+        /// The topic to remove, no wildcards
+        #[arg(value_name = "TOPIC")]
         topic: String,
         #[command(flatten)]
         hub: client::HubUrl,
     },
     /// Publish an event on a topic.
+    #[command(after_help = "\
+Example:
+  statecast event mopidy/player1 '{\"event\": \"track_playback_started\"}'")]
     Event {
+        /// The topic the event is about, no wildcards; its state is left as it is
+        #[arg(value_name = "TOPIC")]
         topic: String,
         /// The event data as JSON, or `-` to read it from standard input
+        #[arg(value_name = "DATA")]
         data: String,
         #[command(flatten)]
         hub: client::HubUrl,
     },
     /// Print the SHA-256 of an API key, for `key_sha256` in [[auth.keys]].
-    HashKey { key: String },
+    #[command(after_help = "\
+Example:
+  statecast hash-key \"$(openssl rand -hex 32)\"")]
+    HashKey {
+        /// The API key clients will send
+        key: String,
+    },
     /// Send a command to a device or handler and print its answer.
+    #[command(after_help = "\
+Examples:
+  statecast command demo/railhub/esp32-01 switch '{\"output\": 2, \"on\": true}'   # with serve --demo
+  statecast command demo/railhub/esp32-01 reboot '{\"delay_s\": 1}'
+  statecast command ha/light.kitchen light.turn_on '{\"brightness_pct\": 40}'")]
     Command {
+        /// Who the command is for: a topic such as `railhub/esp32-01`, which a [[route]]
+        /// of the hub's config (its `target` pattern) or a source takes
+        #[arg(value_name = "TARGET")]
         target: String,
+        /// The command's name, as the route or the device knows it (`switch`, `reboot`,
+        /// a Home Assistant service such as `light.turn_on`)
+        #[arg(value_name = "COMMAND")]
         name: String,
-        /// The arguments as JSON (default `{}`), or `-` to read them from standard input
+        /// The command's arguments as JSON (default `{}`), or `-` to read them from
+        /// standard input
+        #[arg(value_name = "ARGS")]
         args: Option<String>,
         #[command(flatten)]
         hub: client::HubUrl,
     },
+    /// Print docs/configuration.md, generated from the settings' definitions.
+    #[command(hide = true)]
+    ConfigDocs,
 }
 
 fn main() -> ExitCode {
@@ -108,7 +174,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Action::Serve(args) => Settings::resolve(*args).and_then(serve),
         Action::HashKey { key } => {
-            println!("{}", statecast_server::key_sha256(&key));
+            output::line(&statecast_server::key_sha256(&key));
+            Ok(())
+        }
+        Action::ConfigDocs => {
+            output::line(config::docs::markdown().trim_end());
             Ok(())
         }
         other => run_client(other),
@@ -131,7 +201,7 @@ fn run_client(command: Action) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         match command {
-            Action::Serve(_) | Action::HashKey { .. } => Ok(()),
+            Action::Serve(_) | Action::HashKey { .. } | Action::ConfigDocs => Ok(()),
             Action::Watch { pattern, json, hub } => client::watch(&hub, &pattern, json).await,
             Action::Get { topic, hub } => client::get(&hub, &topic).await,
             Action::Set { topic, state, hub } => {
@@ -202,7 +272,13 @@ fn serve(settings: Settings) -> Result<(), String> {
         "ws"
     };
     runtime.block_on(async move {
-        let bridge = Arc::new(Bridge::start(&hub, settings.bridge.clone(), Handlers::new())?);
+        let mut bridge_config = settings.bridge.clone();
+        let demo = match settings.demo {
+            true => Some(demo::Demo::new(&hub, &mut bridge_config)?),
+            false => None,
+        };
+        let handlers = demo.as_ref().map_or_else(Handlers::new, demo::Demo::handlers);
+        let bridge = Arc::new(Bridge::start(&hub, bridge_config, handlers)?);
         if let Some(engine) = &cluster {
             let relay = CommandRelay::start(Arc::clone(engine), &bridge).await?;
             bridge.set_forward(relay);
@@ -220,9 +296,12 @@ fn serve(settings: Settings) -> Result<(), String> {
             env!("CARGO_PKG_VERSION"),
         );
         tokio::spawn(log_store_health(hub.clone()));
-        if settings.demo {
-            demo::start(hub.clone());
-            tracing::info!("demo devices running: subscribe to demo/#");
+        if let Some(demo) = demo {
+            demo.start(&hub);
+            tracing::info!(
+                "demo devices running: subscribe to demo/#; demo/railhub/esp32-01 takes the \
+                 commands switch and reboot"
+            );
         }
         statecast_server::serve(listener, hub, bridge, server_config, shutdown_signal())
             .await

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
-use common::{Server, Start, TIMEOUT};
+use common::{Server, Start, TIMEOUT, free_port, signal};
 use serde_json::{Value, json};
 
 fn statecast(server_url: &str, args: &[&str]) -> Output {
@@ -109,22 +109,21 @@ async fn errors_are_readable_and_exit_with_1() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         format!("http://{}", listener.local_addr().expect("addr"))
     };
-    for args in [&["get", "cli/x"][..], &["watch", "cli/#"][..]] {
-        let unreachable = stderr_of_failure(&statecast(&closed, args));
-        assert!(
-            unreachable.contains(&format!("cannot reach the hub at {closed}")),
-            "{args:?}: {unreachable}"
-        );
-    }
+    let unreachable = stderr_of_failure(&statecast(&closed, &["get", "cli/x"]));
+    assert!(
+        unreachable.contains(&format!("cannot reach the hub at {closed}")),
+        "{unreachable}"
+    );
     // Nothing was written by the refused commands.
     assert_eq!(server.get("/api/state/cli/x").await.status, 404);
 }
 
-/// Reads `watch`'s stdout lines on a thread, so each can be awaited with a bound.
-fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+/// Reads `watch`'s stdout (or stderr) lines on a thread, so each can be awaited with a
+/// bound.
+fn lines_of(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(output).lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
@@ -246,4 +245,261 @@ async fn watch_without_json_prints_a_readable_line_per_change() {
     );
     child.kill().expect("stop watch");
     let _ = child.wait();
+}
+
+/// Waits (bounded) for `child` to exit; its status and what it wrote to stderr.
+fn exit_of(child: std::process::Child) -> (std::process::ExitStatus, String) {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(output) => {
+            let output = output.expect("wait for statecast");
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            (output.status, stderr)
+        }
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("statecast did not exit within {TIMEOUT:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_goes_away_ends_watch_and_get_quietly() {
+    let server = Server::start(&[]);
+    let url = server.http();
+    assert_eq!(
+        server
+            .put("/api/state/cli/p", &json!({"n": 1}))
+            .await
+            .status,
+        200
+    );
+    // `statecast watch | head -1`: the reader takes one line and goes away; the next
+    // change finds the pipe closed.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args(["watch", "cli/p", "--url", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run statecast watch");
+    let mut reader = BufReader::new(watch.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("read the first line");
+    assert!(first.contains("snapshot"), "{first}");
+    drop(reader);
+    assert_eq!(
+        server
+            .patch("/api/state/cli/p", &json!({"n": 2}))
+            .await
+            .status,
+        200
+    );
+    let (status, stderr) = exit_of(watch);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "watch: {status:?}, stderr: {stderr}"
+    );
+    assert_eq!(stderr, "", "watch says nothing when its reader goes away");
+
+    // `statecast get | head -c 10`: the reader is gone before the answer is printed.
+    let mut get = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args(["get", "cli/p", "--url", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run statecast get");
+    drop(get.stdout.take());
+    let (status, stderr) = exit_of(get);
+    assert_eq!(status.code(), Some(0), "get: {status:?}, stderr: {stderr}");
+    assert_eq!(stderr, "", "get says nothing when its reader goes away");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_is_sent_as_it_is_written_and_wildcards_are_refused() {
+    let server = Server::start(&[]);
+    let url = server.http();
+    // `#` and `?` stay in the topic instead of ending the URL's path: the hub refuses the
+    // topic it was given, not a shorter one, and writes nothing.
+    let wildcard = stderr_of_failure(&statecast(&url, &["set", "cli/+", "{}"]));
+    assert!(wildcard.contains("wildcard '+'"), "{wildcard}");
+    for args in [
+        &["set", "cli/#", "{}"][..],
+        &["patch", "cli/#", "{}"][..],
+        &["delete", "cli/#"][..],
+        &["event", "cli/#", "{}"][..],
+    ] {
+        let refused = stderr_of_failure(&statecast(&url, args));
+        assert!(
+            refused.contains("topic \"cli/#\": segment 2 is the wildcard '#'"),
+            "{args:?}: {refused}"
+        );
+    }
+    let question = stderr_of_failure(&statecast(&url, &["set", "cli/a?b", "{}"]));
+    assert!(question.contains("cli/a?b"), "{question}");
+    assert_eq!(server.get("/api/state/cli/a").await.status, 404);
+    assert_eq!(server.all_state().await["topics"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_started_before_the_hub_waits_and_connects_once_it_is_up() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args(["watch", "cli/#", "--json", "--url", &listen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run statecast watch");
+    let lines = lines_of(watch.stdout.take().expect("stdout"));
+    let errors = lines_of(watch.stderr.take().expect("stderr"));
+    let waiting = next_line(&errors, "the first failed attempt");
+    assert!(
+        waiting.contains(&format!("waiting for the hub at http://{listen}")),
+        "{waiting}"
+    );
+
+    let server = Server::start_binary_at(env!("CARGO_BIN_EXE_statecast"), &listen, &[]);
+    assert_eq!(
+        server
+            .put("/api/state/cli/late", &json!({"n": 1}))
+            .await
+            .status,
+        200
+    );
+    let first: Value = serde_json::from_str(&next_line(&lines, "the topic")).expect("JSON");
+    assert_eq!(
+        (first["topic"].clone(), first["rev"].clone()),
+        (json!("cli/late"), json!(1)),
+        "{first}"
+    );
+    watch.kill().expect("stop watch");
+    let _ = watch.wait();
+    // It said so once, however many attempts it took (the lines end with the process).
+    let said: Vec<String> = errors.iter().collect();
+    assert!(
+        !said.iter().any(|line| line.contains("waiting")),
+        "said more than once: {waiting}\n{said:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_may_be_the_websocket_url_or_a_bare_address() {
+    let server = Server::start(&[]);
+    assert_eq!(
+        server
+            .put("/api/state/cli/u", &json!({"n": 1}))
+            .await
+            .status,
+        200
+    );
+    let port = server.addr().rsplit(':').next().expect("a port");
+    for url in [
+        server.http(),
+        format!("{}/", server.http()),
+        server.ws_url(),
+        format!("ws://{}", server.addr()),
+        server.addr().to_string(),
+        format!("localhost:{port}"),
+    ] {
+        let got = stdout_json(&statecast(&url, &["get", "cli/u"]));
+        assert_eq!(got["rev"], 1, "--url {url}");
+    }
+    let refused = statecast("ftp://127.0.0.1:1", &["get", "cli/u"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("ftp"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_can_listen_on_a_host_name() {
+    let server = Server::start_binary_at(env!("CARGO_BIN_EXE_statecast"), "localhost:0", &[]);
+    assert!(server.addr().starts_with("127.0.0.1:"), "{}", server.addr());
+    assert_eq!(server.get("/api/health").await.status, 200);
+}
+
+fn help_of(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run statecast --help");
+    assert!(output.status.success(), "{args:?} --help: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn every_subcommand_explains_its_arguments_and_shows_an_example() {
+    let top = help_of(&[]);
+    let listed = &top[top.find("Commands:").expect("a list of commands")..];
+    let subcommands: Vec<&str> = listed
+        .lines()
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .collect();
+    assert!(subcommands.len() >= 9, "{subcommands:?}");
+    for subcommand in &subcommands {
+        let help = help_of(&[subcommand]);
+        assert!(
+            help.contains(&format!("statecast {subcommand}")) && help.contains("Example"),
+            "`statecast {subcommand} --help` has no example:\n{help}"
+        );
+    }
+    let command = help_of(&["command"]);
+    assert!(
+        command.contains("<TARGET> <COMMAND> [ARGS]"),
+        "value names:\n{command}"
+    );
+    assert!(
+        command.contains("[[route]]"),
+        "what a target is:\n{command}"
+    );
+    let set = help_of(&["set"]);
+    assert!(set.contains("<TOPIC> <STATE>"), "value names:\n{set}");
+    assert!(set.contains("no wildcards"), "what a topic is:\n{set}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_error_is_printed_with_the_devices_answer() {
+    use axum::http::StatusCode;
+    let device = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the device");
+    let device_addr = device.local_addr().expect("the device's address");
+    let app = axum::Router::new().route(
+        "/outputs",
+        axum::routing::post(|| async {
+            (
+                StatusCode::CONFLICT,
+                axum::Json(json!({"reason": "output 2 is locked"})),
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(device, app).await });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("statecast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[route]]\ntarget = \"dev/+\"\ntype = \"http\"\nurl = \"http://{device_addr}/outputs\"\n"
+        ),
+    )
+    .expect("write the config");
+    let server = Server::start(&["--config", config.to_str().expect("a UTF-8 path")]);
+    let refused = stderr_of_failure(&statecast(
+        &server.http(),
+        &["command", "dev/1", "switch", r#"{"output": 2}"#],
+    ));
+    assert!(
+        refused.contains("upstream (502)") && refused.contains("409"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(r#"{"reason":"output 2 is locked"}"#),
+        "{refused}"
+    );
 }

@@ -225,3 +225,30 @@ async fn led_board() {
     )
     .await;
 }
+
+#[test]
+fn the_examples_readme_counts_its_setups_and_uses_the_readmes_build() {
+    let text = std::fs::read_to_string(repo_root().join("examples/README.md")).expect("read");
+    let rows = text.lines().filter(|line| line.starts_with("| [")).count();
+    assert_eq!(rows, EXAMPLES.len(), "one row per example");
+    let count = [
+        "no", "one", "two", "three", "four", "five", "six", "seven", "eight",
+    ][rows];
+    let mut capitalised = count.to_string();
+    capitalised[..1].make_ascii_uppercase();
+    assert!(
+        text.contains(&format!("{capitalised} complete setups")),
+        "examples/README.md counts {count}"
+    );
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("read");
+    assert!(
+        readme.contains(&format!("has {count} complete setups")),
+        "README.md counts {count}"
+    );
+    // The README's build is a release build: the examples use it, not a second build.
+    assert!(readme.contains("cargo run --release -p statecast"));
+    assert!(
+        text.contains("target/release") && !text.contains("target/debug"),
+        "examples/README.md uses the release build"
+    );
+}

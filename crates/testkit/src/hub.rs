@@ -31,6 +31,7 @@ pub struct Server {
     pid: u32,
     addr: String,
     dir: tempfile::TempDir,
+    listen: String,
     args: Vec<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -39,16 +40,23 @@ impl Server {
     /// Starts `program` (the `statecast` binary) with `extra` arguments after
     /// `serve --listen .. --data-dir ..`.
     pub fn start_binary(program: impl Into<OsString>, extra: &[&str]) -> Server {
+        Server::start_binary_at(program, "127.0.0.1:0", extra)
+    }
+
+    /// [`Server::start_binary`] with `--listen listen` (a client started before the hub
+    /// knows where it will be).
+    pub fn start_binary_at(program: impl Into<OsString>, listen: &str, extra: &[&str]) -> Server {
         let program = program.into();
         let dir = tempfile::tempdir().expect("temp dir");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, log) = launch(&program, dir.path(), &args);
+        let (child, addr, log) = launch(&program, listen, dir.path(), &args);
         Server {
             program,
             pid: child.id(),
             child: Some(child),
             addr,
             dir,
+            listen: listen.to_string(),
             args,
             log,
         }
@@ -61,7 +69,7 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let (child, addr, log) = launch(&self.program, self.dir.path(), &self.args);
+        let (child, addr, log) = launch(&self.program, &self.listen, self.dir.path(), &self.args);
         self.pid = child.id();
         self.child = Some(child);
         self.addr = addr;
@@ -229,6 +237,7 @@ impl Drop for Server {
 /// stderr in a background thread.
 fn launch(
     program: &OsString,
+    listen: &str,
     dir: &Path,
     args: &[String],
 ) -> (Child, String, Arc<Mutex<Vec<String>>>) {
@@ -242,7 +251,7 @@ fn launch(
         .env("STATECAST_LOG", "info")
         .arg("serve")
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .arg("--data-dir")
         .arg(dir)
         .args(args)

@@ -16,7 +16,8 @@ pub static SETTINGS: &[Setting] = &[
     Setting::new(
         "listen",
         "ADDR",
-        "Address to listen on",
+        "Address to listen on: IP:PORT, or HOST:PORT resolved once at start (of several \
+         addresses, the first IPv4 one: localhost:8080 is 127.0.0.1:8080)",
         Field::Value(|s| &mut s.listen),
     ),
     Setting::new(

@@ -6,7 +6,7 @@
 //! field's value in [`Settings::default`] (taken from the crate that owns the setting) is
 //! the default that help shows. Nothing here repeats a name or a default.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::builder::ValueParser;
@@ -231,12 +231,16 @@ impl<T: Value + Default> Value for Option<T> {
     }
 }
 
-/// `Value` for a type clap knows how to parse, shown by `$show`.
+/// `Value` for a type clap knows how to parse, shown by `$show`; or parsed by `$parser`
+/// from the command line and `$read` from the file.
 macro_rules! value {
     ($type:ty, $show:expr) => {
+        value!($type, $show, clap::value_parser!($type).into(), typed);
+    };
+    ($type:ty, $show:expr, $parser:expr, $read:expr) => {
         impl Value for $type {
             fn parser(&self) -> ValueParser {
-                clap::value_parser!($type).into()
+                $parser
             }
             fn take(&mut self, matches: &ArgMatches, id: &str) -> bool {
                 let given = matches.get_one::<$type>(id);
@@ -246,7 +250,8 @@ macro_rules! value {
                 given.is_some()
             }
             fn read(&mut self, value: toml::Value) -> Result<(), String> {
-                *self = typed(value)?;
+                let read: fn(toml::Value) -> Result<$type, String> = $read;
+                *self = read(value)?;
                 Ok(())
             }
             fn shown(&self) -> Option<String> {
@@ -260,5 +265,29 @@ value!(u32, u32::to_string);
 value!(u64, u64::to_string);
 value!(usize, usize::to_string);
 value!(String, String::clone);
-value!(SocketAddr, SocketAddr::to_string);
+value!(
+    SocketAddr,
+    SocketAddr::to_string,
+    ValueParser::new(listen_addr),
+    |value| listen_addr(&typed::<String>(value)?)
+);
 value!(PathBuf, |path: &PathBuf| path.display().to_string());
+
+/// An address to listen on: `IP:PORT` as it is, or `HOST:PORT` resolved once; of several
+/// addresses the first IPv4 one (`localhost` is 127.0.0.1 and ::1, and the client
+/// subcommands look at 127.0.0.1), else the first.
+fn listen_addr(given: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = given.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = given
+        .to_socket_addrs()
+        .map_err(|e| format!("{given:?} is not IP:PORT or HOST:PORT: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{given:?} resolves to no address"))
+}
