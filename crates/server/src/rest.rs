@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use statecast_bridge::Command;
-use statecast_core::{ErrorCode, HubError, Outcome, TopicState, Write};
+use statecast_core::{ErrorCode, HubError, Outcome, Topic, TopicState, Write};
 
 use crate::app::App;
 use crate::auth::{Action, Caller};
@@ -111,18 +111,12 @@ pub async fn put_state(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let topic = parse_topic(&topic)?;
-    app.check(&caller, Action::Write, &topic)?;
-    let state = json_body(body)?;
-    let if_rev = if_match(&headers)?;
-    let write = Write::Set {
-        topic: topic.clone(),
+    let set = |topic, state, if_rev| Write::Set {
+        topic,
         state,
         if_rev,
     };
-    let outcome = app.hub.submit(write)?.wait().await?;
-    Metrics::add(&app.metrics.http_requests, 1);
-    Ok(write_response(&topic, outcome))
+    write_state(&app, &caller, &topic, &headers, body, set).await
 }
 
 pub async fn patch_state(
@@ -132,16 +126,32 @@ pub async fn patch_state(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let topic = parse_topic(&topic)?;
-    app.check(&caller, Action::Write, &topic)?;
-    let patch = json_body(body)?;
-    let if_rev = if_match(&headers)?;
-    let write = Write::Patch {
-        topic: topic.clone(),
+    let patch = |topic, patch, if_rev| Write::Patch {
+        topic,
         patch,
         if_rev,
     };
-    let outcome = app.hub.submit(write)?.wait().await?;
+    write_state(&app, &caller, &topic, &headers, body, patch).await
+}
+
+/// A PUT or PATCH: the checks, the write `make` builds from the body, the answer.
+async fn write_state(
+    app: &App,
+    caller: &Caller,
+    topic: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    make: impl FnOnce(Topic, Value, Option<u64>) -> Write,
+) -> Result<Response, ApiError> {
+    let topic = parse_topic(topic)?;
+    app.check(caller, Action::Write, &topic)?;
+    let value = json_body(body)?;
+    let if_rev = if_match(headers)?;
+    let outcome = app
+        .hub
+        .submit(make(topic.clone(), value, if_rev))?
+        .wait()
+        .await?;
     Metrics::add(&app.metrics.http_requests, 1);
     Ok(write_response(&topic, outcome))
 }
