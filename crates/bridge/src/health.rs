@@ -1,11 +1,23 @@
 //! Each source's health, kept for `/api/health` and `/metrics` and published as state on
-//! `_sources/<name>` so dashboards show device connectivity like any other state.
+//! `_sources/<name>` so dashboards show device connectivity like any other state. Every
+//! error a source reports passes [`redact`] here, before it is kept, published or logged.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use statecast_core::{Hub, Topic};
+
+use crate::redact::redact;
+
+/// The health topics, `_sources/<name>`: the hub's own, which no client may write (the
+/// server refuses it), so what they say always comes from the source itself.
+pub const HEALTH_TOPICS: &str = "_sources/#";
+
+/// The health topic of source `name`.
+pub fn health_topic(name: &str) -> String {
+    format!("_sources/{name}")
+}
 
 /// Latency and `last_ok` alone are republished at most this often; everything else at once.
 const QUIET_REFRESH: Duration = Duration::from_secs(10);
@@ -50,7 +62,7 @@ impl Health {
     pub fn new(hub: Hub, name: &str, kind: &'static str) -> Health {
         Health {
             name: name.to_string(),
-            topic: Topic::new(&format!("_sources/{name}")).ok(),
+            topic: Topic::new(&health_topic(name)).ok(),
             hub,
             inner: Mutex::new(Inner {
                 state: HealthState {
@@ -91,11 +103,12 @@ impl Health {
 
     /// The source failed: offline, the error counted and kept.
     pub async fn failed(&self, error: &str) {
+        let error = redact(error);
         tracing::warn!(source = %self.name, "{error}");
         self.update(|s| {
             s.status = "offline";
             s.error_count += 1;
-            s.last_error = Some(error.to_string());
+            s.last_error = Some(error.into_owned());
             s.last_error_at = Some(now());
         })
         .await;
@@ -103,10 +116,11 @@ impl Health {
 
     /// A message the source could not use; it stays online.
     pub async fn rejected(&self, error: &str) {
+        let error = redact(error);
         tracing::warn!(source = %self.name, "{error}");
         self.update(|s| {
             s.error_count += 1;
-            s.last_error = Some(error.to_string());
+            s.last_error = Some(error.into_owned());
             s.last_error_at = Some(now());
         })
         .await;

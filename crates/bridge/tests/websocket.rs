@@ -276,3 +276,34 @@ async fn an_upstream_that_stops_answering_pings_is_dropped_and_reconnected() {
     );
     let _second = upstream.accept().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_in_an_upstream_url_never_shows_in_its_health() {
+    let addr = unreachable_addr();
+    let hub = hub();
+    let mut watch = Watch::new(&hub, &["_sources/#"]);
+    let _bridge = start(
+        &hub,
+        &format!(
+            r#"
+            [[source]]
+            name = "ws"
+            type = "websocket"
+            url = "ws://{addr}/stream?token=tok-secret"
+            topic = "up/stream"
+            "#
+        ),
+    );
+    let h = watch
+        .state_where(&health_topic("ws"), "the failed connect", |h| {
+            h["error_count"].as_u64() >= Some(1)
+        })
+        .await;
+    assert!(
+        h["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("ws://{addr}/stream?***"))),
+        "the error names the upstream, not its token: {h}"
+    );
+    assert!(!h.to_string().contains("secret"), "{h}");
+}

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use statecast_bridge::Command;
+use statecast_bridge::{Command, redact};
 use statecast_core::{ErrorCode, HubError, Outcome, TopicState, Write};
 
 use crate::app::App;
@@ -227,8 +227,10 @@ pub async fn post_command(
     }
 }
 
-pub async fn health(State(app): State<Arc<App>>) -> Response {
-    let degraded = app.hub.degraded();
+/// `/api/health`. Open to all (probes carry no token); the `sources` details (errors,
+/// URLs) only to an admin key when authentication is on.
+pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let degraded = app.hub.degraded().map(|why| redact(&why).into_owned());
     let nodes = app.hub.nodes();
     let cluster = (!nodes.is_empty()).then(|| {
         let live: Vec<_> = nodes.iter().filter(|n| n.alive).collect();
@@ -243,13 +245,17 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
         "topics": app.hub.topic_count(),
         "uptime_s": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
-        "sources": app
+    });
+    let admin = matches!(app.config.auth.grant(&headers, None), Ok(Some(grant)) if grant.admin);
+    if admin {
+        body["sources"] = app
             .bridge
             .health()
             .into_iter()
             .map(|(name, health)| (name, json!(health)))
-            .collect::<serde_json::Map<_, _>>(),
-    });
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     if let Some(why) = degraded {
         body["degraded"] = json!(why);
     }
