@@ -190,6 +190,7 @@ fn serve(settings: Settings) -> Result<(), String> {
             None => None,
         },
         socketio: settings.socketio.clone(),
+        ..ServerConfig::default()
     };
     let scheme = if settings.tls().is_some() {
         "https"

@@ -155,3 +155,20 @@ async fn a_client_that_stops_reading_gets_the_latest_state_and_a_count_of_what_i
     let health = server.get("/api/health").await;
     assert_eq!(health.status, 200);
 }
+
+/// The hub's own topics are refused over Socket.IO as on every other transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_the_hubs_own_topics_is_refused() {
+    let server = Server::start(&[]);
+    let mut sio = Sio::connect(server.addr(), 1 << 16).await;
+    sio.emit(
+        "set",
+        json!({"topic": "_sources/fake", "state": {"status": "online"}}),
+        1,
+    )
+    .await;
+    let (name, ack) = sio.next().await;
+    assert_eq!(name, "ack:1");
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    assert_eq!(server.get("/api/state/_sources/fake").await.status, 404);
+}

@@ -305,3 +305,76 @@ async fn mqtt_sensors_reach_websocket_clients() {
 fn has_status(message: &Value, status: &str) -> bool {
     message["state"]["status"] == status || message["patch"]["status"] == status
 }
+
+/// Only the hub writes its own topics: `_sources/<name>` says what the source itself
+/// reported, whoever asks to write it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_write_the_hubs_own_topics_and_the_hub_still_does() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        &format!(
+            r#"
+            [[source]]
+            name = "cam"
+            type = "http_poll"
+            url = "http://{closed}/status"
+            topic = "cams/door"
+            "#
+        ),
+    );
+    let server = Server::start(&["--config", &config]);
+    // The hub's own write: the failed poll is published.
+    let published = within("the source's health topic", async {
+        loop {
+            let resp = server.get("/api/state/_sources/cam").await;
+            if resp.status == 200 {
+                return resp.json();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(published["state"]["status"], "offline");
+
+    let fake = json!({"type": "http_poll", "status": "online"});
+    let refused_over_rest = [
+        server.put("/api/state/_sources/cam", &fake).await,
+        server.put("/api/state/_sources/fake", &fake).await,
+        server.patch("/api/state/_sources/cam", &fake).await,
+        server.delete("/api/state/_sources/cam").await,
+        server.post("/api/events/_sources/cam", &fake).await,
+    ];
+    for refused in refused_over_rest {
+        assert_eq!(refused.status, 403, "{}", refused.text);
+        assert_eq!(refused.error_code(), "forbidden");
+        assert!(refused.text.contains("the hub's own"), "{}", refused.text);
+    }
+    let mut ws = server.ws().await;
+    for (i, message) in [
+        json!({"type": "set", "topic": "_sources/fake", "state": fake}),
+        json!({"type": "patch", "topic": "_sources/cam", "patch": fake}),
+        json!({"type": "delete", "topic": "_sources/cam"}),
+        json!({"type": "event", "topic": "_sources/cam", "data": fake}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut message = message;
+        message["id"] = json!(i);
+        let result = ws.call(message.clone()).await;
+        assert_eq!(result["error"]["code"], "forbidden", "{message}: {result}");
+    }
+    // Other topics stay writable, `_sources` itself included (it is no source's).
+    let ok = ws
+        .call(json!({"type": "set", "id": 9, "topic": "cams/note", "state": 1}))
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert_eq!(server.get("/api/state/_sources/fake").await.status, 404);
+    let kept = server.get("/api/state/_sources/cam").await.json();
+    assert_eq!(kept["state"]["status"], "offline", "{kept}");
+}
