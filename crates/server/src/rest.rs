@@ -227,10 +227,20 @@ pub async fn post_command(
     }
 }
 
-/// `/api/health`. Open to all (probes carry no token); the `sources` details (errors,
-/// URLs) only to an admin key when authentication is on.
+/// `/api/health`: `ok`, or `degraded` with its `reasons` (a source offline, the store
+/// refusing writes, the cluster's store unreachable). Open to all (probes carry no token);
+/// the `sources` details (errors, URLs) only to an admin key when authentication is on.
 pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let degraded = app.hub.degraded().map(|why| redact(&why).into_owned());
+    let sources = app.bridge.health();
+    let mut reasons: Vec<String> = sources
+        .iter()
+        .filter(|(_, health)| !health.is_online())
+        .map(|(name, _)| format!("source {name:?} is offline"))
+        .collect();
+    if let Some(why) = &degraded {
+        reasons.insert(0, why.clone());
+    }
     let nodes = app.hub.nodes();
     let cluster = (!nodes.is_empty()).then(|| {
         let live: Vec<_> = nodes.iter().filter(|n| n.alive).collect();
@@ -240,7 +250,7 @@ pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
         })
     });
     let mut body = json!({
-        "status": if degraded.is_some() { "degraded" } else { "ok" },
+        "status": if reasons.is_empty() { "ok" } else { "degraded" },
         "clients": app.hub.client_count(),
         "topics": app.hub.topic_count(),
         "uptime_s": app.started.elapsed().as_secs(),
@@ -248,13 +258,14 @@ pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
     });
     let admin = matches!(app.config.auth.grant(&headers, None), Ok(Some(grant)) if grant.admin);
     if admin {
-        body["sources"] = app
-            .bridge
-            .health()
+        body["sources"] = sources
             .into_iter()
             .map(|(name, health)| (name, json!(health)))
             .collect::<serde_json::Map<_, _>>()
             .into();
+    }
+    if !reasons.is_empty() {
+        body["reasons"] = json!(reasons);
     }
     if let Some(why) = degraded {
         body["degraded"] = json!(why);
