@@ -9,6 +9,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use statecast_core::{ErrorCode, Topic};
 
+use crate::redact::redact;
+
 /// A command for a target (a device's topic, usually).
 #[derive(Debug, Clone)]
 pub struct Command {
@@ -51,9 +53,11 @@ impl CommandError {
         }
     }
 
-    /// The `error` object of the wire contract, with `status` and `body` when known.
+    /// The `error` object of the wire contract, with `status` and `body` when known; URLs in
+    /// the message [`redact`]ed, as it goes to a client.
     pub fn to_json(&self) -> Value {
-        let mut error = json!({"code": self.code.as_str(), "message": self.message});
+        let message = redact(&self.message);
+        let mut error = json!({"code": self.code.as_str(), "message": message});
         if let Some(status) = self.status {
             error["status"] = json!(status);
         }

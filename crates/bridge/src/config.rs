@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::redact::redact;
+
 /// Everything the bridge runs: its sources and its command routes.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,4 +264,48 @@ fn default_qos() -> u8 {
 }
 fn default_method() -> String {
     "POST".into()
+}
+
+impl BridgeConfig {
+    /// One line per source and per route, for the start-up log: what it reads or where it
+    /// sends, each line [`redact`]ed. An `exec` source shows its program only (its arguments may
+    /// hold a credential).
+    pub fn describe(&self) -> Vec<String> {
+        let sources = self.source.iter().map(|s| {
+            let (kind, from, into) = match &s.kind {
+                SourceKind::HttpPoll(c) => ("http_poll", c.url.clone(), &c.topic),
+                SourceKind::Mqtt(c) => (
+                    "mqtt",
+                    format!("{} {}", c.broker, c.subscribe.join(" ")),
+                    &c.topic,
+                ),
+                SourceKind::Websocket(c) => ("websocket", c.url.clone(), &c.topic),
+                SourceKind::Exec(c) => {
+                    let program = match (&c.command, &c.shell) {
+                        (Some(command), _) => command.first().cloned().unwrap_or_default(),
+                        (None, Some(_)) => "a shell command".into(),
+                        (None, None) => String::new(),
+                    };
+                    ("exec", program, &c.topic)
+                }
+                SourceKind::HomeAssistant(c) => ("homeassistant", c.url.clone(), &c.prefix),
+            };
+            format!(
+                "source {:?} ({kind}): {from} -> {into} (health on _sources/{})",
+                s.name, s.name
+            )
+        });
+        let routes = self.route.iter().map(|r| {
+            let to = match &r.kind {
+                RouteKind::Http(c) => format!("http {} {}", c.method.to_ascii_uppercase(), c.url),
+                RouteKind::Mqtt(c) => format!("mqtt {} {}", c.broker, c.topic),
+                RouteKind::Handler(c) => format!("handler {:?}", c.handler),
+            };
+            format!("route {} -> {to}", r.target)
+        });
+        sources
+            .chain(routes)
+            .map(|line| redact(&line).into_owned())
+            .collect()
+    }
 }

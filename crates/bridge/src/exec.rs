@@ -11,6 +11,7 @@ use tokio::process::Command;
 
 use crate::config::ExecConfig;
 use crate::health::Health;
+use crate::redact::redact;
 use crate::rules::Rules;
 use crate::supervise::AbortOnDrop;
 
@@ -65,7 +66,7 @@ impl ExecSource {
             let task = tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::warn!(source = %name, "stderr: {line}");
+                    tracing::warn!(source = %name, "stderr: {}", redact(&line));
                 }
             });
             AbortOnDrop(task.abort_handle())

@@ -1,11 +1,24 @@
 //! Each source's health, kept for `/api/health` and `/metrics` and published as state on
-//! `_sources/<name>` so dashboards show device connectivity like any other state.
+//! `_sources/<name>` so dashboards show device connectivity like any other state. Every
+//! error a source reports passes [`redact`] here, before it is kept, published or logged;
+//! each change between online and offline is logged once.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use statecast_core::{Hub, Topic};
+
+use crate::redact::redact;
+
+/// The health topics, `_sources/<name>`: the hub's own, which no client may write (the
+/// server refuses it), so what they say always comes from the source itself.
+pub const HEALTH_TOPICS: &str = "_sources/#";
+
+/// The health topic of source `name`.
+pub fn health_topic(name: &str) -> String {
+    format!("_sources/{name}")
+}
 
 /// Latency and `last_ok` alone are republished at most this often; everything else at once.
 const QUIET_REFRESH: Duration = Duration::from_secs(10);
@@ -44,13 +57,16 @@ pub struct Health {
 struct Inner {
     state: HealthState,
     published: Option<(HealthState, Instant)>,
+    /// When the source last went offline (or started), and whether that was logged.
+    offline_since: Instant,
+    offline_logged: bool,
 }
 
 impl Health {
     pub fn new(hub: Hub, name: &str, kind: &'static str) -> Health {
         Health {
             name: name.to_string(),
-            topic: Topic::new(&format!("_sources/{name}")).ok(),
+            topic: Topic::new(&health_topic(name)).ok(),
             hub,
             inner: Mutex::new(Inner {
                 state: HealthState {
@@ -64,6 +80,8 @@ impl Health {
                     interval_ms: None,
                 },
                 published: None,
+                offline_since: Instant::now(),
+                offline_logged: false,
             }),
         }
     }
@@ -79,7 +97,16 @@ impl Health {
     /// The source delivered: online, with the time the round trip took (if it has one;
     /// else the last one measured stays).
     pub async fn ok(&self, latency: Option<Duration>) {
-        self.update(|s| {
+        self.update(|inner| {
+            let s = &mut inner.state;
+            if !s.is_online() {
+                let down = inner.offline_since.elapsed();
+                if inner.offline_logged {
+                    tracing::info!(source = %self.name, "back online after {}", brief(down));
+                } else {
+                    tracing::info!(source = %self.name, "online");
+                }
+            }
             s.status = "online";
             if let Some(latency) = latency {
                 s.latency_ms = Some(latency.as_millis() as u64);
@@ -89,13 +116,24 @@ impl Health {
         .await;
     }
 
-    /// The source failed: offline, the error counted and kept.
+    /// The source failed: offline, the error counted and kept. Logged when the source goes
+    /// offline; a failure while it is offline already only at debug level.
     pub async fn failed(&self, error: &str) {
-        tracing::warn!(source = %self.name, "{error}");
-        self.update(|s| {
+        let error = redact(error);
+        self.update(|inner| {
+            if inner.state.is_online() || !inner.offline_logged {
+                tracing::warn!(source = %self.name, "offline: {error}");
+                if inner.state.is_online() {
+                    inner.offline_since = Instant::now();
+                }
+                inner.offline_logged = true;
+            } else {
+                tracing::debug!(source = %self.name, "still offline: {error}");
+            }
+            let s = &mut inner.state;
             s.status = "offline";
             s.error_count += 1;
-            s.last_error = Some(error.to_string());
+            s.last_error = Some(error.into_owned());
             s.last_error_at = Some(now());
         })
         .await;
@@ -103,24 +141,26 @@ impl Health {
 
     /// A message the source could not use; it stays online.
     pub async fn rejected(&self, error: &str) {
+        let error = redact(error);
         tracing::warn!(source = %self.name, "{error}");
-        self.update(|s| {
+        self.update(|inner| {
+            let s = &mut inner.state;
             s.error_count += 1;
-            s.last_error = Some(error.to_string());
+            s.last_error = Some(error.into_owned());
             s.last_error_at = Some(now());
         })
         .await;
     }
 
     pub async fn interval(&self, interval: Duration) {
-        self.update(|s| s.interval_ms = Some(interval.as_millis() as u64))
+        self.update(|inner| inner.state.interval_ms = Some(interval.as_millis() as u64))
             .await;
     }
 
-    async fn update(&self, change: impl FnOnce(&mut HealthState)) {
+    async fn update(&self, change: impl FnOnce(&mut Inner)) {
         let state = {
             let mut inner = self.lock();
-            change(&mut inner.state);
+            change(&mut inner);
             let due = match &inner.published {
                 None => true,
                 Some((last, at)) => {
@@ -143,6 +183,15 @@ impl Health {
         if let Err(e) = self.hub.set(topic, value).await {
             tracing::warn!(source = %self.name, "health topic: {e}");
         }
+    }
+}
+
+/// A duration as a person reads it: `850 ms`, `12 s`, `3 min`.
+fn brief(d: Duration) -> String {
+    match d.as_secs() {
+        0 => format!("{} ms", d.as_millis()),
+        s @ 1..120 => format!("{s} s"),
+        s => format!("{} min", s / 60),
     }
 }
 

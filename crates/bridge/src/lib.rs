@@ -7,7 +7,9 @@
 //! # Layout
 //! - [`config`]: the `[[source]]` and `[[route]]` tables.
 //! - [`supervise`]: restarts with backoff and jitter; a failing source never reaches the hub.
-//! - [`health`]: each source's health, published on `_sources/<name>`.
+//! - [`health`]: each source's health, published on `_sources/<name>`; [`HEALTH_TOPICS`],
+//!   the topics only the hub writes.
+//! - [`redact`]: URLs with their credentials hidden, wherever a URL or an error is shown.
 //! - [`http_poll`], [`mqtt`], [`websocket`], [`exec`]: the sources.
 //! - [`homeassistant`]: a Home Assistant mirror, which also routes commands to its topics.
 //! - [`rules`]: upstream messages to writes; [`template`]: `{placeholder}` templates.
@@ -21,6 +23,7 @@ pub mod health;
 pub mod homeassistant;
 pub mod http_poll;
 pub mod mqtt;
+pub mod redact;
 pub mod route;
 pub mod rules;
 pub mod supervise;
@@ -37,7 +40,8 @@ use statecast_core::{ErrorCode, Hub};
 
 pub use command::{Command, CommandError, Handler};
 pub use config::BridgeConfig;
-pub use health::HealthState;
+pub use health::{HEALTH_TOPICS, HealthState};
+pub use redact::redact;
 
 use crate::config::SourceKind;
 use crate::health::Health;
@@ -109,8 +113,9 @@ impl Bridge {
         let mut links = Vec::new();
         let mut routes = Vec::new();
         for (i, c) in config.route.iter().enumerate() {
-            let route = Route::new(c, &handlers.0, &client, &mut links)
-                .map_err(|e| format!("route {} ({}): {e}", i + 1, c.target))?;
+            let route = Route::new(c, &handlers.0, &client, &mut links).map_err(|e| {
+                redact(&format!("route {} ({}): {e}", i + 1, c.target)).into_owned()
+            })?;
             routes.push(route);
         }
         let mut names = std::collections::HashSet::new();
@@ -120,11 +125,11 @@ impl Bridge {
         let mut tasks = Vec::new();
         for source in config.source {
             let name = source.name.clone();
-            let at = |e: String| format!("source {name:?}: {e}");
+            let at = |e: String| redact(&format!("source {name:?}: {e}")).into_owned();
             if !names.insert(name.clone()) {
                 return Err(at("the name is used twice".into()));
             }
-            statecast_core::Topic::new(&format!("_sources/{name}"))
+            statecast_core::Topic::new(&health::health_topic(&name))
                 .map_err(|e| at(format!("the name must be a topic segment: {e}")))?;
             let kind = match &source.kind {
                 SourceKind::HttpPoll(_) => "http_poll",

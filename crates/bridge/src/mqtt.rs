@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::{Action, MqttConfig, MqttRouteConfig};
 use crate::health::Health;
+use crate::redact::redact;
 use crate::supervise::AbortOnDrop;
 use crate::template::Template;
 use statecast_core::backoff::Backoff;
@@ -231,7 +232,7 @@ impl MqttLink {
                         }
                         Ok(_) => continue,
                         Err(e) => {
-                            tracing::warn!("command broker {broker}: {e}");
+                            tracing::warn!("command broker {}: {e}", redact(&broker));
                             let _ = set_state.send(LinkState::Failed(e.to_string()));
                             tokio::time::sleep(backoff.next_wait()).await;
                             continue;
@@ -291,7 +292,7 @@ impl MqttLink {
             None => None,
         };
         let mut events = link.events.subscribe();
-        let failed = |e: rumqttc::ClientError| format!("broker {}: {e}", link.broker);
+        let failed = |e: rumqttc::ClientError| format!("broker {}: {e}", redact(&link.broker));
         let mut _unsubscribe = None;
         {
             let _one_at_a_time = link.publishing.lock().await;

@@ -14,6 +14,7 @@ use crate::command::{Command, CommandError, Handler};
 use crate::config::{HttpRouteConfig, MqttRouteConfig, RouteConfig, RouteKind};
 use crate::homeassistant::HomeAssistantSource;
 use crate::mqtt::MqttLink;
+use crate::redact::redact;
 use crate::template::{JsonTemplate, Template};
 
 /// Largest device answer read; more is an upstream error, not memory.
@@ -264,7 +265,8 @@ fn answer_body(bytes: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-/// An error with its causes (reqwest's own message rarely says what happened).
+/// An error with its causes (reqwest's own message rarely says what happened), the URL
+/// reqwest quotes [`redact`]ed.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -273,5 +275,5 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    text
+    redact(&text).into_owned()
 }

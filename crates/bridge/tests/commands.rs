@@ -174,7 +174,11 @@ async fn a_slow_device_times_out_and_an_unreachable_one_is_upstream() {
         &format!(
             "{}\n{}",
             http_route("slow/+", &slow.url("/"), 500),
-            http_route("gone/+", &format!("http://{nobody}/"), 2000),
+            http_route(
+                "gone/+",
+                &format!("http://u:pw-secret@{nobody}/?apikey=k-secret"),
+                2000
+            ),
         ),
     );
 
@@ -191,6 +195,11 @@ async fn a_slow_device_times_out_and_an_unreachable_one_is_upstream() {
     assert_eq!(error.code, ErrorCode::Upstream, "{error:?}");
     assert_eq!(error.status, None);
     assert!(error.message.contains("unreachable"), "{error:?}");
+    let answered = error.to_json().to_string();
+    assert!(
+        answered.contains(&format!("{nobody}/?***")) && !answered.contains("secret"),
+        "the caller sees the device, not its credentials: {answered}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -448,3 +448,60 @@ async fn each_item_of_a_pointed_list_is_a_topic_and_vanished_items_are_deleted()
         .await;
     assert_eq!(state(&hub, "rooms/hall"), Some(json!({"lights": 1})));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credentials_in_a_device_url_never_show_in_its_health() {
+    let nobody = unreachable_addr();
+    let hub = hub();
+    let mut watch = Watch::new(&hub, &["_sources/#"]);
+    let url = format!("http://admin:pw-secret@{nobody}/status?apikey=key-secret");
+    let bridge = start(&hub, &poll_config("cam", &url, "cams/door", (20, 40, 80)));
+    let h = watch
+        .state_where(&health_topic("cam"), "the failed poll", |h| {
+            h["error_count"].as_u64() >= Some(1)
+        })
+        .await;
+    let error = h["last_error"].as_str().expect("the error is kept");
+    assert!(
+        error.contains(&format!("{nobody}/status?***")),
+        "the error still says which device: {h}"
+    );
+    let (_, health) = bridge.health().pop().expect("the source's health");
+    for shown in [h.to_string(), format!("{health:?}")] {
+        assert!(!shown.contains("secret"), "a credential leaked: {shown}");
+    }
+}
+
+#[test]
+fn the_start_up_description_names_every_source_and_route_without_credentials() {
+    let config = config(
+        r#"
+        [[source]]
+        name = "cam"
+        type = "http_poll"
+        url = "http://admin:pw-secret@10.0.0.5/status?apikey=key-secret"
+        topic = "cams/door"
+
+        [[source]]
+        name = "script"
+        type = "exec"
+        command = ["poll-device", "--token", "tok-secret"]
+        topic = "scripts/out"
+
+        [[route]]
+        target = "cams/+"
+        type = "http"
+        url = "http://10.0.0.5/cmd/{name}?apikey=key-secret"
+        "#,
+    );
+    let lines = config.describe();
+    assert_eq!(
+        lines,
+        [
+            "source \"cam\" (http_poll): http://***@10.0.0.5/status?*** -> cams/door \
+             (health on _sources/cam)",
+            "source \"script\" (exec): poll-device -> scripts/out (health on _sources/script)",
+            "route cams/+ -> http POST http://10.0.0.5/cmd/{name}?***",
+        ]
+    );
+}

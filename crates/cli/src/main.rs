@@ -260,6 +260,7 @@ fn serve(settings: Settings) -> Result<(), String> {
             None => None,
         },
         socketio: settings.socketio.clone(),
+        ..ServerConfig::default()
     };
     let scheme = if settings.tls().is_some() {
         "https"
@@ -277,7 +278,9 @@ fn serve(settings: Settings) -> Result<(), String> {
             true => Some(demo::Demo::new(&hub, &mut bridge_config)?),
             false => None,
         };
-        let handlers = demo.as_ref().map_or_else(Handlers::new, demo::Demo::handlers);
+        let handlers = demo
+            .as_ref()
+            .map_or_else(Handlers::new, demo::Demo::handlers);
         let bridge = Arc::new(Bridge::start(&hub, bridge_config, handlers)?);
         if let Some(engine) = &cluster {
             let relay = CommandRelay::start(Arc::clone(engine), &bridge).await?;
@@ -292,9 +295,11 @@ fn serve(settings: Settings) -> Result<(), String> {
             None => format!("store {}", settings.data_dir.display()),
         };
         tracing::info!(
-            "statecast {} listening on {scheme}://{addr} (WebSocket {ws_scheme}://{addr}/ws), {store}",
+            "statecast {} listening on {scheme}://{addr} (WebSocket {ws_scheme}://{addr}/ws), {}",
             env!("CARGO_PKG_VERSION"),
+            statecast_bridge::redact(&store),
         );
+        log_setup(&settings, &format!("{scheme}://{addr}/"));
         tokio::spawn(log_store_health(hub.clone()));
         if let Some(demo) = demo {
             demo.start(&hub);
@@ -309,9 +314,35 @@ fn serve(settings: Settings) -> Result<(), String> {
         if let Some(engine) = &cluster {
             engine.leave();
         }
-        tracing::info!("statecast stopped; every acknowledged write is stored");
-        Ok(())
-    })
+        Ok::<(), String>(())
+    })?;
+    // The tasks still hold the hub; dropping them closes the store (redb syncs its file
+    // once more). That happens here, before "stopped", and a task stuck in a blocking call
+    // (a DNS lookup of a source, say) cannot hold the exit up.
+    runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+    tracing::info!("statecast stopped; every acknowledged write is stored");
+    Ok(())
+}
+
+/// Longest wait, once the server has stopped, for its tasks to end and the store to close.
+const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a user needs to know at start, after the `listening on` line (which names the data
+/// directory): the dashboard, the config file, and one line per source and route (URLs
+/// redacted).
+fn log_setup(settings: &Settings, dashboard: &str) {
+    tracing::info!("dashboard: {dashboard}");
+    match &settings.config {
+        Some(path) => tracing::info!("config file: {}", path.display()),
+        None => tracing::info!("config file: none (flags, STATECAST_* and defaults)"),
+    }
+    let lines = settings.bridge.describe();
+    if lines.is_empty() {
+        tracing::info!("no sources or routes configured");
+    }
+    for line in lines {
+        tracing::info!("{line}");
+    }
 }
 
 /// The embedded store in the data directory; with `reset_broken_store`, a file there that

@@ -809,3 +809,57 @@ async fn a_far_future_exp_never_expires_and_panics_nowhere() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_shows_source_details_only_to_an_admin_key_and_never_a_credential() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!(
+        r#"
+        [[source]]
+        name = "cam"
+        type = "http_poll"
+        url = "http://admin:pw-secret@{closed}/status?apikey=key-secret"
+        topic = "cams/door"
+        "#
+    );
+    let config = config(&dir, &source);
+    let server = Server::start(&["--config", &config]);
+    let failed = within("the source's first failure", async {
+        loop {
+            let health = get_as(&server, "/api/health", ADMIN_KEY).await.json();
+            if health["sources"]["cam"]["error_count"].as_u64() >= Some(1) {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let error = failed["sources"]["cam"]["last_error"].as_str().unwrap();
+    assert!(error.contains(&format!("{closed}/status?***")), "{failed}");
+    for (who, health) in [
+        ("no token", server.get("/api/health").await),
+        (
+            "a bad token",
+            get_as(&server, "/api/health", "nobody").await,
+        ),
+        (
+            "a key that is not admin",
+            get_as(&server, "/api/health", DASHBOARD_KEY).await,
+        ),
+    ] {
+        assert_eq!(health.status, 200, "{who}: {}", health.text);
+        let body = health.json();
+        assert!(body["sources"].is_null(), "{who} sees the sources: {body}");
+        assert!(
+            body["version"].is_string(),
+            "{who} gets the summary: {body}"
+        );
+    }
+    let topic = get_as(&server, "/api/state/_sources/cam", ADMIN_KEY).await;
+    for shown in [failed.to_string(), topic.text, server.log_text()] {
+        assert!(!shown.contains("secret"), "a credential leaked: {shown}");
+    }
+}

@@ -191,3 +191,20 @@ async fn a_payload_the_hub_cannot_take_is_refused_with_the_real_reason() {
     );
     assert_eq!(server.all_state().await, json!({"topics": []}));
 }
+
+/// The hub's own topics are refused over Socket.IO as on every other transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_the_hubs_own_topics_is_refused() {
+    let server = Server::start(&[]);
+    let mut sio = Sio::connect(server.addr(), 1 << 16).await;
+    sio.emit(
+        "set",
+        json!({"topic": "_sources/fake", "state": {"status": "online"}}),
+        1,
+    )
+    .await;
+    let (name, ack) = sio.next().await;
+    assert_eq!(name, "ack:1");
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    assert_eq!(server.get("/api/state/_sources/fake").await.status, 404);
+}

@@ -69,6 +69,32 @@ fn config_file(dir: &tempfile::TempDir, toml: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// An `[[source]]` table: `http_poll` source `name` polling `url` into `topic`, with the
+/// intervals (min, idle, max) in ms.
+fn poll_source(name: &str, url: &str, topic: &str, intervals: (u64, u64, u64)) -> String {
+    let (min, idle, max) = intervals;
+    format!(
+        r#"
+        [[source]]
+        name = "{name}"
+        type = "http_poll"
+        url = "{url}"
+        topic = "{topic}"
+        min_interval_ms = {min}
+        idle_interval_ms = {idle}
+        max_interval_ms = {max}
+        "#
+    )
+}
+
+/// A local address nothing listens on (bound once, then released).
+fn closed_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_reaches_the_device_and_the_repoll_pushes_its_new_state() {
     let (device, addr) = start_device().await;
@@ -304,4 +330,247 @@ async fn mqtt_sensors_reach_websocket_clients() {
 /// Whether a snapshot or patch of a health topic sets `status`.
 fn has_status(message: &Value, status: &str) -> bool {
     message["state"]["status"] == status || message["patch"]["status"] == status
+}
+
+/// Only the hub writes its own topics: `_sources/<name>` says what the source itself
+/// reported, whoever asks to write it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_write_the_hubs_own_topics_and_the_hub_still_does() {
+    let url = format!("http://{}/status", closed_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&dir, &poll_source("cam", &url, "cams/door", (20, 40, 80)));
+    let server = Server::start(&["--config", &config]);
+    // The hub's own write: the failed poll is published.
+    let published = within("the source's health topic", async {
+        loop {
+            let resp = server.get("/api/state/_sources/cam").await;
+            if resp.status == 200 {
+                return resp.json();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(published["state"]["status"], "offline");
+
+    let fake = json!({"type": "http_poll", "status": "online"});
+    let refused_over_rest = [
+        server.put("/api/state/_sources/cam", &fake).await,
+        server.put("/api/state/_sources/fake", &fake).await,
+        server.patch("/api/state/_sources/cam", &fake).await,
+        server.delete("/api/state/_sources/cam").await,
+        server.post("/api/events/_sources/cam", &fake).await,
+    ];
+    for refused in refused_over_rest {
+        assert_eq!(refused.status, 403, "{}", refused.text);
+        assert_eq!(refused.error_code(), "forbidden");
+        assert!(refused.text.contains("the hub's own"), "{}", refused.text);
+    }
+    let mut ws = server.ws().await;
+    for (i, message) in [
+        json!({"type": "set", "topic": "_sources/fake", "state": fake}),
+        json!({"type": "patch", "topic": "_sources/cam", "patch": fake}),
+        json!({"type": "delete", "topic": "_sources/cam"}),
+        json!({"type": "event", "topic": "_sources/cam", "data": fake}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut message = message;
+        message["id"] = json!(i);
+        let result = ws.call(message.clone()).await;
+        assert_eq!(result["error"]["code"], "forbidden", "{message}: {result}");
+    }
+    // Other topics stay writable, `_sources` itself included (it is no source's).
+    let ok = ws
+        .call(json!({"type": "set", "id": 9, "topic": "cams/note", "state": 1}))
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert_eq!(server.get("/api/state/_sources/fake").await.status, 404);
+    let kept = server.get("/api/state/_sources/cam").await.json();
+    assert_eq!(kept["state"]["status"], "offline", "{kept}");
+}
+
+/// A device on a fixed local port that can go away and come back: each request is answered
+/// `Connection: close`, so no pooled connection outlives a stop.
+struct Flaky {
+    addr: std::net::SocketAddr,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Flaky {
+    async fn start() -> Flaky {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut device = Flaky {
+            addr,
+            serving: None,
+        };
+        device.serve(listener);
+        device
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.serving = Some(tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = tcp.read(&mut request).await;
+                let body = r#"{"temp":20}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            }
+        }));
+    }
+
+    async fn stop(&mut self) {
+        if let Some(serving) = self.serving.take() {
+            serving.abort();
+            let _ = serving.await;
+        }
+    }
+
+    async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+/// Polls `/api/health` until `done` holds for it.
+async fn health_until(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    within(what, async {
+        loop {
+            let health = server.get("/api/health").await.json();
+            if done(&health) {
+                return health;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Lines of the log that contain every one of `parts`.
+fn log_lines(server: &Server, parts: &[&str]) -> usize {
+    server
+        .log_text()
+        .lines()
+        .filter(|line| parts.iter().all(|p| line.contains(p)))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_while_a_source_is_offline_and_each_transition_is_logged_once() {
+    let mut device = Flaky::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/status", device.addr);
+    let config = config_file(
+        &dir,
+        &poll_source("thermo", &url, "room/temp", (20, 40, 80)),
+    );
+    let server = Server::start(&["--config", &config]);
+    let ok = health_until(&server, "the source online", |h| h["status"] == "ok").await;
+    assert!(ok["reasons"].is_null(), "{ok}");
+    server.wait_log("online").await;
+
+    device.stop().await;
+    let degraded = health_until(&server, "two failed polls", |h| {
+        h["sources"]["thermo"]["error_count"].as_u64() >= Some(2)
+    })
+    .await;
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
+    assert_eq!(
+        degraded["reasons"],
+        json!(["source \"thermo\" is offline"]),
+        "{degraded}"
+    );
+
+    device.restart().await;
+    health_until(&server, "the source back", |h| h["status"] == "ok").await;
+    server.wait_log("back online after").await;
+    assert_eq!(
+        log_lines(&server, &["thermo", "offline: "]),
+        1,
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(log_lines(&server, &["thermo", "back online after"]), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_log_names_the_config_the_dashboard_and_each_source_and_route() {
+    let closed = closed_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let source = poll_source(
+        "cam",
+        &format!("http://{closed}/status?apikey=key-secret"),
+        "cams/door",
+        (1000, 5000, 30000),
+    );
+    let config = config_file(
+        &dir,
+        &format!(
+            r#"{source}
+            [[route]]
+            target = "cams/+"
+            type = "http"
+            url = "http://{closed}/cmd/{{name}}"
+            "#
+        ),
+    );
+    let server = Server::start(&["--config", &config]);
+    let health = health_until(&server, "the source offline", |h| h["status"] == "degraded").await;
+    assert_eq!(health["reasons"], json!(["source \"cam\" is offline"]));
+    server.wait_log("route cams/+").await;
+    let log = server.log_text();
+    for line in [
+        format!("config file: {config}"),
+        format!("dashboard: http://{}/", server.addr()),
+        format!("source \"cam\" (http_poll): http://{closed}/status?*** -> cams/door"),
+        format!("route cams/+ -> http POST http://{closed}/cmd/{{name}}"),
+    ] {
+        assert!(log.contains(&line), "{line:?} is not in the log:\n{log}");
+    }
+    assert!(!log.contains("secret"), "{log}");
+}
+
+/// After SIGTERM the process exits on its own, within a generous bound, once it has had
+/// clients and writes (a WebSocket and an SSE stream still open, a source asleep between
+/// polls); "stopped" is the last thing it logs, said once the store is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_the_hub_stops_with_clients_open_and_stopped_is_its_last_word() {
+    let (_device, addr) = start_device().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/status");
+    let source = poll_source("esp32", &url, "railhub/esp32-01", (60000, 60000, 60000));
+    let config = config_file(&dir, &source);
+    let mut server = Server::start(&["--config", &config]);
+    for i in 0..20 {
+        let put = server
+            .put(&format!("/api/state/w/{i}"), &json!({"i": i}))
+            .await;
+        assert_eq!(put.status, 200, "{}", put.text);
+    }
+    let mut ws = server.ws().await;
+    ws.request(json!({"type": "subscribe", "id": 1, "patterns": ["#"]}))
+        .await;
+    let _sse = Sse::open(&server, &["#"], None).await;
+    server.sigterm();
+    let status = server.wait_exit().await;
+    assert!(status.success(), "{status:?}");
+    let log = server.log_text();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("statecast stopped"),
+        "the last line: {last}\n{log}"
+    );
+    server.restart();
+    assert_eq!(
+        server.get("/api/state/w/19").await.json()["state"],
+        json!({"i": 19})
+    );
 }

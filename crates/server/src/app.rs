@@ -11,7 +11,7 @@ use statecast_bridge::Bridge;
 use statecast_core::{ErrorCode, Hub, HubError};
 use tokio::sync::{Semaphore, watch};
 
-use crate::auth::{Action, Caller};
+use crate::auth::{Action, Caller, Grant};
 use crate::config::ServerConfig;
 use crate::listener::Slot;
 use crate::metrics::Metrics;
@@ -118,10 +118,35 @@ impl App {
         action: Action,
         topic: &str,
     ) -> Result<(), HubError> {
-        caller
-            .grant
-            .check(action, topic)
-            .inspect_err(|e| self.refused(caller.peer, e))
+        self.permit(&caller.grant, caller.peer, action, topic)
+    }
+
+    /// The one gate of every client request on a topic (REST here, WebSocket and Socket.IO
+    /// in `Session::dispatch`): a write or event on one of the hub's own topics
+    /// (`reserved`) is refused whatever the grant, as only the hub writes them (through
+    /// [`Hub`] directly, never through this gate); else `grant` decides. A refusal is
+    /// `forbidden`, counted and logged.
+    pub(crate) fn permit(
+        &self,
+        grant: &Grant,
+        peer: Option<std::net::SocketAddr>,
+        action: Action,
+        topic: &str,
+    ) -> Result<(), HubError> {
+        let writes = matches!(action, Action::Write | Action::Event);
+        let reserved = writes
+            .then(|| self.config.reserved.iter().find(|p| p.matches(topic)))
+            .flatten();
+        let allowed = match reserved {
+            Some(pattern) => Err(HubError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{topic} is the hub's own topic ({pattern}): only the hub itself writes it"
+                ),
+            )),
+            None => grant.check(action, topic),
+        };
+        allowed.inspect_err(|e| self.refused(peer, e))
     }
 
     /// Counts a refused attempt and logs it, at most once a second (with how many were not

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use statecast_core::Pattern;
+
 use crate::auth::Auth;
 use crate::socketio::Mappings;
 use crate::tls::Tls;
@@ -23,6 +25,10 @@ pub struct ServerConfig {
     pub tls: Option<Arc<Tls>>,
     /// The Socket.IO endpoint and its event mappings.
     pub socketio: Mappings,
+    /// The hub's own topics, which only the hub itself writes: a client's write or event on
+    /// one is refused (`forbidden`) whatever its grant. By default the sources' health,
+    /// `_sources/#`; an embedder adds what it owns (the config's entities, say).
+    pub reserved: Vec<Pattern>,
 }
 
 /// What one client or address may take of the hub.
@@ -65,6 +71,10 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             tls: None,
             socketio: Mappings::default(),
+            reserved: vec![
+                Pattern::new(statecast_bridge::HEALTH_TOPICS)
+                    .unwrap_or_else(|_| unreachable!("_sources/# is a pattern")),
+            ],
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use statecast_bridge::Command;
+use statecast_bridge::{Command, redact};
 use statecast_core::{ErrorCode, HubError, Outcome, Topic, TopicState, Write};
 
 use crate::app::App;
@@ -235,8 +235,20 @@ pub async fn post_command(
     }
 }
 
-pub async fn health(State(app): State<Arc<App>>) -> Response {
-    let degraded = app.hub.degraded();
+/// `/api/health`: `ok`, or `degraded` with its `reasons` (a source offline, the store
+/// refusing writes, the cluster's store unreachable). Open to all (probes carry no token);
+/// the `sources` details (errors, URLs) only to an admin key when authentication is on.
+pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let degraded = app.hub.degraded().map(|why| redact(&why).into_owned());
+    let sources = app.bridge.health();
+    let mut reasons: Vec<String> = sources
+        .iter()
+        .filter(|(_, health)| !health.is_online())
+        .map(|(name, _)| format!("source {name:?} is offline"))
+        .collect();
+    if let Some(why) = &degraded {
+        reasons.insert(0, why.clone());
+    }
     let nodes = app.hub.nodes();
     let cluster = (!nodes.is_empty()).then(|| {
         let live: Vec<_> = nodes.iter().filter(|n| n.alive).collect();
@@ -246,18 +258,23 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
         })
     });
     let mut body = json!({
-        "status": if degraded.is_some() { "degraded" } else { "ok" },
+        "status": if reasons.is_empty() { "ok" } else { "degraded" },
         "clients": app.hub.client_count(),
         "topics": app.hub.topic_count(),
         "uptime_s": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
-        "sources": app
-            .bridge
-            .health()
+    });
+    let admin = matches!(app.config.auth.grant(&headers, None), Ok(Some(grant)) if grant.admin);
+    if admin {
+        body["sources"] = sources
             .into_iter()
             .map(|(name, health)| (name, json!(health)))
-            .collect::<serde_json::Map<_, _>>(),
-    });
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    if !reasons.is_empty() {
+        body["reasons"] = json!(reasons);
+    }
     if let Some(why) = degraded {
         body["degraded"] = json!(why);
     }

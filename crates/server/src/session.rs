@@ -199,9 +199,8 @@ impl Session {
             _ => None,
         };
         if let Some((action, topic)) = needed
-            && let Err(e) = grant.check(action, topic)
+            && let Err(e) = app.permit(grant, peer, action, topic)
         {
-            app.refused(peer, &e);
             client.reply(reply.refused(&e));
             return;
         }
