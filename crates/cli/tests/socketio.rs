@@ -155,3 +155,30 @@ async fn a_client_that_stops_reading_gets_the_latest_state_and_a_count_of_what_i
     let health = server.get("/api/health").await;
     assert_eq!(health.status, 200);
 }
+
+/// A state written over Socket.IO keeps its numbers as written (more digits than an `f64`
+/// holds, exponents out of its range), in the acknowledgement's `changed`, in the snapshot
+/// a `get` emits and over REST. The packets are read as text: parsing them could round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_written_over_socketio_come_back_exactly_as_written() {
+    const STATE: &str =
+        r#"{"big":123456789012345678901234567890123456789,"huge":1e+400,"tiny":1e-400}"#;
+    let server = Server::start(&[]);
+    let mut sio = Sio::connect(server.addr(), 1 << 20).await;
+    sio.send_text(format!(r#"421["set",{{"topic":"num/s","state":{STATE}}}]"#))
+        .await;
+    let (name, ack) = sio.next().await;
+    assert_eq!(name, "ack:1", "{ack}");
+    assert_eq!(ack["changed"], true, "{ack}");
+
+    let state = format!(r#""state":{STATE}"#);
+    sio.emit("get", json!({"patterns": ["num/s"]}), 2).await;
+    let snapshot = sio.recv_text().await;
+    assert!(
+        snapshot.starts_with(r#"42["snapshot","#) && snapshot.contains(&state),
+        "{snapshot}"
+    );
+    assert_eq!(sio.next().await.0, "ack:2");
+    let get = server.get("/api/state/num/s").await;
+    assert!(get.text.contains(&state), "{}", get.text);
+}
