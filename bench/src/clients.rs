@@ -84,7 +84,18 @@ pub fn fold(digest: u64, rev: u64, seq: u64) -> u64 {
 
 /// Connects a WebSocket from loopback source address number `index`.
 pub async fn connect(base_url: &str, protocol: Protocol, index: usize) -> Result<Ws, String> {
-    connect_with(base_url, protocol, index, 0).await
+    connect_with(base_url, protocol, index, 0, None).await
+}
+
+/// As [`connect`], with a kernel receive buffer of `recv_buffer` bytes: a client that stops
+/// reading soon leaves what the server sends it in the server's memory.
+pub async fn connect_small_buffer(
+    base_url: &str,
+    protocol: Protocol,
+    index: usize,
+    recv_buffer: u32,
+) -> Result<Ws, String> {
+    connect_with(base_url, protocol, index, 0, Some(recv_buffer)).await
 }
 
 /// As [`connect`]; `write_buffer` bytes are gathered before a write (0: write each message).
@@ -93,6 +104,7 @@ async fn connect_with(
     protocol: Protocol,
     index: usize,
     write_buffer: usize,
+    recv_buffer: Option<u32>,
 ) -> Result<Ws, String> {
     let host_port = base_url
         .strip_prefix("http://")
@@ -102,6 +114,11 @@ async fn connect_with(
         .parse()
         .map_err(|e| format!("{host_port}: {e}"))?;
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    if let Some(bytes) = recv_buffer {
+        socket
+            .set_recv_buffer_size(bytes)
+            .map_err(|e| e.to_string())?;
+    }
     if addr.ip().is_loopback() {
         let source = Ipv4Addr::new(127, 0, 0, 1 + (index % SOURCE_ADDRESSES as usize) as u8);
         socket
@@ -308,7 +325,7 @@ impl WsPublisher {
         finals: Finals,
         acks: Option<AckLog>,
     ) -> Result<WsPublisher, String> {
-        let mut ws = connect_with(base_url, protocol, 0, 64 << 10).await?;
+        let mut ws = connect_with(base_url, protocol, 0, 64 << 10, None).await?;
         hello(&mut ws, protocol).await?;
         let (sink, stream) = ws.split();
         let pending: Rc<RefCell<HashMap<u64, (String, u64)>>> = Rc::default();

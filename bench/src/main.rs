@@ -9,6 +9,7 @@
 //! - [`cluster`]: one hub against several sharing Redis, side by side.
 //! - [`redis`]: the little Redis client the cluster scenarios clean up with.
 //! - [`report`]: the table, JSON lines, CDF plots and the markdown report.
+//! - [`spike`]: whether the server gives memory back after a spike of stalled clients.
 
 mod clients;
 mod cluster;
@@ -16,6 +17,7 @@ mod protocol;
 mod redis;
 mod report;
 mod server;
+mod spike;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -82,6 +84,9 @@ pub enum Scenario {
     /// CI: 3 hubs sharing Redis, 60 subscribers, 20 paced + 200 burst changes, every
     /// delivery checked, no timing, no single-hub run.
     ClusterSmoke,
+    /// 5,000 subscribers that never read while 5,000 small states are published (their
+    /// queues fill), then close: the server's RSS before, at the peak and each second after.
+    Spike,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -161,6 +166,12 @@ struct RunArgs {
     /// Hubs in the cluster scenarios.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Spike: seconds to follow the RSS after the subscribers close.
+    #[arg(long, default_value_t = 20.0)]
+    settle: f64,
+    /// Spike: how many times to fill and close.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 /// Settings after the scenario's presets are applied.
@@ -191,6 +202,7 @@ fn plan(args: &RunArgs) -> Plan {
         Smoke => (100, 2, 1, None, 300),
         Cluster => (999, 0, 1, Some((10.0, 10.0)), 2000),
         ClusterSmoke => (60, 0, 1, Some((20.0, 1.0)), 200),
+        Spike => (0, 5000, 1, None, 5000),
     };
     let paced = match (args.rate, args.duration, args.changes) {
         // The cluster scenarios have both phases; `--duration 0` or `--changes 0` skips one.
@@ -285,6 +297,10 @@ fn run_command(args: RunArgs) -> Result<bool, String> {
             (None, Some(pid), Some(url)) => Server::attach(pid, url.clone()),
             _ => return Err("give --server-cmd, or --server-pid with --url".to_string()),
         };
+        if plan.scenario == Scenario::Spike {
+            spike::run(&plan, &server, args.window, args.rounds, args.settle).await?;
+            return Ok(Vec::new());
+        }
         let result = if plan.scenario == Scenario::Durable {
             durable(&plan, &mut server, args.writers).await
         } else {
@@ -317,7 +333,9 @@ fn run_command(args: RunArgs) -> Result<bool, String> {
         }
         report::plot(path, &curves)?;
     }
-    Ok(!results.is_empty() && results.iter().all(|r| r.correct))
+    // The spike scenario prints its own figures and checks nothing.
+    Ok(plan.scenario == Scenario::Spike
+        || (!results.is_empty() && results.iter().all(|r| r.correct)))
 }
 
 fn progress(quiet: bool, len: usize, what: &str) -> ProgressBar {

@@ -170,18 +170,23 @@ pub fn sample(pid: u32) -> Result<Sample, String> {
     };
     // `fields[0]` is field 3 (state), so field N is fields[N - 3].
     let cpu_ticks = ticks(11)? + ticks(12)?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     Ok(Sample {
         cpu_us: cpu_ticks * 1_000_000 / clock_ticks(),
-        rss_kb,
+        rss_kb: status_kib(pid, "VmRSS:")?,
     })
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`field` with its colon, such as `"VmHWM:"`); 0 when
+/// the kernel does not show it.
+pub fn status_kib(pid: u32, field: &str) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 fn clock_ticks() -> u64 {

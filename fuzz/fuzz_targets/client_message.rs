@@ -1,7 +1,7 @@
 //! Any text a WebSocket client sends is parsed into a request or a clear error; never a
 //! panic. A parsed request names only valid topics and patterns. Text that is not JSON the
-//! hub takes (a number beyond f64 such as `1e400`, nesting deeper than 128) is refused as
-//! such, never as a field it seems to lack (issue 17).
+//! hub takes (nesting deeper than 128, say) is refused as such, never as a field it seems
+//! to lack (issue 17).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -2,7 +2,7 @@
 //! write on a topic.
 
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 use statecast_core::{Hub, HubError, Topic};
 
 use crate::config::{Action, RuleConfig};
@@ -156,7 +156,20 @@ fn contains(value: &Value, wanted: &Value) -> bool {
         (Value::Object(have), Value::Object(want)) => want
             .iter()
             .all(|(k, w)| have.get(k).is_some_and(|h| contains(h, w))),
+        (Value::Number(have), Value::Number(want)) => same_number(have, want),
         (have, want) => have == want,
+    }
+}
+
+/// Numbers keep the text they were written in (`arbitrary_precision`), but a rule matches
+/// by value: `0.5` in the config matches a device's `5e-1`. An integer matches an integer
+/// and a float a float, as `serde_json` compared them before it kept the text.
+fn same_number(have: &Number, want: &Number) -> bool {
+    let integer = |n: &Number| n.as_i64().map(i128::from).or(n.as_u64().map(i128::from));
+    match (integer(have), integer(want)) {
+        (Some(h), Some(w)) => h == w,
+        (None, None) => have == want || have.as_f64().is_some_and(|h| Some(h) == want.as_f64()),
+        _ => false,
     }
 }
 
@@ -181,6 +194,32 @@ mod tests {
         }
         let r: R = toml::from_str(toml).unwrap();
         Rules::new("audio/default", &r.rule).unwrap()
+    }
+
+    #[test]
+    fn a_match_compares_numbers_by_value() {
+        let r = rules(
+            r#"
+            [[rule]]
+            match = { level = 0.5, channel = 2 }
+            action = "set"
+            "#,
+        );
+        for text in [
+            r#"{"level":0.5,"channel":2}"#,
+            r#"{"level":5e-1,"channel":2}"#,
+            r#"{"level":0.50,"channel":2}"#,
+        ] {
+            let out = r.apply_text(text).unwrap().unwrap();
+            assert_eq!(out.action, Action::Set, "{text}");
+        }
+        for text in [
+            r#"{"level":0.51,"channel":2}"#,
+            r#"{"level":0.5,"channel":2.0}"#,
+            r#"{"level":0.5,"channel":3}"#,
+        ] {
+            assert!(r.apply_text(text).unwrap().is_none(), "{text} matched");
+        }
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //!   message queued for one client), so time per delivery = 1 / throughput.
 //! - `diff/*`: `merge::diff` on a ~40-member device state with 1 and 10 members changed.
 //! - `apply/*`: `merge::apply` of those patches.
+//! - `write/parse_diff_300b`: what a write of a typical ~300-byte device state costs before
+//!   the hub's lock: parsing the body (as REST and WebSocket do) and diffing it against the
+//!   current state; `write/serialize_300b` serializes the state and the patch, as `submit`
+//!   and the `patch` message do. Both depend on how `serde_json` keeps numbers.
 //!
 //! Run: `cargo bench -p statecast-core --bench fanout -- --quick`
 
@@ -112,6 +116,11 @@ fn ten_changed(old: &Value) -> Value {
     new["sensor_temp"] = json!(21.5);
     new
 }
+
+/// A ~300-byte device state as a device sends it, numbers mostly; and the same with `uptime`
+/// one more.
+const STATE_300B: &str = r#"{"id":"railhub-esp32-01","uptime":123456,"free_heap":182344,"cpu_temp":48.5,"wifi":{"rssi":-61,"channel":6,"ip":"10.0.4.21"},"power":{"voltage":12.1,"current":0.82,"source":"psu"},"outputs":[0,1,0,0,1,0,0,0],"inputs":[false,true,false,false],"mode":"auto","brightness":70,"volume":35,"muted":false,"sensor_temp":21.4}"#;
+const NEXT_300B: &str = r#"{"id":"railhub-esp32-01","uptime":123457,"free_heap":182344,"cpu_temp":48.5,"wifi":{"rssi":-61,"channel":6,"ip":"10.0.4.21"},"power":{"voltage":12.1,"current":0.82,"source":"psu"},"outputs":[0,1,0,0,1,0,0,0],"inputs":[false,true,false,false],"mode":"auto","brightness":70,"volume":35,"muted":false,"sensor_temp":21.4}"#;
 
 fn patch_of(old: &Value, new: &Value) -> Value {
     match merge::diff(old, new) {
@@ -248,5 +257,38 @@ fn bench_merge(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_fanout, bench_merge);
+fn bench_write(c: &mut Criterion) {
+    assert!(
+        (280..=320).contains(&STATE_300B.len()),
+        "{}",
+        STATE_300B.len()
+    );
+    let old: Value = serde_json::from_str(STATE_300B).unwrap();
+    let parse_diff = |text: &str| {
+        let new: Value = serde_json::from_str(text).unwrap();
+        let diff = merge::diff(&old, &new);
+        (new, diff)
+    };
+    let (new, diff) = parse_diff(NEXT_300B);
+    assert_eq!(diff, Diff::Patch(json!({"uptime": 123_457})));
+    let patch = patch_of(&old, &new);
+
+    let mut group = c.benchmark_group("write");
+    group.throughput(Throughput::Bytes(NEXT_300B.len() as u64));
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(2));
+    group.bench_function("parse_diff_300b", |b| {
+        b.iter(|| parse_diff(black_box(NEXT_300B)))
+    });
+    group.bench_function("serialize_300b", |b| {
+        b.iter(|| {
+            let state = serde_json::to_vec(black_box(&new)).unwrap();
+            let patch = serde_json::to_vec(black_box(&patch)).unwrap();
+            (state, patch)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_fanout, bench_merge, bench_write);
 criterion_main!(benches);

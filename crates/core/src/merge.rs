@@ -3,6 +3,15 @@
 //! A merge patch cannot say "set this member to `null`" (a `null` in a patch removes the
 //! member), so [`diff`] reports such changes as [`Diff::Replace`] and the hub sends the new
 //! state whole.
+//!
+//! Numbers compare as written: the workspace builds `serde_json` with `arbitrary_precision`,
+//! so a number is kept as the digits the device sent (only an exponent is spelled `e+N` or
+//! `e-N`: `1E2` is kept as `1e+2`) and two numbers are equal when that text is. `1.10` after
+//! `1.1`, `1.0` after `1`, `1e2` after `100` are changes, and the patch carries the new
+//! text; the same text again is no change. Comparing by value instead would
+//! leave the old spelling in the state while the device last wrote another, so readers would
+//! not hold what it wrote; and `1.0` vs `1` or `1e2` vs `100` already differed before (an
+//! integer was never equal to a float).
 
 use serde_json::{Map, Value};
 
@@ -180,11 +189,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn numbers_compare_as_written() {
+        let number = |text: &str| -> Value { serde_json::from_str(text).unwrap() };
+        let big = "123456789012345678901234567890123456789";
+        assert_eq!(diff(&number(big), &number(big)), Diff::Same);
+        assert_eq!(diff(&number("1e-400"), &number("1e-400")), Diff::Same);
+        // The parser spells every exponent `e+N` or `e-N`; the digits stay.
+        assert_eq!(number("1E2").to_string(), "1e+2");
+        assert_eq!(diff(&number("1e2"), &number("1E+2")), Diff::Same);
+        for (old, new) in [
+            ("1.10", "1.1"),
+            ("1", "1.0"),
+            ("100", "1e2"),
+            ("100.0", "1e2"),
+            ("1e2", "1e02"),
+            ("1e-400", "0.0"),
+            (big, "123456789012345678901234567890123456790"),
+        ] {
+            let old = json!({ "x": number(old), "y": 1 });
+            let new = json!({ "x": number(new), "y": 1 });
+            let Diff::Patch(patch) = diff(&old, &new) else {
+                panic!("{old} -> {new} is a change")
+            };
+            assert_eq!(patch.to_string(), format!(r#"{{"x":{}}}"#, new["x"]));
+        }
+    }
+
+    /// Numbers spelled in ways an `f64` would make equal, or could not hold.
+    const NUMBERS: [&str; 7] = ["1", "1.0", "1e0", "10E-1", "0.1", "0.10", "1e400"];
+
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             (-5i64..5).prop_map(Value::from),
+            prop::sample::select(&NUMBERS[..]).prop_map(|n| serde_json::from_str(n).unwrap()),
             "[a-c]{0,2}".prop_map(Value::from),
         ];
         leaf.prop_recursive(4, 32, 4, |inner| {
