@@ -3,35 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from support import REPO, HubProcess, arest, rest, wait_until
 
 EXAMPLES = REPO / "examples" / "python"
 
 
-def test_monitor_once(hub: HubProcess) -> None:
-    def run() -> subprocess.CompletedProcess[str]:
+async def test_monitor_once(hub: HubProcess, tmp_path: Path) -> None:
+    def run(base: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, str(EXAMPLES / "monitor.py"), "--once", "--url", hub.base],
+            [sys.executable, str(EXAMPLES / "monitor.py"), "--once", "--url", base],
             capture_output=True,
             text=True,
             timeout=30,
         )
 
     rest(hub.base, "PUT", "/api/state/demo/micboard/A", {"battery": 80})
-    fine = run()
+    fine = run(hub.base)
     assert (fine.returncode, fine.stdout) == (0, "0 problem(s)\n"), fine.stderr
-    rest(hub.base, "PUT", "/api/state/demo/micboard/B", {"battery": 12})
-    rest(hub.base, "PUT", "/api/state/_sources/rx", {"status": "offline", "last_error": "refused"})
-    bad = run()
+
+    # A real source that cannot reach its device (only the hub writes _sources/).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    config = tmp_path / "statecast.toml"
+    config.write_text(
+        f'[[source]]\nname = "rx"\ntype = "http_poll"\nurl = "http://127.0.0.1:{closed}/"\ntopic = "demo/rx"\n'
+    )
+    offline = HubProcess(tmp_path / "offline-data", ["--config", str(config)])
+    offline.start()
+    try:
+        await wait_until(
+            lambda: rest(offline.base, "GET", "/api/state/_sources/rx")[1].get("state", {}).get("status") == "offline",
+            "the source to be offline",
+        )
+        rest(offline.base, "PUT", "/api/state/demo/micboard/B", {"battery": 12})
+        bad = run(offline.base)
+    finally:
+        offline.stop()
     assert bad.returncode == 1, bad.stderr
-    assert bad.stdout.splitlines() == [
-        "ALERT source rx is offline: refused",
-        "ALERT demo/micboard/B: battery 12% (below 20%)",
-        "2 problem(s)",
-    ]
+    lines = bad.stdout.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("ALERT source rx is offline: "), lines
+    assert lines[1:] == ["ALERT demo/micboard/B: battery 12% (below 20%)", "2 problem(s)"]
 
 
 async def test_home_listener(hub: HubProcess) -> None:
