@@ -13,7 +13,7 @@ use reqwest::header::{
     ETAG, HeaderMap, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
 };
 use serde_json::{Value, json};
-use statecast_core::{Hub, Topic};
+use statecast_core::{ErrorCode, Hub, Topic};
 use tokio::sync::Notify;
 
 use crate::config::HttpPollConfig;
@@ -53,6 +53,9 @@ enum Target {
 enum Polled {
     Changed,
     Unchanged,
+    /// The device answered, but the hub refused a state it sent (its schema): the device
+    /// is online, its topic keeps the last valid state.
+    Refused(String),
 }
 
 impl HttpPoll {
@@ -122,6 +125,10 @@ impl HttpPoll {
                     interval = match polled {
                         Polled::Changed => self.min,
                         Polled::Unchanged => (interval * 2).clamp(self.min, self.idle),
+                        Polled::Refused(error) => {
+                            self.health.rejected(&error).await;
+                            (interval * 2).clamp(self.min, self.idle)
+                        }
                     };
                 }
                 Err(e) => {
@@ -189,7 +196,10 @@ impl HttpPoll {
                 .ok_or_else(|| format!("the answer has nothing at {pointer}"))?,
             None => value,
         };
-        let changed = self.write(value).await?;
+        let (changed, refused) = self.write(value).await?;
+        if let Some(refused) = refused {
+            return Ok(Polled::Refused(refused));
+        }
         // Only a poll that was fully used may be skipped next time.
         *validators = Validators {
             etag,
@@ -202,9 +212,9 @@ impl HttpPoll {
         })
     }
 
-    /// Writes the state; true when any topic changed. With `each`, topics the device no
-    /// longer lists are deleted.
-    async fn write(&self, value: Value) -> Result<bool, String> {
+    /// Writes the state: whether any topic changed, and why the hub refused one (its
+    /// schema). With `each`, topics the device no longer lists are deleted.
+    async fn write(&self, value: Value) -> Result<(bool, Option<String>), String> {
         let writes: Vec<(Topic, Value)> = match &self.topic {
             Target::One(topic) => vec![(topic.clone(), value)],
             Target::Each(template) => {
@@ -230,14 +240,17 @@ impl HttpPoll {
             }
         };
         let mut changed = false;
+        let mut refused = None;
         let mut written = BTreeSet::new();
         for (topic, state) in writes {
-            let outcome = self
-                .hub
-                .set(&topic, state)
-                .await
-                .map_err(|e| format!("{topic}: {e}"))?;
-            changed |= outcome.changed;
+            match self.hub.set(&topic, state).await {
+                Ok(outcome) => changed |= outcome.changed,
+                // The topic keeps its last valid state, and is not gone.
+                Err(e) if e.code == ErrorCode::InvalidState => {
+                    refused.get_or_insert_with(|| format!("{topic}: {e}"));
+                }
+                Err(e) => return Err(format!("{topic}: {e}")),
+            }
             written.insert(topic);
         }
         let gone: Vec<Topic> = {
@@ -254,7 +267,7 @@ impl HttpPoll {
                 .map_err(|e| format!("{topic}: {e}"))?
                 .changed;
         }
-        Ok(changed)
+        Ok((changed, refused))
     }
 }
 

@@ -24,6 +24,7 @@
 mod defs;
 pub mod docs;
 mod setting;
+mod topics;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -96,6 +97,8 @@ pub struct Settings {
     pub node_id: String,
     pub cluster_stream_len: u64,
     pub socketio: Mappings,
+    /// `[[topics]]` as written; compiled into `hub.policies` once the file is read.
+    pub topics: Vec<topics::TopicsEntry>,
 }
 
 impl Default for Settings {
@@ -125,6 +128,7 @@ impl Default for Settings {
             node_id: cluster.node,
             cluster_stream_len: cluster.stream_len,
             socketio: server.socketio,
+            topics: Vec::new(),
         }
     }
 }
@@ -136,6 +140,9 @@ impl Settings {
         // The file first, so that what the flags and the environment give overwrites it.
         if let Some(path) = matches.get_one::<PathBuf>(defs::CONFIG) {
             read_file(path, &mut settings)?;
+            let base = path.parent().unwrap_or(Path::new("."));
+            settings.hub.policies = topics::compile(&settings.topics, base)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?;
         }
         for setting in SETTINGS {
             setting.take_given(&matches, &mut settings);

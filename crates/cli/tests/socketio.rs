@@ -232,3 +232,33 @@ async fn numbers_written_over_socketio_come_back_exactly_as_written() {
     let get = server.get("/api/state/num/s").await;
     assert!(get.text.contains(&state), "{}", get.text);
 }
+
+/// A state its topic's schema refuses is refused over Socket.IO too, with the violations,
+/// and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_breaks_its_schema_is_refused_with_the_violations() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("statecast.toml");
+    std::fs::write(
+        &config,
+        r#"
+        [[topics]]
+        match = "mic/+"
+        schema = { type = "object", properties = { battery = { type = "integer" } } }
+        "#,
+    )
+    .unwrap();
+    let server = Server::start(&["--config", &config.to_string_lossy()]);
+    let mut sio = Sio::connect(server.addr(), 1 << 16).await;
+    sio.emit(
+        "set",
+        json!({"topic": "mic/1", "state": {"battery": "85%"}}),
+        1,
+    )
+    .await;
+    let (name, ack) = sio.next().await;
+    assert_eq!(name, "ack:1");
+    assert_eq!(ack["error"]["code"], "invalid_state", "{ack}");
+    assert_eq!(ack["error"]["details"][0]["pointer"], "/battery", "{ack}");
+    assert_eq!(server.get("/api/state/mic/1").await.status, 404);
+}

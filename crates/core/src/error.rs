@@ -19,12 +19,16 @@ pub enum ErrorCode {
     Timeout,
     /// A device or upstream service refused a command or could not be reached.
     Upstream,
+    /// The state a write would leave does not match its topic's schema (HTTP 422).
+    InvalidState,
+    /// What was asked for is older than what the hub keeps (HTTP 410).
+    Gone,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 15] = [
+    const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::InvalidTopic,
@@ -38,6 +42,8 @@ impl ErrorCode {
         ErrorCode::NoRoute,
         ErrorCode::Timeout,
         ErrorCode::Upstream,
+        ErrorCode::InvalidState,
+        ErrorCode::Gone,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -62,6 +68,8 @@ impl ErrorCode {
             ErrorCode::NoRoute => "no_route",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Upstream => "upstream",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::Gone => "gone",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -74,11 +82,13 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// A refused request: a code from the contract and a message for people.
+/// A refused request: a code from the contract, a message for people and, where a
+/// program can use them, details (an `invalid_state`'s violations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubError {
     pub code: ErrorCode,
     pub message: String,
+    pub details: Option<serde_json::Value>,
 }
 
 impl HubError {
@@ -86,12 +96,23 @@ impl HubError {
         HubError {
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// The same error with `details`.
+    pub fn with_details(mut self, details: serde_json::Value) -> HubError {
+        self.details = Some(details);
+        self
     }
 
     /// The error as the `error` object of the wire contract.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"code": self.code.as_str(), "message": self.message})
+        let mut json = serde_json::json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(details) = &self.details {
+            json["details"] = details.clone();
+        }
+        json
     }
 }
 

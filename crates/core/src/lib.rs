@@ -21,6 +21,8 @@
 //!   - `fanout.rs`: the published state, history and fan-out into outboxes and sockets.
 //!   - `client.rs`: the [`Client`] handle (subscribe, scope, drain) and its [`Frame`]s.
 //!   - `shared.rs`: the hub over a [`SharedLog`](engine::SharedLog) several hubs share.
+//! - [`policy`]: topic policies (`[[topics]]`): schema, staleness and history per pattern,
+//!   compiled once for lookup.
 //! - [`engine`]: the storage boundary: a hub's own [`Engine`] or a log several hubs share;
 //!   [`MemoryEngine`] keeps nothing.
 //! - [`stats`]: counters for metrics.
@@ -58,6 +60,7 @@ pub mod index;
 pub mod merge;
 pub mod message;
 mod outbox;
+pub mod policy;
 pub mod request;
 pub mod stats;
 pub mod topic;
@@ -69,4 +72,5 @@ pub use hub::{
 };
 pub use message::{Frame, Kind};
 pub use outbox::{DirectWrite, DirectWritten, OutboxLimits};
+pub use policy::{Policies, Schema, TopicPolicy};
 pub use topic::{Pattern, Topic};

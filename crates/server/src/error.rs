@@ -35,6 +35,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::Upstream => StatusCode::BAD_GATEWAY,
+        ErrorCode::InvalidState => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Gone => StatusCode::GONE,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -97,6 +99,8 @@ fn code_of(status: StatusCode) -> ErrorCode {
         StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
         StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
         StatusCode::BAD_GATEWAY => ErrorCode::Upstream,
+        // Not 422: axum answers it for a JSON body of the wrong shape, a `bad_request`.
+        StatusCode::GONE => ErrorCode::Gone,
         s if s.is_server_error() => ErrorCode::Internal,
         _ => ErrorCode::BadRequest,
     }

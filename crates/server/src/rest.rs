@@ -76,6 +76,23 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         })
 }
 
+/// `GET /api/schemas`: every policy's schema with its pattern, so clients can generate
+/// types. Schemas describe shapes, not data: any caller the hub admits may read them.
+pub async fn list_schemas(State(app): State<Arc<App>>, _caller: Caller) -> Response {
+    Metrics::add(&app.metrics.http_requests, 1);
+    let schemas: Vec<Value> = app
+        .hub
+        .config()
+        .policies
+        .iter()
+        .filter_map(|p| {
+            let schema = p.schema.as_ref()?;
+            Some(json!({"match": p.pattern.as_str(), "schema": schema.document()}))
+        })
+        .collect();
+    axum::Json(json!({ "schemas": schemas })).into_response()
+}
+
 pub async fn get_state(
     State(app): State<Arc<App>>,
     caller: Caller,

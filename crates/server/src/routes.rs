@@ -43,6 +43,7 @@ pub(crate) fn router(
             post(rest::post_command),
         )
         .route(&format!("{API}/stream"), get(sse::stream))
+        .route(&format!("{API}/schemas"), get(rest::list_schemas))
         .route(&format!("{API}/health"), get(rest::health))
         .route(METRICS, get(rest::metrics))
         // Every route that writes passes this one gate (reads go straight through).

@@ -203,6 +203,17 @@ pub static SETTINGS: &[Setting] = &[
         }),
     ),
     Setting::file_only(
+        "topics",
+        "",
+        "[[topics]]: policies for the topics a pattern matches: `match`, `schema` (JSON \
+         Schema, a file relative to the config file or an inline table), `stale_after`, \
+         `history` (see docs/protocol.md)",
+        Field::Section(|s, value| {
+            s.topics = typed(value)?;
+            Ok(())
+        }),
+    ),
+    Setting::file_only(
         "route",
         "",
         "[[route]]: where commands for a target go",

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::outbox::OutboxLimits;
+use crate::policy::Policies;
 use crate::topic::Topic;
 
 /// Settings of a hub.
@@ -32,6 +33,8 @@ pub struct HubConfig {
     /// Topics the hub holds (removed ones count too: their revs are kept); a write that
     /// would create one more is refused with `too_large`.
     pub max_topics: usize,
+    /// The `[[topics]]` policies: schemas, staleness, history per pattern.
+    pub policies: Policies,
 }
 
 impl Default for HubConfig {
@@ -43,6 +46,7 @@ impl Default for HubConfig {
             outbox: OutboxLimits::default(),
             max_pending: 65_536,
             max_topics: 1_000_000,
+            policies: Policies::default(),
         }
     }
 }

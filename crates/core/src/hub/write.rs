@@ -162,6 +162,10 @@ impl Hub {
                 }
                 let json = to_json(&state);
                 check_size(json.len(), max, "state")?;
+                // A whole new state is checked outside the lock; a patch's result, below.
+                if let Some(schema) = self.shared.config.policies.schema(topic.as_str()) {
+                    schema.check(topic.as_str(), &state)?;
+                }
                 (topic, Op::Set(state, json), if_rev)
             }
             Write::Patch {
@@ -367,6 +371,9 @@ pub(super) fn prepare(
             merge::apply(&mut state, &patch);
             if state.is_null() {
                 return Err(null_state());
+            }
+            if let Some(schema) = config.policies.schema(topic.as_str()) {
+                schema.check(topic.as_str(), &state)?;
             }
             let diff = match &current {
                 Some(old) => merge::diff(old, &state),
