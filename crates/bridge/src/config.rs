@@ -82,6 +82,23 @@ pub struct MqttConfig {
     pub action: Action,
     #[serde(default = "default_qos")]
     pub qos: u8,
+    /// Messages that say a device is gone (its last will), marking its topic stale.
+    pub last_will: Option<LastWillConfig>,
+}
+
+/// A device's last will on the broker (Tasmota's `tele/<device>/LWT` = `Offline`): when a
+/// message on `topic` carries the `offline` payload, `stale_topic` turns stale at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastWillConfig {
+    /// MQTT topic filter of the last-will messages (`+` and `#` wildcards); subscribed too.
+    pub topic: String,
+    /// The payload that means "gone" (other payloads, `Online`, change nothing: the
+    /// device's next state makes its topic fresh).
+    pub offline: String,
+    /// Template of the statecast topic to mark, over the last-will topic's `{topic}` and
+    /// segments `{1}`..
+    pub stale_topic: String,
 }
 
 /// Listens to an upstream WebSocket that sends JSON events.

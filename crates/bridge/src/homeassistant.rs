@@ -395,10 +395,20 @@ impl HomeAssistantSource {
             }
             Write::Delete { topic, .. } => (topic.clone(), true),
         };
+        // An entity Home Assistant cannot reach: its topic is stale once the state lands.
+        let unavailable =
+            matches!(&write, Write::Set { state, .. } if state["state"] == "unavailable");
         match self.hub.submit(write) {
             Ok(submitted) => {
                 let wait = submitted.wait();
-                writes.push(Box::pin(async move { (topic, deleting, wait.await) }));
+                let hub = self.hub.clone();
+                writes.push(Box::pin(async move {
+                    let written = wait.await;
+                    if unavailable && written.is_ok() {
+                        hub.mark_stale(&topic);
+                    }
+                    (topic, deleting, written)
+                }));
             }
             Err(e) => {
                 self.written(&topic, deleting, Err(e)).await;

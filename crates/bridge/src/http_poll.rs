@@ -133,6 +133,8 @@ impl HttpPoll {
                 }
                 Err(e) => {
                     self.health.failed(&e).await;
+                    // The device is gone: what it last said is no longer current.
+                    self.mark_stale();
                     // One quick retry (a blip, or a device starting just after the hub),
                     // then offline: never faster than idle, slowing to max.
                     interval = if std::mem::take(&mut was_ok) {
@@ -210,6 +212,19 @@ impl HttpPoll {
         } else {
             Polled::Unchanged
         })
+    }
+
+    /// Marks every topic this source writes stale (until its next write).
+    fn mark_stale(&self) {
+        match &self.topic {
+            Target::One(topic) => self.hub.mark_stale(topic),
+            Target::Each(_) => {
+                let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+                for topic in topics.iter() {
+                    self.hub.mark_stale(topic);
+                }
+            }
+        }
     }
 
     /// Writes the state: whether any topic changed, and why the hub refused one (its

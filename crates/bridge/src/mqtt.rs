@@ -64,6 +64,8 @@ pub struct MqttSource {
     config: MqttConfig,
     options: MqttOptions,
     topic: Template,
+    /// The last-will filter's segments and the template of the topic it marks.
+    last_will: Option<(Vec<String>, Template)>,
     qos: QoS,
 }
 
@@ -87,8 +89,17 @@ impl MqttSource {
         if config.subscribe.is_empty() {
             return Err("subscribe: name at least one MQTT topic filter".into());
         }
+        let last_will = match &config.last_will {
+            Some(will) => Some((
+                will.topic.split('/').map(str::to_owned).collect(),
+                Template::parse(&will.stale_topic)
+                    .map_err(|e| format!("last_will.stale_topic: {e}"))?,
+            )),
+            None => None,
+        };
         Ok(MqttSource {
             topic: Template::parse(&config.topic).map_err(|e| format!("topic: {e}"))?,
+            last_will,
             qos: qos(config.qos)?,
             hub,
             health,
@@ -107,7 +118,8 @@ impl MqttSource {
                 .map_err(|e| format!("broker {}: {e}", self.config.broker))?;
             match event {
                 Event::Incoming(Packet::ConnAck(_)) => {
-                    for filter in &self.config.subscribe {
+                    let will = self.config.last_will.as_ref().map(|w| &w.topic);
+                    for filter in self.config.subscribe.iter().chain(will) {
                         client
                             .subscribe(filter, self.qos)
                             .await
@@ -129,7 +141,20 @@ impl MqttSource {
         for (i, segment) in mqtt_topic.split('/').enumerate() {
             context.insert((i + 1).to_string(), json!(segment));
         }
-        let name = match self.topic.render(&Value::Object(context)) {
+        let context = Value::Object(context);
+        if let (Some((filter, stale_topic)), Some(will)) = (&self.last_will, &self.config.last_will)
+            && filter_matches(filter, mqtt_topic)
+        {
+            if message.payload.as_ref() == will.offline.as_bytes() {
+                match stale_topic.render(&context).map(|name| Topic::new(&name)) {
+                    Ok(Ok(topic)) => self.hub.mark_stale(&topic),
+                    Ok(Err(e)) => self.health.rejected(&format!("{mqtt_topic}: {e}")).await,
+                    Err(e) => self.health.rejected(&format!("{mqtt_topic}: {e}")).await,
+                }
+            }
+            return;
+        }
+        let name = match self.topic.render(&context) {
             Ok(name) => name,
             Err(e) => return self.health.rejected(&format!("{mqtt_topic}: {e}")).await,
         };
@@ -157,6 +182,21 @@ impl MqttSource {
             Err(e) => self.health.rejected(&format!("{mqtt_topic}: {e}")).await,
         }
     }
+}
+
+/// Whether an MQTT topic matches a filter (given by its segments): `+` is one segment, a
+/// final `#` any rest.
+fn filter_matches(filter: &[String], topic: &str) -> bool {
+    let mut segments = topic.split('/');
+    for part in filter {
+        match (part.as_str(), segments.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (literal, Some(segment)) if literal == segment => {}
+            _ => return false,
+        }
+    }
+    segments.next().is_none()
 }
 
 /// A payload as JSON when it parses, else as a string.

@@ -386,6 +386,33 @@ async fn a_bad_token_shows_in_the_health_and_nothing_else_breaks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_entitys_topic_is_stale_until_it_is_available_again() {
+    let ha = HomeAssistant::start(SWITCHES).await;
+    let hub = hub();
+    let (mut watch, _bridge) = mirror(&hub, &ha, "").await;
+    let topic = "ha/sensor.receiver_battery";
+    let told = |w: &Watch, stale: bool| {
+        w.frames
+            .iter()
+            .any(|f| f["type"] == "stale" && f["topic"] == topic && f["stale"] == stale)
+    };
+    ha.set_state("sensor.receiver_battery", "80").await;
+    watch
+        .state_where(topic, "the battery", |s| s["state"] == "80")
+        .await;
+    ha.set_state("sensor.receiver_battery", "unavailable").await;
+    watch.until("the topic stale", |w| told(w, true)).await;
+    assert!(hub.get(topic).expect("mirrored").stale);
+    assert_eq!(
+        mirrored_state(&hub, "sensor.receiver_battery"),
+        "unavailable"
+    );
+    ha.set_state("sensor.receiver_battery", "79").await;
+    watch.until("the topic fresh", |w| told(w, false)).await;
+    assert!(!hub.get(topic).expect("mirrored").stale);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_the_source_reconnects_and_resyncs() {
     let mut ha = HomeAssistant::start(SWITCHES).await;
     let hub = hub();

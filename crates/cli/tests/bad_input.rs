@@ -293,7 +293,7 @@ async fn a_state_over_max_state_bytes_is_refused_with_too_large() {
     )
     .await;
     ws.ping_pong().await;
-    let grow = server.get("/api/state/bad/grow").await.json();
+    let grow = untimed(server.get("/api/state/bad/grow").await.json());
     assert_eq!(
         grow,
         json!({"topic": "bad/grow", "rev": 1, "state": {"a": half}})

@@ -18,7 +18,7 @@ async fn assert_state(server: &Server, expected: &Expected) {
             Some(state) => {
                 assert_eq!(read.status, 200, "{topic}: {}", read.text);
                 assert_eq!(
-                    read.json(),
+                    untimed(read.json()),
                     json!({"topic": topic, "rev": rev, "state": state}),
                     "{topic}"
                 );
@@ -278,7 +278,7 @@ async fn sigterm_with_a_stalled_client_still_exits_0() {
 
     server.restart();
     assert_eq!(
-        server.get("/api/state/big/t").await.json(),
+        untimed(server.get("/api/state/big/t").await.json()),
         json!({"topic": "big/t", "rev": 120, "state": last})
     );
 }

@@ -270,10 +270,13 @@ async fn a_source_whose_device_sends_a_bad_state_reports_it_and_keeps_the_last_g
     ));
     let server = Server::start(&["--config", &config]);
     let mut ws = server.ws().await;
-    ws.request(json!({"type": "subscribe", "id": 0, "patterns": ["mic/1", "_sources/receiver"]}))
+    let got = ws
+        .request(json!({"type": "subscribe", "id": 0, "patterns": ["mic/1", "_sources/receiver"]}))
         .await;
-    ws.recv_until(|m| m["topic"] == "mic/1" && m["state"] == good)
-        .await;
+    let is_good = |m: &Value| m["topic"] == "mic/1" && m["state"] == good;
+    if !got.iter().any(is_good) {
+        ws.recv_until(is_good).await;
+    }
     *device.lock().unwrap() = json!({"battery": "80%", "outputs": [true]});
     // Its health says why, and the source stays online: the device answers.
     let reported = ws

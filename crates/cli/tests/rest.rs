@@ -29,7 +29,7 @@ async fn put_get_patch_delete_round_trip_with_exact_bodies() {
     );
     assert_eq!(get.header("etag"), Some("\"1\""));
     assert_eq!(
-        get.json(),
+        untimed(get.json()),
         json!({"topic": topic, "rev": 1, "state": {"level": 92, "unit": "%"}})
     );
 
@@ -43,7 +43,7 @@ async fn put_get_patch_delete_round_trip_with_exact_bodies() {
     );
     let get = server.get(path).await;
     assert_eq!(
-        get.json(),
+        untimed(get.json()),
         json!({"topic": topic, "rev": 2, "state": {"level": 91}})
     );
     assert_eq!(get.header("etag"), Some("\"2\""));
@@ -80,7 +80,7 @@ async fn put_get_patch_delete_round_trip_with_exact_bodies() {
         json!({"topic": topic, "rev": 4, "changed": true})
     );
     assert_eq!(
-        server.get(path).await.json(),
+        untimed(server.get(path).await.json()),
         json!({"topic": topic, "rev": 4, "state": [1, 2]})
     );
 
@@ -98,7 +98,7 @@ async fn put_get_patch_delete_round_trip_with_exact_bodies() {
         json!({"topic": topic, "rev": 6, "changed": true})
     );
     assert_eq!(
-        server.get(path).await.json(),
+        untimed(server.get(path).await.json()),
         json!({"topic": topic, "rev": 6, "state": {"level": 50}})
     );
 }
@@ -131,7 +131,7 @@ async fn if_none_match_with_the_current_etag_gives_304() {
     assert_eq!(stale.status, 200);
     assert_eq!(stale.header("etag"), Some("\"2\""));
     assert_eq!(
-        stale.json(),
+        untimed(stale.json()),
         json!({"topic": "etag/t", "rev": 2, "state": {"a": 2}})
     );
 }
@@ -154,7 +154,7 @@ async fn if_match_with_another_rev_is_412_conflict_and_changes_nothing() {
         .await;
     assert_eq!(put.status, 412, "{}", put.text);
     assert_eq!(put.error_code(), "conflict");
-    assert_eq!(server.get(path).await.json(), unchanged);
+    assert_eq!(untimed(server.get(path).await.json()), unchanged);
 
     let patch = server
         .send(
@@ -166,7 +166,7 @@ async fn if_match_with_another_rev_is_412_conflict_and_changes_nothing() {
         .await;
     assert_eq!(patch.status, 412, "{}", patch.text);
     assert_eq!(patch.error_code(), "conflict");
-    assert_eq!(server.get(path).await.json(), unchanged);
+    assert_eq!(untimed(server.get(path).await.json()), unchanged);
 
     let delete = server
         .send(
@@ -177,7 +177,7 @@ async fn if_match_with_another_rev_is_412_conflict_and_changes_nothing() {
         .await;
     assert_eq!(delete.status, 412, "{}", delete.text);
     assert_eq!(delete.error_code(), "conflict");
-    assert_eq!(server.get(path).await.json(), unchanged);
+    assert_eq!(untimed(server.get(path).await.json()), unchanged);
 
     // The current rev passes.
     let put = server
@@ -284,7 +284,10 @@ async fn list_state_with_match_lists_the_matching_topics() {
             resp.json()
         }
     };
-    let mut topics = list("list/+").await["topics"].as_array().unwrap().clone();
+    let mut topics = untimed(list("list/+").await)["topics"]
+        .as_array()
+        .unwrap()
+        .clone();
     topics.sort_by(|a, b| a["topic"].as_str().cmp(&b["topic"].as_str()));
     assert_eq!(
         topics,
@@ -322,7 +325,13 @@ async fn health_reports_status_clients_topics_uptime_and_version() {
     assert_eq!(
         keys,
         [
-            "clients", "sources", "status", "topics", "uptime_s", "version"
+            "clients",
+            "sources",
+            "stale_topics",
+            "status",
+            "topics",
+            "uptime_s",
+            "version"
         ]
     );
     assert_eq!(body["sources"], json!({}), "no sources configured");

@@ -262,3 +262,45 @@ async fn a_state_that_breaks_its_schema_is_refused_with_the_violations() {
     assert_eq!(ack["error"]["details"][0]["pointer"], "/battery", "{ack}");
     assert_eq!(server.get("/api/state/mic/1").await.status, 404);
 }
+
+/// A topic that nobody writes within its `stale_after` turns stale over Socket.IO too (a
+/// generic `stale` event), and fresh again on its next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_topic_turns_stale_and_fresh_as_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("statecast.toml");
+    std::fs::write(
+        &config,
+        "[[topics]]\nmatch = \"railhub/+\"\nstale_after = \"300ms\"\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", &config.to_string_lossy()]);
+    let mut sio = Sio::connect(server.addr(), 1 << 16).await;
+    sio.emit("subscribe", json!({"patterns": ["railhub/#"]}), 1)
+        .await;
+    assert_eq!(sio.next().await.0, "ack:1");
+    server
+        .put("/api/state/railhub/esp32-01", &json!({"uptime": 1}))
+        .await;
+    let mut seen = Vec::new();
+    let stale = loop {
+        let (name, data) = sio.next().await;
+        if name == "stale" {
+            break data;
+        }
+        seen.push(name);
+    };
+    assert_eq!(seen, ["snapshot"]);
+    assert_eq!(
+        (stale["topic"].clone(), stale["stale"].clone()),
+        (json!("railhub/esp32-01"), json!(true))
+    );
+    server
+        .put("/api/state/railhub/esp32-01", &json!({"uptime": 1}))
+        .await;
+    let (name, data) = sio.next().await;
+    assert_eq!(
+        (name.as_str(), data["stale"].clone()),
+        ("stale", json!(false))
+    );
+}

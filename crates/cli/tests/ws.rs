@@ -235,7 +235,7 @@ async fn a_write_that_changes_nothing_keeps_the_rev_and_delivers_nothing() {
     subscriber.ping_pong().await;
     let read = server.get("/api/state/noop/t").await;
     assert_eq!(
-        read.json(),
+        untimed(read.json()),
         json!({"topic": topic, "rev": 2, "state": {"v": 2, "w": {"x": 2}}})
     );
 }
@@ -664,7 +664,7 @@ async fn a_stalled_client_blocks_nobody_stays_bounded_and_catches_up_on_the_fina
     );
     let read = server.get("/api/state/stall/t").await;
     assert_eq!(
-        read.json(),
+        untimed(read.json()),
         json!({"topic": topic, "rev": N, "state": expected})
     );
 }
@@ -1059,7 +1059,7 @@ async fn concurrent_writers_make_one_gapless_sequence_of_revs() {
         .collect();
     assert_eq!(follower.state, Some(Value::Object(expected.clone())));
     assert_eq!(
-        server.get("/api/state/conc/t").await.json(),
+        untimed(server.get("/api/state/conc/t").await.json()),
         json!({"topic": topic, "rev": TOTAL, "state": expected})
     );
 }

@@ -91,6 +91,8 @@ struct Keys {
     counter: String,
     log: String,
     epoch: String,
+    /// Topic → time of its last change (Unix ms).
+    time: String,
     nodes: String,
     routes: String,
 }
@@ -105,6 +107,7 @@ impl Keys {
             counter: key("counter"),
             log: key("log"),
             epoch: key("epoch"),
+            time: key("time"),
             nodes: key("nodes"),
             routes: key("routes"),
         }
@@ -121,8 +124,9 @@ const PRESENCE_TTL: Duration = Duration::from_secs(10);
 /// Entries one follow call reads at most.
 const FOLLOW_COUNT: usize = 1024;
 
-/// Appends a batch; see the crate docs. ARGV: epoch, stream length, then five per append:
-/// kind (`s` set, `d` delete, `e` event), topic, rev, state or event message, patch.
+/// Appends a batch; see the crate docs. ARGV: epoch, stream length, then six per append:
+/// kind (`s` set, `d` delete, `e` event), topic, rev, state or event message, patch, time
+/// (Unix ms).
 /// Returns per append `{1, seq}` or `{0, current rev, current state or nil}`.
 const APPEND_SCRIPT: &str = r"
 if redis.call('GET', KEYS[6]) ~= ARGV[1] then
@@ -131,8 +135,8 @@ end
 local maxlen = ARGV[2]
 local out = {}
 local blocked = {}
-for i = 3, #ARGV, 5 do
-  local kind, topic, rev, body, patch = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+for i = 3, #ARGV, 6 do
+  local kind, topic, rev, body, patch, time = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
   if kind == 'e' then
     local seq = redis.call('INCR', KEYS[4])
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'q', seq, 't', topic, 'k', 'e', 'm', body)
@@ -146,12 +150,13 @@ for i = 3, #ARGV, 5 do
       local seq = redis.call('INCR', KEYS[4])
       redis.call('HSET', KEYS[1], topic, rev)
       redis.call('HSET', KEYS[3], topic, seq)
+      redis.call('HSET', KEYS[7], topic, time)
       if kind == 's' then
         redis.call('HSET', KEYS[2], topic, body)
       else
         redis.call('HDEL', KEYS[2], topic)
       end
-      redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'q', seq, 't', topic, 'k', kind, 'r', rev, 's', body, 'p', patch)
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'q', seq, 't', topic, 'k', kind, 'r', rev, 's', body, 'p', patch, 'w', time)
       out[#out + 1] = {1, seq}
     end
   end
@@ -235,15 +240,17 @@ impl RedisEngine {
             HashMap<String, u64>,
             HashMap<String, Vec<u8>>,
             HashMap<String, u64>,
+            HashMap<String, u64>,
             Option<u64>,
             Vec<(String, Vec<Vec<u8>>)>,
             Option<String>,
         );
-        let (revs, mut states, seqs, counter, log, epoch): All = redis::pipe()
+        let (revs, mut states, seqs, times, counter, log, epoch): All = redis::pipe()
             .atomic()
             .hgetall(&self.keys.rev)
             .hgetall(&self.keys.state)
             .hgetall(&self.keys.seq)
+            .hgetall(&self.keys.time)
             .get(&self.keys.counter)
             .xrange_all(&self.keys.log)
             .get(&self.keys.epoch)
@@ -255,8 +262,11 @@ impl RedisEngine {
             .map(|(topic, rev)| StoredTopic {
                 seq: seqs.get(&topic).copied().unwrap_or(0),
                 state: states.remove(&topic),
+                changed_ms: times.get(&topic).copied().unwrap_or(0),
                 topic,
                 rev,
+                // Writes that changed nothing are known only to the hub that took them.
+                written_ms: 0,
             })
             .collect();
         let mut history = Vec::with_capacity(log.len());
@@ -347,6 +357,7 @@ impl SharedLog for RedisEngine {
             .key(&self.keys.counter)
             .key(&self.keys.log)
             .key(&self.keys.epoch)
+            .key(&self.keys.time)
             .arg(epoch)
             .arg(self.config.stream_len);
         for append in appends {
@@ -356,15 +367,21 @@ impl SharedLog for RedisEngine {
                     rev,
                     state,
                     patch,
+                    time_ms,
                 } => invocation
                     .arg(if state.is_some() { "s" } else { "d" })
                     .arg(topic)
                     .arg(rev)
                     .arg(state.unwrap_or_default())
-                    .arg(patch.unwrap_or_default()),
-                Append::Event { topic, message } => {
-                    invocation.arg("e").arg(topic).arg(0).arg(message).arg("")
-                }
+                    .arg(patch.unwrap_or_default())
+                    .arg(time_ms),
+                Append::Event { topic, message } => invocation
+                    .arg("e")
+                    .arg(topic)
+                    .arg(0)
+                    .arg(message)
+                    .arg("")
+                    .arg(0),
             };
         }
         let mut slot = self.appender.lock().unwrap_or_else(|e| e.into_inner());
@@ -524,7 +541,7 @@ fn parse_xread(value: RedisValue) -> Result<Vec<(String, Entry)>, String> {
 }
 
 /// One stream entry's fields (`q` seq, `t` topic, `k` kind, `r` rev, `s` state, `p` patch,
-/// `m` event message) as an [`Entry`].
+/// `w` time, `m` event message) as an [`Entry`].
 fn parse_entry(fields: &[Vec<u8>]) -> Result<Entry, String> {
     let mut get = HashMap::new();
     for pair in fields.chunks(2) {
@@ -552,6 +569,8 @@ fn parse_entry(fields: &[Vec<u8>]) -> Result<Entry, String> {
             rev: number("r")?,
             state: if kind == "s" { bytes("s") } else { None },
             patch: bytes("p").filter(|p| !p.is_empty()),
+            // Absent in entries from before times.
+            time_ms: text("w").ok().and_then(|t| t.parse().ok()).unwrap_or(0),
         },
         other => return Err(format!("unknown kind {other:?}")),
     };

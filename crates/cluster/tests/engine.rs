@@ -46,6 +46,7 @@ fn set<'a>(topic: &'a str, rev: u64, state: &'a str) -> Append<'a> {
         rev,
         state: Some(state.as_bytes()),
         patch: None,
+        time_ms: 1_000,
     }
 }
 
@@ -141,6 +142,7 @@ fn a_removal_keeps_the_rev_and_a_follower_past_a_trim_is_told_to_resync() {
             rev: 2,
             state: None,
             patch: None,
+            time_ms: 2_000,
         }])
         .expect("append");
     assert_eq!(

@@ -33,6 +33,10 @@ pub struct StoredTopic {
     pub seq: u64,
     /// The state as serialized JSON, or `None` for a removed topic (a tombstone).
     pub state: Option<Vec<u8>>,
+    /// When its last change was made (Unix ms; 0: not known, a store from before times).
+    pub changed_ms: u64,
+    /// When it was last written, changed or not (Unix ms; 0: not known).
+    pub written_ms: u64,
 }
 
 /// Everything an engine holds, read once at start-up.
@@ -55,6 +59,17 @@ pub struct Record<'a> {
     pub seq: u64,
     /// Serialized JSON, or `None` when the topic was removed.
     pub state: Option<&'a [u8]>,
+    /// When the change was made (Unix ms): also the topic's last write.
+    pub time_ms: u64,
+}
+
+/// A write that changed nothing, to a topic whose freshness counts: its time, so that
+/// staleness survives a restart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Touch<'a> {
+    pub topic: &'a str,
+    /// When it was written (Unix ms).
+    pub written_ms: u64,
 }
 
 /// Why an engine could not load or commit.
@@ -77,6 +92,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes `records` durable (all or nothing) and records `seq` as the highest sequence
     /// number committed. Returns only when the data would survive the process being killed.
     fn commit(&self, records: &[Record<'_>], seq: u64) -> Result<(), EngineError>;
+
+    /// Makes the times of writes that changed nothing durable. The hub calls it seldom
+    /// (see `hub/stale.rs`); an engine that keeps no times ignores it.
+    fn touch(&self, _touches: &[Touch<'_>]) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 /// An engine shared with its owner.
@@ -87,6 +108,10 @@ impl<E: Engine> Engine for Arc<E> {
 
     fn commit(&self, records: &[Record<'_>], seq: u64) -> Result<(), EngineError> {
         (**self).commit(records, seq)
+    }
+
+    fn touch(&self, touches: &[Touch<'_>]) -> Result<(), EngineError> {
+        (**self).touch(touches)
     }
 }
 
@@ -141,6 +166,8 @@ pub enum Append<'a> {
         rev: u64,
         state: Option<&'a [u8]>,
         patch: Option<&'a [u8]>,
+        /// When it was made (Unix ms), so every hub shows the same time.
+        time_ms: u64,
     },
     /// An event message for the topic's subscribers on every hub.
     Event { topic: &'a str, message: &'a [u8] },
@@ -180,6 +207,8 @@ pub enum EntryKind {
         rev: u64,
         state: Option<Vec<u8>>,
         patch: Option<Vec<u8>>,
+        /// When it was made (Unix ms; 0: an entry from before times).
+        time_ms: u64,
     },
     Event {
         message: Vec<u8>,

@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -44,6 +44,7 @@ mod client;
 mod commit;
 mod fanout;
 mod shared;
+mod stale;
 mod types;
 mod write;
 
@@ -54,6 +55,7 @@ pub use write::Submitted;
 use commit::{CommitThread, LocalSide};
 use fanout::{Published, Slot};
 use shared::LogSide;
+use stale::StaleTimer;
 use write::{Latest, WriteSide};
 
 /// The hub. Cheap to clone; all clones share one state. See the module docs.
@@ -87,6 +89,7 @@ struct Shared {
     epoch: String,
     stopped: AtomicBool,
     clients: AtomicU64,
+    stale_timer: StaleTimer,
 }
 
 /// Where the hub's changes become durable, chosen once at open. See [`crate::engine`].
@@ -146,7 +149,10 @@ impl Hub {
             seq: loaded.seq,
             deliveries: 0,
             live_topics: 0,
+            stale_topics: 0,
+            deadlines: Default::default(),
         };
+        let now = stale::now_ms();
         for stored in loaded.topics {
             let topic = Topic::new(&stored.topic).map_err(|e| {
                 HubError::new(
@@ -178,19 +184,34 @@ impl Hub {
             published.tree.insert(&topic, slot);
             published.slot_of.insert(topic.clone(), slot);
             published.live_topics += usize::from(stored.state.is_some());
+            let stale_after = stale::stale_after_ms(&config, &topic);
+            // A topic whose write time the store does not know was written, as far as
+            // anyone can tell, when the hub came up.
+            let written = match stored.written_ms.max(stored.changed_ms) {
+                0 => now,
+                ms => ms,
+            };
+            let stale = stale_after > 0
+                && stored.state.is_some()
+                && written.saturating_add(stale_after) <= now;
+            published.stale_topics += usize::from(stale);
             published.slots.push(Slot {
-                topic,
                 rev: stored.rev,
                 state: stored.state.map(Bytes::from),
-                snapshot: OnceLock::new(),
                 seq: stored.seq,
-                history: VecDeque::new(),
-                history_bytes: 0,
                 floor_seq: stored.seq,
+                changed_ms: stored.changed_ms,
+                written_ms: written,
+                stored_written_ms: written,
+                stale,
+                ..Slot::new(topic, stale_after)
             });
         }
         for entry in loaded.history {
-            let EntryKind::Change { rev, state, patch } = entry.kind else {
+            let EntryKind::Change {
+                rev, state, patch, ..
+            } = entry.kind
+            else {
                 continue;
             };
             let Some(&slot_id) = published.slot_of.get(entry.topic.as_str()) else {
@@ -211,6 +232,7 @@ impl Hub {
             slot.push_history(&config, rev, entry.seq, message);
         }
         published.seq = writes.seq;
+        let run_stale = config.policies.iter().any(|p| p.stale_after.is_some());
         let shared = Arc::new(Shared {
             config,
             storage,
@@ -221,8 +243,15 @@ impl Hub {
             epoch: loaded.epoch,
             stopped: AtomicBool::new(false),
             clients: AtomicU64::new(0),
+            stale_timer: StaleTimer::default(),
         });
-        let handles = match &shared.storage {
+        if run_stale {
+            let mut guard = shared.published_mut();
+            for slot in 0..guard.slots.len() as u32 {
+                stale::arm(&shared, &mut guard, slot);
+            }
+        }
+        let mut handles = match &shared.storage {
             Storage::Local(side) => {
                 let (hub, side) = (Arc::clone(&shared), Arc::clone(side));
                 vec![spawn("statecast-commit", move || {
@@ -237,6 +266,10 @@ impl Hub {
                 vec![commit, follow]
             }
         };
+        if run_stale {
+            let hub = Arc::clone(&shared);
+            handles.push(spawn("statecast-stale", move || stale::stale_loop(&hub))?);
+        }
         Ok(Hub {
             _commit: Arc::new(CommitThread {
                 shared: Arc::clone(&shared),
@@ -304,6 +337,8 @@ impl Hub {
             topic: slot.topic.clone(),
             rev: slot.rev,
             state: slot.state.clone()?,
+            changed_ms: slot.changed_ms,
+            stale: slot.stale,
         })
     }
 
@@ -318,6 +353,8 @@ impl Hub {
                     topic: slot.topic.clone(),
                     rev: slot.rev,
                     state: state.clone(),
+                    changed_ms: slot.changed_ms,
+                    stale: slot.stale,
                 });
             }
         });

@@ -16,6 +16,8 @@ pub enum Kind {
     Snapshot,
     Patch,
     Removed,
+    /// A topic turned stale or fresh again.
+    Stale,
     Event,
     Lagged,
     Welcome,
@@ -39,6 +41,7 @@ impl Kind {
             Kind::Snapshot => "snapshot",
             Kind::Patch => "patch",
             Kind::Removed => "removed",
+            Kind::Stale => "stale",
             Kind::Event => "event",
             Kind::Lagged => "lagged",
             Kind::Welcome => "welcome",
@@ -54,18 +57,20 @@ impl Kind {
     pub fn is_push(self) -> bool {
         matches!(
             self,
-            Kind::Snapshot | Kind::Patch | Kind::Removed | Kind::Event | Kind::Lagged
+            Kind::Snapshot | Kind::Patch | Kind::Removed | Kind::Stale | Kind::Event | Kind::Lagged
         )
     }
 
-    /// The kind of a state message built here (`snapshot`, `patch` or `removed`). The hub
-    /// keeps those as bare bytes in its history and queues, so the kind is told by the
-    /// first letter of the `type`, at a fixed offset of the layout this module writes.
+    /// The kind of a topic's message built here (`snapshot`, `patch`, `removed` or
+    /// `stale`). The hub keeps those as bare bytes in its history and queues, so the kind
+    /// is told by the first two letters of the `type`, at a fixed offset of the layout this
+    /// module writes.
     fn of_state(bytes: &[u8]) -> Kind {
         debug_assert!(bytes.starts_with(TYPE));
-        match bytes.get(TYPE.len()) {
-            Some(b's') => Kind::Snapshot,
-            Some(b'p') => Kind::Patch,
+        match bytes.get(TYPE.len()..TYPE.len() + 2) {
+            Some(b"sn") => Kind::Snapshot,
+            Some(b"st") => Kind::Stale,
+            Some(b"pa") => Kind::Patch,
             _ => Kind::Removed,
         }
     }
@@ -98,7 +103,7 @@ impl Frame {
         Frame::new(Kind::Ping, Bytes::new())
     }
 
-    /// A state message the hub queued (`snapshot`, `patch` or `removed`).
+    /// A topic's message the hub queued (`snapshot`, `patch`, `removed` or `stale`).
     pub(crate) fn state(bytes: Bytes) -> Frame {
         Frame::new(Kind::of_state(&bytes), bytes)
     }
@@ -107,7 +112,7 @@ impl Frame {
     pub fn topic(&self) -> Option<&str> {
         if !matches!(
             self.kind,
-            Kind::Snapshot | Kind::Patch | Kind::Removed | Kind::Event
+            Kind::Snapshot | Kind::Patch | Kind::Removed | Kind::Stale | Kind::Event
         ) {
             return None;
         }
@@ -135,11 +140,20 @@ const TOPIC: &[u8] = b"\",\"topic\":\"";
 const STATE: &[u8] = b",\"state\":";
 
 pub fn snapshot(topic: &str, rev: u64, state_json: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(48 + topic.len() + state_json.len());
+    snapshot_of(topic, rev, state_json, false)
+}
+
+/// A snapshot, marked `"stale":true` when the topic is stale (before its `state`, so the
+/// state stays the message's end).
+pub fn snapshot_of(topic: &str, rev: u64, state_json: &[u8], stale: bool) -> Bytes {
+    let mut out = BytesMut::with_capacity(62 + topic.len() + state_json.len());
     out.put_slice(b"{\"type\":\"snapshot\",\"topic\":\"");
     out.put_slice(topic.as_bytes());
     out.put_slice(b"\",\"rev\":");
     put_u64(&mut out, rev);
+    if stale {
+        out.put_slice(b",\"stale\":true");
+    }
     out.put_slice(b",\"state\":");
     out.put_slice(state_json);
     out.put_u8(b'}');
@@ -161,6 +175,20 @@ pub fn removed(topic: &str, rev: u64) -> Bytes {
     Bytes::from(format!(
         "{{\"type\":\"removed\",\"topic\":\"{topic}\",\"rev\":{rev}}}"
     ))
+}
+
+/// A topic turned stale (`stale`) or fresh again; `since_ms`: the time of its last write.
+pub fn stale(topic: &str, rev: u64, stale: bool, since_ms: u64) -> Bytes {
+    Bytes::from(format!(
+        "{{\"type\":\"stale\",\"topic\":\"{topic}\",\"rev\":{rev},\"stale\":{stale},\"since\":\"{}\"}}",
+        rfc3339(since_ms)
+    ))
+}
+
+/// A time (Unix milliseconds) as the contract writes it: RFC 3339, UTC, with milliseconds.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 pub fn event(topic: &str, data_json: &[u8]) -> Bytes {

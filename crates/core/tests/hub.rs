@@ -1954,6 +1954,7 @@ impl SharedLog for MemoryLog {
                     rev,
                     state,
                     patch,
+                    time_ms,
                 } => {
                     let (current, held) = entries
                         .iter()
@@ -1977,6 +1978,7 @@ impl SharedLog for MemoryLog {
                         rev,
                         state: state.map(<[u8]>::to_vec),
                         patch: patch.map(<[u8]>::to_vec),
+                        time_ms,
                     };
                     (topic, kind)
                 }

@@ -90,3 +90,109 @@ async fn the_embedded_api_refuses_a_state_its_schema_refuses_and_publishes_nothi
     // Other topics are free.
     assert_eq!(hub.set(&topic("other/x"), json!(1)).await, Ok(changed(1)));
 }
+
+/// The message types a client drained, with `stale` messages as `stale:true|false`.
+fn kinds(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| match m["type"].as_str().unwrap_or("?") {
+            "stale" => format!("stale:{}", m["stale"]),
+            "snapshot" if m["stale"] == true => "snapshot(stale)".into(),
+            other => other.to_owned(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_marked_stale_is_fresh_again_on_its_next_write_even_an_unchanged_one() {
+    let hub = hub_with(Vec::new());
+    let t = topic("micboard/SHURE001");
+    hub.set(&t, json!({"battery": 80})).await.unwrap();
+    let client = hub.connect();
+    client.subscribe(&[pat("micboard/#")], &Since::Now, None);
+    assert_eq!(kinds(&drain(&client)), ["snapshot"]);
+
+    hub.mark_stale(&t);
+    hub.mark_stale(&t); // once is enough: no second message
+    assert_eq!(hub.stale_count(), 1);
+    assert!(hub.get(t.as_str()).unwrap().stale);
+    assert_eq!(kinds(&drain(&client)), ["stale:true"]);
+    // A new subscriber's snapshot says so.
+    let late = hub.connect();
+    late.subscribe(&[pat("#")], &Since::Now, None);
+    assert_eq!(kinds(&drain(&late)), ["snapshot(stale)"]);
+
+    // A write that changes nothing freshens it (no new rev); once it has gone through the
+    // commit thread, the subscriber is told.
+    let same = hub.set(&t, json!({"battery": 80})).await.unwrap();
+    assert!(!same.changed);
+    // Freshening is queued behind the answer: a change after it is published after it.
+    hub.set(&t, json!({"battery": 79})).await.unwrap();
+    assert_eq!(kinds(&drain(&client)), ["stale:false", "patch"]);
+    assert_eq!(hub.stale_count(), 0);
+
+    // A change freshens it too, `stale:false` first.
+    hub.mark_stale(&t);
+    hub.patch(&t, json!({"battery": 78})).await.unwrap();
+    assert_eq!(
+        kinds(&drain(&client)),
+        ["stale:true", "stale:false", "patch"]
+    );
+    // A removed topic is not counted stale.
+    hub.mark_stale(&t);
+    hub.delete(&t).await.unwrap();
+    assert_eq!(hub.stale_count(), 0);
+    hub.mark_stale(&t); // removed: nothing
+    assert_eq!(kinds(&drain(&client)), ["stale:true", "removed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resuming_client_learns_a_topic_went_stale_while_it_was_away() {
+    let policy = TopicPolicy {
+        pattern: pat("mic/+"),
+        schema: None,
+        stale_after: Some(std::time::Duration::from_secs(3600)),
+        history: None,
+    };
+    let hub = hub_with(vec![policy]);
+    let (a, b) = (topic("mic/a"), topic("other/b"));
+    hub.set(&a, json!(1)).await.unwrap();
+    hub.set(&b, json!(1)).await.unwrap();
+    hub.mark_stale(&a);
+    hub.mark_stale(&b);
+    let revs = [("mic/a".to_string(), 1), ("other/b".to_string(), 1)].into();
+    let client = hub.connect();
+    client.subscribe(&[pat("#")], &Since::Revs(revs), None);
+    let got = drain(&client);
+    let mut told: Vec<(String, Value)> = got
+        .iter()
+        .map(|m| {
+            (
+                m["topic"].as_str().unwrap_or("").to_owned(),
+                m["stale"].clone(),
+            )
+        })
+        .collect();
+    told.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        told,
+        [
+            ("mic/a".into(), json!(true)),
+            ("other/b".into(), json!(true))
+        ],
+        "{got:?}"
+    );
+    // Fresh again: a topic under a stale_after policy is told fresh on resume; one
+    // without a policy that is fresh says nothing.
+    hub.set(&a, json!(1)).await.unwrap();
+    hub.set(&b, json!(1)).await.unwrap();
+    // Those changed nothing: they freshen their topics through the commit thread, which a
+    // change answered after them has passed.
+    hub.set(&topic("z/z"), json!(1)).await.unwrap();
+    let revs = [("mic/a".to_string(), 1), ("other/b".to_string(), 1)].into();
+    let again = hub.connect();
+    again.subscribe(&[pat("mic/#"), pat("other/#")], &Since::Revs(revs), None);
+    let got = drain(&again);
+    assert_eq!(kinds(&got), ["stale:false"], "{got:?}");
+    assert_eq!(got[0]["topic"], "mic/a");
+}

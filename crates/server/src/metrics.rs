@@ -131,6 +131,11 @@ impl Scrape {
             ),
             ("statecast_topics", "Live topics.", hub.topic_count() as u64),
             (
+                "statecast_stale_topics",
+                "Live topics that are stale (not written within their stale_after, or marked by a source).",
+                hub.stale_count() as u64,
+            ),
+            (
                 "statecast_uptime_seconds",
                 "Seconds since the hub started.",
                 uptime_s,

@@ -19,28 +19,33 @@ use crate::metrics::Metrics;
 use statecast_core::request::{parse_pattern, parse_topic};
 
 #[derive(Deserialize)]
-pub struct MatchQuery {
+pub struct ListQuery {
     #[serde(rename = "match")]
     pattern: Option<String>,
+    /// `true`: only the stale topics; `false`: only the fresh ones.
+    stale: Option<bool>,
 }
 
 pub async fn list_state(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Query(query): Query<MatchQuery>,
+    Query(query): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Metrics::add(&app.metrics.http_requests, 1);
     let pattern = parse_pattern(query.pattern.as_deref().unwrap_or("#"))?;
     let mut topics = app.hub.get_matching(&pattern);
-    topics.retain(|t| caller.grant.allows(Action::Read, t.topic.as_str()));
+    topics.retain(|t| {
+        caller.grant.allows(Action::Read, t.topic.as_str())
+            && query.stale.is_none_or(|stale| t.stale == stale)
+    });
     // Revs never go back, so the topics and their revs identify the list: pollers get a 304
     // while nothing changed.
     let etag = {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::hash::DefaultHasher::new();
         for topic in &topics {
-            (topic.topic.as_str(), topic.rev).hash(&mut hasher);
+            (topic.topic.as_str(), topic.rev, topic.stale).hash(&mut hasher);
         }
         format!("W/\"{:016x}\"", hasher.finish())
     };
@@ -278,6 +283,7 @@ pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
         "status": if reasons.is_empty() { "ok" } else { "degraded" },
         "clients": app.hub.client_count(),
         "topics": app.hub.topic_count(),
+        "stale_topics": app.hub.stale_count(),
         "uptime_s": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     });
@@ -396,6 +402,14 @@ fn write_topic(out: &mut Vec<u8>, topic: &TopicState) {
     out.extend_from_slice(topic.topic.as_bytes());
     out.extend_from_slice(b"\",\"rev\":");
     out.extend_from_slice(itoa::Buffer::new().format(topic.rev).as_bytes());
+    if topic.changed_ms > 0 {
+        out.extend_from_slice(b",\"time\":\"");
+        out.extend_from_slice(statecast_core::message::rfc3339(topic.changed_ms).as_bytes());
+        out.push(b'"');
+    }
+    if topic.stale {
+        out.extend_from_slice(b",\"stale\":true");
+    }
     out.extend_from_slice(b",\"state\":");
     out.extend_from_slice(&topic.state);
     out.push(b'}');

@@ -49,6 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         rev: seq,
                         seq,
                         state: Some(states[t].as_bytes()),
+                        time_ms: seq,
                     }
                 })
                 .collect();

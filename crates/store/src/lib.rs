@@ -8,13 +8,18 @@
 //!
 //! # Layout
 //!
-//! Two tables:
+//! Three tables:
 //!
 //! * `topics`: topic name (`&str`) → encoded record (`&[u8]`), one row per topic, tombstones
 //!   included (a removed topic keeps its rev so revs never go back).
 //! * `meta`: `"seq"` → the highest committed sequence number (8 bytes, little-endian `u64`)
 //!   and `"epoch"` → a random 16-hex-digit string (UTF-8) written on first open and never
 //!   changed, which identifies this store's history.
+//! * `times`: topic name → when its last change was made and when it was last written,
+//!   changed or not (two `u64` LE Unix milliseconds, 16 bytes). A store written before
+//!   times were kept has no such table or row: those topics' times are 0, not known.
+//!   Kept apart from `topics` so a write that changes nothing rewrites 16 bytes, not the
+//!   state.
 //!
 //! # Record encoding
 //!
@@ -44,7 +49,7 @@ use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     StorageError, TableDefinition,
 };
-use statecast_core::engine::{Engine, EngineError, Loaded, Record, StoredTopic};
+use statecast_core::engine::{Engine, EngineError, Loaded, Record, StoredTopic, Touch};
 
 /// The name of the database file inside the data directory.
 pub const FILE_NAME: &str = "statecast.redb";
@@ -53,6 +58,9 @@ pub const FILE_NAME: &str = "statecast.redb";
 const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 /// `"seq"` and `"epoch"` (see the crate docs).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Topic name → changed and written times (see the crate docs).
+const TIMES: TableDefinition<&str, &[u8]> = TableDefinition::new("times");
 
 const META_SEQ: &str = "seq";
 const META_EPOCH: &str = "epoch";
@@ -236,6 +244,19 @@ impl RedbEngine {
                     self.error(&format!("cannot write topic {:?}", record.topic), e)
                 })?;
             }
+            let mut times = txn
+                .open_table(TIMES)
+                .map_err(|e| self.error("cannot open times table", e))?;
+            for record in records {
+                times
+                    .insert(
+                        record.topic,
+                        times_value(record.time_ms, record.time_ms).as_slice(),
+                    )
+                    .map_err(|e| {
+                        self.error(&format!("cannot write times of {:?}", record.topic), e)
+                    })?;
+            }
             let mut meta = txn
                 .open_table(META)
                 .map_err(|e| self.error("cannot open meta table", e))?;
@@ -243,6 +264,40 @@ impl RedbEngine {
                 .map_err(|e| self.error("cannot write seq", e))?;
         }
         // Dropping an uncommitted transaction aborts it, so an error above writes nothing.
+        txn.commit().map_err(|e| self.error("cannot commit", e))
+    }
+
+    fn write_touches(&self, db: &Database, touches: &[Touch<'_>]) -> Result<(), EngineError> {
+        let mut txn = db
+            .begin_write()
+            .map_err(|e| self.error("cannot begin write transaction", e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.error("cannot set durability", e))?;
+        {
+            let mut times = txn
+                .open_table(TIMES)
+                .map_err(|e| self.error("cannot open times table", e))?;
+            for touch in touches {
+                let changed = match times
+                    .get(touch.topic)
+                    .map_err(|e| self.error("cannot read times", e))?
+                {
+                    Some(row) => row
+                        .value()
+                        .get(..8)
+                        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default())),
+                    None => 0,
+                };
+                times
+                    .insert(
+                        touch.topic,
+                        times_value(changed, touch.written_ms).as_slice(),
+                    )
+                    .map_err(|e| {
+                        self.error(&format!("cannot write times of {:?}", touch.topic), e)
+                    })?;
+            }
+        }
         txn.commit().map_err(|e| self.error("cannot commit", e))
     }
 
@@ -361,6 +416,14 @@ fn open_error(dir: &Path, path: &Path, err: DatabaseError) -> EngineError {
     EngineError(msg)
 }
 
+/// A `times` row: changed, then written.
+fn times_value(changed_ms: u64, written_ms: u64) -> [u8; 16] {
+    let mut value = [0; 16];
+    value[..8].copy_from_slice(&changed_ms.to_le_bytes());
+    value[8..].copy_from_slice(&written_ms.to_le_bytes());
+    value
+}
+
 /// Appends the encoding of one record (see the crate docs) to `buf`.
 fn encode(rev: u64, seq: u64, state: Option<&[u8]>, buf: &mut Vec<u8>) {
     buf.reserve(HEADER_LEN + state.map_or(0, <[u8]>::len));
@@ -465,7 +528,33 @@ impl Engine for RedbEngine {
                 rev,
                 seq,
                 state,
+                changed_ms: 0,
+                written_ms: 0,
             });
+        }
+        // A store from before times has no `times` table: its topics' times stay 0.
+        match txn.open_table(TIMES) {
+            Ok(times) => {
+                for stored in &mut topics {
+                    let Some(row) = times
+                        .get(stored.topic.as_str())
+                        .map_err(|e| self.error("cannot read times", e))?
+                    else {
+                        continue;
+                    };
+                    let bytes: [u8; 16] = row.value().try_into().map_err(|_| {
+                        self.error(
+                            &format!("corrupt times of topic {:?}", stored.topic),
+                            format_args!("{} bytes, expected 16", row.value().len()),
+                        )
+                    })?;
+                    let (changed, written) = bytes.split_at(8);
+                    stored.changed_ms = u64::from_le_bytes(changed.try_into().unwrap_or_default());
+                    stored.written_ms = u64::from_le_bytes(written.try_into().unwrap_or_default());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.error("cannot open times table", e)),
         }
 
         Ok(Loaded {
@@ -474,6 +563,17 @@ impl Engine for RedbEngine {
             epoch,
             history: Vec::new(),
         })
+    }
+
+    /// Rewrites the written time of each touched topic (its changed time stays), durably.
+    fn touch(&self, touches: &[Touch<'_>]) -> Result<(), EngineError> {
+        let mut handle = self.lock();
+        if handle.reopen {
+            self.reopen(&mut handle)?;
+        }
+        let result = self.write_touches(self.opened(&handle)?, touches);
+        handle.reopen = result.is_err();
+        result
     }
 
     /// Writes `records` and `seq` in one write transaction with immediate durability: on
@@ -504,6 +604,7 @@ mod tests {
             rev,
             seq,
             state,
+            time_ms: 0,
         }
     }
 
@@ -522,6 +623,49 @@ mod tests {
         assert_eq!(loaded.epoch.len(), 16);
         assert!(loaded.epoch.chars().all(|c| c.is_ascii_hexdigit()));
         assert!(engine.path().ends_with(FILE_NAME));
+    }
+
+    #[test]
+    fn times_survive_a_reopen_and_a_touch_moves_only_the_written_time() {
+        let dir = TempDir::new().unwrap();
+        {
+            let engine = RedbEngine::open(dir.path()).unwrap();
+            let change = Record {
+                time_ms: 1_000,
+                ..rec("a", 1, 1, Some(b"1"))
+            };
+            engine.commit(&[change], 1).unwrap();
+            engine
+                .touch(&[Touch {
+                    topic: "a",
+                    written_ms: 5_000,
+                }])
+                .unwrap();
+        }
+        let loaded = RedbEngine::open(dir.path()).unwrap().load().unwrap();
+        let a = &loaded.topics[0];
+        assert_eq!((a.changed_ms, a.written_ms), (1_000, 5_000));
+    }
+
+    #[test]
+    fn a_store_from_before_times_loads_with_times_unknown() {
+        let dir = TempDir::new().unwrap();
+        drop(RedbEngine::open(dir.path()).unwrap());
+        // Written as the previous version did: a topics row, no times table.
+        {
+            let db = Database::open(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut topics = txn.open_table(TOPICS).unwrap();
+                let mut buf = Vec::new();
+                encode(3, 7, Some(br#"{"x":1}"#), &mut buf);
+                topics.insert("old", buf.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let loaded = RedbEngine::open(dir.path()).unwrap().load().unwrap();
+        let old = &loaded.topics[0];
+        assert_eq!((old.rev, old.changed_ms, old.written_ms), (3, 0, 0));
     }
 
     #[test]
@@ -555,18 +699,24 @@ mod tests {
                         rev: 1,
                         seq: 1,
                         state: Some(br#"{"x":1}"#.to_vec()),
+                        changed_ms: 0,
+                        written_ms: 0,
                     },
                     StoredTopic {
                         topic: "b".into(),
                         rev: 2,
                         seq: 3,
                         state: None,
+                        changed_ms: 0,
+                        written_ms: 0,
                     },
                     StoredTopic {
                         topic: "c".into(),
                         rev: 7,
                         seq: 3,
                         state: Some(b"\"s\"".to_vec()),
+                        changed_ms: 0,
+                        written_ms: 0,
                     },
                 ],
                 seq: 3,
@@ -608,6 +758,8 @@ mod tests {
                 rev: 4,
                 seq: 4,
                 state: Some(b"true".to_vec()),
+                changed_ms: 0,
+                written_ms: 0,
             }]
         );
         assert_eq!(loaded.seq, 4);

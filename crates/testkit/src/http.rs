@@ -53,3 +53,27 @@ impl Resp {
             .to_owned()
     }
 }
+
+/// A REST state answer (one topic, or a listing's `topics`) without its `"time"`s, each
+/// checked to be there and RFC 3339 with milliseconds, for comparing the rest exactly.
+pub fn untimed(mut value: Value) -> Value {
+    fn strip(topic: &mut Value) {
+        let Some(fields) = topic.as_object_mut() else {
+            return;
+        };
+        if !fields.contains_key("state") {
+            return;
+        }
+        let time = fields.remove("time");
+        let text = time.as_ref().and_then(Value::as_str).unwrap_or("");
+        assert!(
+            text.len() == 24 && text.ends_with('Z') && text.as_bytes()[10] == b'T',
+            "a state answer without an RFC 3339 time: {topic:?} (time {time:?})"
+        );
+    }
+    match value.get_mut("topics").and_then(Value::as_array_mut) {
+        Some(topics) => topics.iter_mut().for_each(strip),
+        None => strip(&mut value),
+    }
+    value
+}

@@ -190,11 +190,12 @@ impl Server {
         Resp::read(request.send().await).await
     }
 
-    /// `GET /api/state?match=#` as a JSON value: the whole published state.
+    /// `GET /api/state?match=#` as a JSON value: the whole published state, each topic's
+    /// `time` checked and left out (see [`crate::untimed`]).
     pub async fn all_state(&self) -> Value {
         let resp = self.get("/api/state").await;
         assert_eq!(resp.status, 200, "{}", resp.text);
-        resp.json()
+        crate::untimed(resp.json())
     }
 
     /// The `/metrics` text.

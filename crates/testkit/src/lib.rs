@@ -37,7 +37,7 @@ mod ws;
 
 pub use follow::Follower;
 pub use homeassistant::HomeAssistant;
-pub use http::{Resp, http_client};
+pub use http::{Resp, http_client, untimed};
 pub use hub::{Server, metric_value};
 pub use local::{free_port, repo_root, signal};
 pub use merge_patch::{merge_apply, merge_patch};

@@ -21,9 +21,9 @@ use std::time::Instant;
 
 use super::Shared;
 use super::StoreStatus;
-use super::fanout::{publish, write_direct};
+use super::fanout::{DueTouch, publish, write_direct};
 use super::write::{Latest, Pending, PendingWhat};
-use crate::engine::{Engine, Record};
+use crate::engine::{Engine, Record, Touch};
 use crate::error::{ErrorCode, HubError};
 
 /// The hub's threads (the commit thread, and over a shared log the follow thread too):
@@ -37,6 +37,7 @@ impl CommitThread {
     pub(super) fn stop(&self) {
         self.shared.lock_writes().stopping = true;
         self.shared.commit_wanted.notify_one();
+        self.shared.stale_timer.stop();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
         for handle in handles {
             let _ = handle.join();
@@ -113,11 +114,17 @@ pub(super) fn commit_loop(shared: &Shared, side: &LocalSide) {
         let records: Vec<Record<'_>> = batch
             .iter()
             .filter_map(|p| match &p.what {
-                PendingWhat::Change { rev, state, .. } => Some(Record {
+                PendingWhat::Change {
+                    rev,
+                    state,
+                    time_ms,
+                    ..
+                } => Some(Record {
                     topic: &p.topic,
                     rev: *rev,
                     seq: p.seq,
                     state: state.as_deref(),
+                    time_ms: *time_ms,
                 }),
                 _ => None,
             })
@@ -145,7 +152,7 @@ pub(super) fn commit_loop(shared: &Shared, side: &LocalSide) {
                 // A lone change goes straight to idle sockets; in a busy hub the tasks
                 // batch several messages per write instead.
                 let mut direct = quiet.then(Vec::new);
-                publish(shared, &batch, direct.as_mut());
+                let touches = publish(shared, &batch, direct.as_mut());
                 let now = Instant::now();
                 for pending in batch {
                     shared
@@ -159,9 +166,39 @@ pub(super) fn commit_loop(shared: &Shared, side: &LocalSide) {
                 // that subscribes still sees its own change first, as its reserved socket
                 // holds the result back until the change is written.
                 write_direct(shared, direct.unwrap_or_default());
+                store_touches(side, &touches);
             }
             Err(e) => fail(shared, batch, &e.to_string()),
         }
+    }
+    // Stopping: every written time not yet stored, so a clean restart knows them all.
+    let touches: Vec<DueTouch> = {
+        let published = shared.published.read().unwrap_or_else(|e| e.into_inner());
+        published
+            .slots
+            .iter()
+            .filter(|s| s.stale_after_ms > 0 && s.written_ms > s.stored_written_ms)
+            .map(|s| (s.topic.clone(), s.written_ms))
+            .collect()
+    };
+    store_touches(side, &touches);
+}
+
+/// Stores the written times of unchanged writes (see `stale.rs`). Best effort: a store
+/// that refuses them costs a topic at most an early turn to stale after a crash.
+fn store_touches(side: &LocalSide, touches: &[DueTouch]) {
+    if touches.is_empty() {
+        return;
+    }
+    let touches: Vec<Touch<'_>> = touches
+        .iter()
+        .map(|(topic, written_ms)| Touch {
+            topic,
+            written_ms: *written_ms,
+        })
+        .collect();
+    if let Err(e) = side.engine.touch(&touches) {
+        side.set_refusing(Some(format!("the store refused the last write: {e}")));
     }
 }
 

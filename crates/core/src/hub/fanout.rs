@@ -7,7 +7,8 @@
 //! is written once the lock is released ([`write_direct`]). What a new subscription needs
 //! to catch up ([`initial_messages`]) is read from the same slots, under the same lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
@@ -15,7 +16,7 @@ use bytes::Bytes;
 
 use super::client::ClientEntry;
 use super::write::{Pending, PendingWhat};
-use super::{HubConfig, Mode, Shared, Since};
+use super::{HubConfig, Mode, Shared, Since, stale};
 use crate::index::{PatternIndex, TopicTree};
 use crate::message;
 use crate::outbox::{DirectWrite, Outbox};
@@ -34,6 +35,11 @@ pub(super) struct Published {
     /// Numbers each fan-out, so a change matching several patterns of a client is queued once.
     pub(super) deliveries: u64,
     pub(super) live_topics: usize,
+    /// Live topics that are stale now.
+    pub(super) stale_topics: usize,
+    /// When fresh topics turn stale unless written: (Unix ms, slot), earliest first; at
+    /// most one entry per slot (see `stale.rs`).
+    pub(super) deadlines: BinaryHeap<Reverse<(u64, u32)>>,
 }
 
 /// One topic's published state and history (removed topics keep theirs: revs never go
@@ -48,6 +54,17 @@ pub(super) struct Slot {
     pub(super) history_bytes: usize,
     /// The sequence number of the newest change no longer in `history`.
     pub(super) floor_seq: u64,
+    /// When the current rev was made, and when the topic was last written, changed or not
+    /// (Unix ms; 0: not known).
+    pub(super) changed_ms: u64,
+    pub(super) written_ms: u64,
+    /// The written time the store holds.
+    pub(super) stored_written_ms: u64,
+    /// Its policy's `stale_after` in ms (0: none).
+    pub(super) stale_after_ms: u64,
+    pub(super) stale: bool,
+    /// Whether it has an entry in `Published::deadlines`.
+    pub(super) armed: bool,
 }
 
 /// A change kept for resuming clients: the message that brought the topic to `rev`.
@@ -66,11 +83,31 @@ pub(super) struct DirectSend {
 }
 
 impl Slot {
+    /// A slot for `topic`, not yet holding anything.
+    pub(super) fn new(topic: Topic, stale_after_ms: u64) -> Slot {
+        Slot {
+            topic,
+            rev: 0,
+            state: None,
+            snapshot: OnceLock::new(),
+            seq: 0,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            floor_seq: 0,
+            changed_ms: 0,
+            written_ms: 0,
+            stored_written_ms: 0,
+            stale_after_ms,
+            stale: false,
+            armed: false,
+        }
+    }
+
     pub(super) fn snapshot(&self) -> Option<&Bytes> {
         let state = self.state.as_ref()?;
         Some(
             self.snapshot
-                .get_or_init(|| message::snapshot(&self.topic, self.rev, state)),
+                .get_or_init(|| message::snapshot_of(&self.topic, self.rev, state, self.stale)),
         )
     }
 
@@ -129,20 +166,43 @@ pub(super) fn write_direct(shared: &Shared, direct: Vec<DirectSend>) {
     }
 }
 
+/// A topic's written time that the store should hold (see `stale.rs`).
+pub(super) type DueTouch = (Topic, u64);
+
 /// Applies a committed batch to the published state and fans it out: into the outboxes,
-/// or with `direct`, to idle clients' sockets once the lock is released.
+/// or with `direct`, to idle clients' sockets once the lock is released. Returns the
+/// written times of unchanged writes that are due to be stored.
 pub(super) fn publish(
     shared: &Shared,
     batch: &[Pending],
     mut direct: Option<&mut Vec<DirectSend>>,
-) {
+) -> Vec<DueTouch> {
     let config = &shared.config;
     let stats = &shared.stats;
+    let mut touches = Vec::new();
     let mut guard = shared.published_mut();
     let published = &mut *guard;
     for pending in batch {
-        let (rev, state, patch) = match &pending.what {
-            PendingWhat::Change { rev, state, patch } => (*rev, state, patch),
+        let (rev, state, patch, time_ms) = match &pending.what {
+            PendingWhat::Change {
+                rev,
+                state,
+                patch,
+                time_ms,
+            } => (*rev, state, patch, *time_ms),
+            PendingWhat::Same {
+                written_ms: Some(written_ms),
+            } => {
+                if let Some(&slot_id) = published.slot_of.get(&pending.topic) {
+                    stale::written(shared, published, slot_id, *written_ms);
+                    let slot = &mut published.slots[slot_id as usize];
+                    if stale::touch_due(slot) {
+                        slot.stored_written_ms = slot.written_ms;
+                        touches.push((slot.topic.clone(), slot.written_ms));
+                    }
+                }
+                continue;
+            }
             PendingWhat::Event { message } => {
                 published.seq = published.seq.max(pending.seq);
                 published.deliveries += 1;
@@ -160,23 +220,17 @@ pub(super) fn publish(
                     });
                 continue;
             }
-            PendingWhat::Barrier | PendingWhat::Write { .. } => continue,
+            PendingWhat::Same { .. } | PendingWhat::Write { .. } => continue,
         };
         published.seq = published.seq.max(pending.seq);
         let slot_id = match published.slot_of.get(&pending.topic) {
             Some(&id) => id,
             None => {
                 let id = published.slots.len() as u32;
-                published.slots.push(Slot {
-                    topic: pending.topic.clone(),
-                    rev: 0,
-                    state: None,
-                    snapshot: OnceLock::new(),
-                    seq: 0,
-                    history: VecDeque::new(),
-                    history_bytes: 0,
-                    floor_seq: 0,
-                });
+                let stale_after = stale::stale_after_ms(config, &pending.topic);
+                published
+                    .slots
+                    .push(Slot::new(pending.topic.clone(), stale_after));
                 published.slot_of.insert(pending.topic.clone(), id);
                 published.tree.insert(&pending.topic, id);
                 id
@@ -199,6 +253,8 @@ pub(super) fn publish(
         slot.state = state.clone();
         slot.snapshot = OnceLock::new();
         slot.seq = pending.seq;
+        slot.changed_ms = time_ms;
+        slot.stored_written_ms = time_ms;
         let message = match patch {
             Some(patch) if !gap => patch.clone(),
             _ => slot.current_message(),
@@ -211,6 +267,14 @@ pub(super) fn publish(
             (true, false) => published.live_topics -= 1,
             _ => {}
         }
+        let slot = &mut published.slots[slot_id as usize];
+        if slot.stale && state.is_none() {
+            // A removed topic is neither stale nor fresh: no message, its count goes.
+            slot.stale = false;
+            published.stale_topics -= 1;
+        }
+        // Fresh again before the change is sent, and its deadline armed.
+        stale::written(shared, published, slot_id, time_ms);
         published.deliveries += 1;
         let delivery = published.deliveries;
         stats.changes.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +295,7 @@ pub(super) fn publish(
                 }
             });
     }
+    touches
 }
 
 /// Most direct writes per change. The commit thread writes them one after the other; the
@@ -262,7 +327,9 @@ fn reserve(
     true
 }
 
-/// What brings a client from `since` to the slot's current rev.
+/// What brings a client from `since` to the slot's current rev. A resuming client is also
+/// told whether a topic whose freshness counts is stale now, unless a snapshot (which says
+/// so) was sent: it may have turned while the client was away.
 pub(super) fn initial_messages(
     slot: &Slot,
     slot_id: u32,
@@ -271,41 +338,58 @@ pub(super) fn initial_messages(
     out: &mut Vec<(u32, Bytes)>,
 ) {
     let live = slot.state.is_some();
-    match since {
+    let snapshot = |out: &mut Vec<(u32, Bytes)>| {
+        if let Some(snapshot) = slot.snapshot() {
+            out.push((slot_id, snapshot.clone()));
+        }
+    };
+    let resumed = match since {
         Since::Now => {
-            if let Some(snapshot) = slot.snapshot() {
-                out.push((slot_id, snapshot.clone()));
-            }
+            snapshot(out);
+            false
         }
         Since::Revs(revs) => match revs.get(slot.topic.as_str()) {
             None => {
-                if let Some(snapshot) = slot.snapshot() {
-                    out.push((slot_id, snapshot.clone()));
-                }
+                snapshot(out);
+                false
             }
-            Some(&rev) if rev == slot.rev => {}
+            Some(&rev) if rev == slot.rev => true,
             Some(&rev) => {
                 let replay = (rev < slot.rev && mode == Mode::Patch)
                     .then(|| slot.history_after_rev(rev))
                     .flatten();
                 match replay {
-                    Some(entries) => out.extend(entries.map(|e| (slot_id, e.message.clone()))),
-                    None => out.push((slot_id, slot.current_message())),
+                    Some(entries) => {
+                        out.extend(entries.map(|e| (slot_id, e.message.clone())));
+                        true
+                    }
+                    None => {
+                        out.push((slot_id, slot.current_message()));
+                        false
+                    }
                 }
             }
         },
         Since::Cursor(seq) => {
-            if slot.seq <= *seq {
-                return;
-            }
-            let replay = (mode == Mode::Patch)
+            let replay = (slot.seq > *seq && mode == Mode::Patch)
                 .then(|| slot.history_after_seq(*seq))
                 .flatten();
             match replay {
-                Some(entries) => out.extend(entries.map(|e| (slot_id, e.message.clone()))),
-                None if live || *seq > 0 => out.push((slot_id, slot.current_message())),
-                None => {}
+                _ if slot.seq <= *seq => true,
+                Some(entries) => {
+                    out.extend(entries.map(|e| (slot_id, e.message.clone())));
+                    true
+                }
+                None if live || *seq > 0 => {
+                    out.push((slot_id, slot.current_message()));
+                    false
+                }
+                None => false,
             }
         }
+    };
+    if resumed && live && (slot.stale_after_ms > 0 || slot.stale) {
+        let stale = message::stale(&slot.topic, slot.rev, slot.stale, slot.written_ms);
+        out.push((slot_id, stale));
     }
 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::commit::take_batch;
 use super::fanout::{publish, write_direct};
 use super::write::{Done, Latest, Pending, PendingWhat, Prepared, UNCHANGED, prepare};
-use super::{Outcome, Shared};
+use super::{Outcome, Shared, stale};
 use crate::backoff::Backoff;
 use crate::engine::{Append, Appended, Entry, EntryKind, Followed, Loaded, Node, SharedLog};
 use crate::error::{ErrorCode, HubError};
@@ -148,6 +148,7 @@ fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
             attempts.push(attempt);
         }
     }
+    let now_ms = stale::now_ms();
     let appends: Vec<Append<'_>> = appending
         .iter()
         .map(|(i, change)| {
@@ -158,6 +159,7 @@ fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
                     rev: c.rev,
                     state: c.json.as_deref(),
                     patch: c.patch.as_deref(),
+                    time_ms: now_ms,
                 },
                 (None, PendingWhat::Event { message }) => Append::Event {
                     topic: &pending.topic,
@@ -202,10 +204,14 @@ fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
             Appended::Conflict { .. } => None,
         })
         .max();
+    let mut unchanged = Vec::new();
     for (pending, attempt) in batch.into_iter().zip(attempts) {
         if blocked.contains(&pending.topic) {
             retry.push(pending);
             continue;
+        }
+        if let Attempt::Same(_) = attempt {
+            unchanged.push(pending.topic.clone());
         }
         let Some(done) = pending.done else {
             continue;
@@ -236,6 +242,7 @@ fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
             },
         }
     }
+    refresh(shared, unchanged);
     if retry.is_empty() {
         return;
     }
@@ -251,6 +258,36 @@ fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
     for pending in retry.into_iter().rev() {
         writes.pending.push_front(pending);
     }
+}
+
+/// Writes that changed nothing still refresh their topics (see `stale.rs`), on this hub:
+/// the log carries no entry for them.
+fn refresh(shared: &Shared, topics: Vec<Topic>) {
+    let refreshing: Vec<Topic> = {
+        let published = shared.published.read().unwrap_or_else(|e| e.into_inner());
+        topics
+            .into_iter()
+            .filter(|t| stale::refreshes(&published, t))
+            .collect()
+    };
+    if refreshing.is_empty() {
+        return;
+    }
+    let now = stale::now_ms();
+    let batch: Vec<Pending> = refreshing
+        .into_iter()
+        .map(|topic| Pending {
+            topic,
+            seq: 0,
+            what: PendingWhat::Same {
+                written_ms: Some(now),
+            },
+            outcome: UNCHANGED,
+            done: None,
+            queued: Instant::now(),
+        })
+        .collect();
+    publish(shared, &batch, None);
 }
 
 /// The log refused the whole batch: answer it `unavailable` and restore the latest states.
@@ -374,7 +411,12 @@ fn apply(shared: &Shared, side: &LogSide, entries: Vec<Entry>) {
                 continue;
             };
             let what = match entry.kind {
-                EntryKind::Change { rev, state, patch } => {
+                EntryKind::Change {
+                    rev,
+                    state,
+                    patch,
+                    time_ms,
+                } => {
                     let newer = writes.topics.get(&topic).is_none_or(|l| rev > l.rev);
                     if newer {
                         let value = state
@@ -394,6 +436,12 @@ fn apply(shared: &Shared, side: &LogSide, entries: Vec<Entry>) {
                         rev,
                         state: state.map(Bytes::from),
                         patch: patch.map(Bytes::from),
+                        // An entry from before times: when this hub learnt of it.
+                        time_ms: if time_ms > 0 {
+                            time_ms
+                        } else {
+                            stale::now_ms()
+                        },
                     }
                 }
                 EntryKind::Event { message } => PendingWhat::Event {
@@ -433,6 +481,7 @@ fn resync(shared: &Shared, side: &LogSide, loaded: Loaded) {
                 rev: t.rev,
                 state: t.state,
                 patch: None,
+                time_ms: t.changed_ms,
             },
         })
         .collect();

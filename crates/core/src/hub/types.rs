@@ -108,4 +108,8 @@ pub struct TopicState {
     pub rev: u64,
     /// The state as serialized JSON.
     pub state: Bytes,
+    /// When the current rev was made (Unix ms; 0: not known, a store from before times).
+    pub changed_ms: u64,
+    /// Whether the topic is stale (see [`Hub::mark_stale`](super::Hub::mark_stale)).
+    pub stale: bool,
 }

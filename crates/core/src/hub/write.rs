@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{Hub, HubConfig, Outcome, Storage, Write};
+use super::{Hub, HubConfig, Outcome, Storage, Write, stale};
 use crate::error::{ErrorCode, HubError};
 use crate::merge::{self, Diff};
 use crate::message;
@@ -88,12 +88,17 @@ pub(super) enum PendingWhat {
         state: Option<Bytes>,
         /// The `patch` message, when a merge patch expresses the change.
         patch: Option<Bytes>,
+        /// When it was made (Unix ms).
+        time_ms: u64,
     },
     Event {
         message: Bytes,
     },
-    /// Answers a write that changed nothing once the changes before it are durable.
-    Barrier,
+    /// A write that changed nothing: answers its writer (if it waits) once the changes
+    /// before it are durable, and with `written_ms` refreshes its topic (see `stale.rs`).
+    Same {
+        written_ms: Option<u64>,
+    },
     /// A write not yet computed: a shared log's commit thread prepares it.
     Write {
         op: Op,
@@ -205,18 +210,29 @@ impl Hub {
                 outcome,
                 seq,
             } => {
-                // Answer at once unless the change this one equals is not yet durable.
-                if seq <= self.published().seq {
-                    return Ok(Submitted(Answer::Now(outcome)));
-                }
-                Pending {
+                let (durable, refreshes) = {
+                    let published = self.published();
+                    (seq <= published.seq, stale::refreshes(&published, &topic))
+                };
+                let pending = Pending {
                     topic,
                     seq,
-                    what: PendingWhat::Barrier,
+                    what: PendingWhat::Same {
+                        written_ms: refreshes.then(stale::now_ms),
+                    },
                     outcome,
                     done: None,
                     queued: Instant::now(),
+                };
+                // Answer at once unless the change this one equals is not yet durable; a
+                // write that refreshes its topic is still queued, in order with the changes.
+                if durable {
+                    if refreshes {
+                        self.queue(writes, pending);
+                    }
+                    return Ok(Submitted(Answer::Now(outcome)));
                 }
+                pending
             }
             Prepared::Change { topic, change } => {
                 writes.seq += 1;
@@ -237,6 +253,7 @@ impl Hub {
                         rev,
                         state: change.json,
                         patch: change.patch,
+                        time_ms: stale::now_ms(),
                     },
                     outcome: Outcome { rev, changed: true },
                     done: None,
