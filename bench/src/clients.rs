@@ -353,6 +353,17 @@ impl WsPublisher {
 
     /// Sends one change; waits only when `window` changes are unacknowledged.
     pub async fn publish(&mut self, topic: &str, seq: u64, payload: &str) -> Result<(), String> {
+        self.publish_state(topic, seq, &state_json(seq, payload))
+            .await
+    }
+
+    /// Sends one change of a state the caller made (serialized JSON).
+    pub async fn publish_state(
+        &mut self,
+        topic: &str,
+        seq: u64,
+        state: &str,
+    ) -> Result<(), String> {
         let permit = self
             .window
             .acquire()
@@ -364,7 +375,7 @@ impl WsPublisher {
         self.pending
             .borrow_mut()
             .insert(id, (topic.to_owned(), seq));
-        let text = self.protocol.publish(id, topic, &state_json(seq, payload));
+        let text = self.protocol.publish(id, topic, state);
         self.sink
             .feed(Message::text(text))
             .await

@@ -9,10 +9,12 @@
 //! - [`cluster`]: one hub against several sharing Redis, side by side.
 //! - [`redis`]: the little Redis client the cluster scenarios clean up with.
 //! - [`report`]: the table, JSON lines, CDF plots and the markdown report.
+//! - [`policies`]: what schemas and `stale_after` cost.
 //! - [`spike`]: whether the server gives memory back after a spike of stalled clients.
 
 mod clients;
 mod cluster;
+mod policies;
 mod protocol;
 mod redis;
 mod report;
@@ -87,6 +89,9 @@ pub enum Scenario {
     /// 5,000 subscribers that never read while 5,000 small states are published (their
     /// queues fill), then close: the server's RSS before, at the peak and each second after.
     Spike,
+    /// Topic policies: writes/s and CPU per write of a 20-field device state with its
+    /// schema against none, and the idle CPU of 100,000 topics under `stale_after`.
+    Policies,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -203,6 +208,7 @@ fn plan(args: &RunArgs) -> Plan {
         Cluster => (999, 0, 1, Some((10.0, 10.0)), 2000),
         ClusterSmoke => (60, 0, 1, Some((20.0, 1.0)), 200),
         Spike => (0, 5000, 1, None, 5000),
+        Policies => (0, 0, 1, None, 20_000),
     };
     let paced = match (args.rate, args.duration, args.changes) {
         // The cluster scenarios have both phases; `--duration 0` or `--changes 0` skips one.
@@ -301,6 +307,15 @@ fn run_command(args: RunArgs) -> Result<bool, String> {
             spike::run(&plan, &server, args.window, args.rounds, args.settle).await?;
             return Ok(Vec::new());
         }
+        if plan.scenario == Scenario::Policies {
+            drop(server);
+            let cmd = args
+                .server_cmd
+                .as_deref()
+                .ok_or("policies needs --server-cmd")?;
+            policies::run(&plan, cmd, pin_server, args.window).await?;
+            return Ok(Vec::new());
+        }
         let result = if plan.scenario == Scenario::Durable {
             durable(&plan, &mut server, args.writers).await
         } else {
@@ -333,9 +348,11 @@ fn run_command(args: RunArgs) -> Result<bool, String> {
         }
         report::plot(path, &curves)?;
     }
-    // The spike scenario prints its own figures and checks nothing.
-    Ok(plan.scenario == Scenario::Spike
-        || (!results.is_empty() && results.iter().all(|r| r.correct)))
+    // The spike and policies scenarios print their own figures and check nothing.
+    Ok(
+        matches!(plan.scenario, Scenario::Spike | Scenario::Policies)
+            || (!results.is_empty() && results.iter().all(|r| r.correct)),
+    )
 }
 
 fn progress(quiet: bool, len: usize, what: &str) -> ProgressBar {

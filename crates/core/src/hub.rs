@@ -20,7 +20,8 @@
 //! [`Hub::open`] takes the hub's own [`Engine`]; [`Hub::open_shared`] takes a [`SharedLog`]
 //! that several hubs share, and then steps 1 to 3 differ: see `hub/shared.rs`, which also
 //! holds that mode's state. The hub's own state (`Shared`) is the same in both modes.
-//! The public types a transport builds and reads are in `hub/types.rs`.
+//! The public types a transport builds and reads are in `hub/types.rs`; staleness (a
+//! deadline queue and its thread) is in `hub/stale.rs`.
 //!
 //! Locks are `std` locks held for short, non-async sections, in the order
 //! `writes` → `published` → an outbox.

@@ -21,6 +21,7 @@
 //!   - `fanout.rs`: the published state, history and fan-out into outboxes and sockets.
 //!   - `client.rs`: the [`Client`] handle (subscribe, scope, drain) and its [`Frame`]s.
 //!   - `shared.rs`: the hub over a [`SharedLog`](engine::SharedLog) several hubs share.
+//!   - `stale.rs`: staleness: the deadline queue, its thread, `stale` messages.
 //! - [`policy`]: topic policies (`[[topics]]`): schema, staleness and history per pattern,
 //!   compiled once for lookup.
 //! - [`engine`]: the storage boundary: a hub's own [`Engine`] or a log several hubs share;
