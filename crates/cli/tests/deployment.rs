@@ -1,8 +1,9 @@
-//! docs/deployment.md's nginx configuration (packaging/proxy/nginx.conf) in front of the
-//! real hub, run by a real nginx (Debian's; .ci/run installs it) as a child of the test on
-//! an ephemeral 127.0.0.1 port with its own prefix: a WebSocket subscribes through it (with
-//! the Origin of a page served through the proxy) and gets a patch, and an SSE stream
-//! through it gets a snapshot and a patch as they happen. nginx is stopped by its PID.
+//! docs/deployment.md's reverse-proxy configurations (packaging/proxy/: nginx.conf,
+//! apache.conf, Caddyfile) in front of the real hub, each run by the real server from
+//! Debian's packages (.ci/run installs them) as a child of the test on an ephemeral
+//! 127.0.0.1 port with its own prefix. Through each: a WebSocket subscribes (with the
+//! Origin of a page served through the proxy) and gets a patch, and an SSE stream gets a
+//! snapshot and a patch as they happen. Each proxy is stopped by its PID.
 
 mod common;
 
@@ -14,16 +15,15 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// nginx as a non-daemon child; stopped (by its own PID) when dropped.
-struct Nginx {
+/// A proxy server as a child in the foreground; stopped (by its own PID) when dropped.
+struct Proxy {
     child: Child,
     addr: String,
     prefix: tempfile::TempDir,
 }
 
-impl Drop for Nginx {
+impl Drop for Proxy {
     fn drop(&mut self) {
-        // SIGTERM: a fast stop of the master and its worker.
         signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -37,109 +37,168 @@ impl Drop for Nginx {
     }
 }
 
-fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("nginx is not installed (.ci/run installs Debian's nginx)")
-}
-
-/// The shipped site configuration with its two `# test:` lines pointed at `listen` and
-/// the hub; panics if they are not there (the test would no longer test the file).
-fn site_config(listen: &str, hub: &str) -> String {
-    let shipped = std::fs::read_to_string(repo_root().join("packaging/proxy/nginx.conf"))
-        .expect("read packaging/proxy/nginx.conf");
-    let mut replaced = 0;
-    let site: String = shipped
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            if trimmed.starts_with("listen 80;") {
-                replaced += 1;
-                format!("    listen {listen};")
-            } else if trimmed.starts_with("proxy_pass http://127.0.0.1:8080;") {
-                replaced += 1;
-                format!("        proxy_pass http://{hub};")
-            } else {
-                line.to_string()
+impl Proxy {
+    /// Runs `program args` in a new prefix (written by `write_config`, given the prefix and
+    /// the address to listen on) and waits (bounded) until it accepts connections.
+    fn start(program: &str, write_config: impl FnOnce(&Path, &str) -> Vec<String>) -> Proxy {
+        let program = ["/usr/sbin", "/usr/bin"]
+            .iter()
+            .map(|dir| PathBuf::from(dir).join(program))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{program} is not installed (.ci/run installs it)"));
+        let prefix = tempfile::tempdir().expect("temp dir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let args = write_config(prefix.path(), &addr);
+        let child = Command::new(&program)
+            .args(&args)
+            .env("HOME", prefix.path())
+            .env("XDG_DATA_HOME", prefix.path())
+            .env("XDG_CONFIG_HOME", prefix.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(prefix.path().join("stderr")).expect("stderr file"))
+            .spawn()
+            .expect("start the proxy");
+        let mut proxy = Proxy {
+            child,
+            addr,
+            prefix,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(&proxy.addr).is_err() {
+            let exited = proxy.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let p = proxy.prefix.path();
+                let log = ["stderr", "error.log"]
+                    .map(|f| std::fs::read_to_string(p.join(f)).unwrap_or_default())
+                    .join("\n");
+                panic!("{} did not listen ({exited:?}): {log}", program.display());
             }
-        })
-        .map(|l| l + "\n")
-        .collect();
-    assert_eq!(replaced, 2, "the two `# test:` lines changed: {shipped}");
-    site
-}
-
-fn start_nginx(hub: &str) -> Nginx {
-    let prefix = tempfile::tempdir().expect("temp dir");
-    let p = prefix.path();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    std::fs::write(p.join("statecast.conf"), site_config(&addr, hub)).expect("write site");
-    let dir = |name: &str| p.join(name).display().to_string();
-    let main = format!(
-        "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {log} info;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n  \
-         fastcgi_temp_path {t}/fastcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n  \
-         include {site};\n}}\n",
-        pid = dir("nginx.pid"),
-        log = dir("error.log"),
-        t = dir("tmp"),
-        site = dir("statecast.conf"),
-    );
-    std::fs::create_dir_all(p.join("tmp")).expect("tmp dir");
-    std::fs::write(p.join("nginx.conf"), main).expect("write nginx.conf");
-    let child = Command::new(nginx_binary())
-        .arg("-p")
-        .arg(p)
-        .arg("-e")
-        .arg(p.join("error.log"))
-        .arg("-c")
-        .arg(p.join("nginx.conf"))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let nginx = Nginx {
-        child,
-        addr,
-        prefix,
-    };
-    wait_listening(&nginx, nginx.prefix.path());
-    nginx
-}
-
-/// Bounded wait until nginx accepts connections (or has exited: then its log is shown).
-fn wait_listening(nginx: &Nginx, prefix: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&nginx.addr).is_err() {
-        let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
-        assert!(Instant::now() < deadline, "nginx did not listen: {log}");
-        std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        proxy
     }
 }
 
-#[tokio::test]
-async fn websocket_and_sse_work_through_the_documented_nginx_config() {
-    let hub = Server::start(&[]);
-    let nginx = start_nginx(hub.addr());
-    let proxied = format!("http://{}", nginx.addr);
-    assert_eq!(
-        hub.put("/api/state/deploy/a", &json!({"n": 1}))
-            .await
-            .status,
-        200
-    );
+/// The shipped file `packaging/proxy/<name>` with each `(from, to, times)` of `replace`
+/// done: `from` must occur `times` times (else the test no longer tests the file).
+fn shipped_config(name: &str, replace: &[(&str, String, usize)]) -> String {
+    let mut text = std::fs::read_to_string(repo_root().join("packaging/proxy").join(name))
+        .unwrap_or_else(|e| panic!("read packaging/proxy/{name}: {e}"));
+    for (from, to, times) in replace {
+        assert_eq!(text.matches(from).count(), *times, "{name}: {from}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+fn start_nginx(hub: &str) -> Proxy {
+    Proxy::start("nginx", |p, addr| {
+        let site = shipped_config(
+            "nginx.conf",
+            &[
+                ("listen 80;", format!("listen {addr};"), 1),
+                ("http://127.0.0.1:8080;", format!("http://{hub};"), 1),
+            ],
+        );
+        std::fs::write(p.join("site.conf"), site).expect("write site");
+        let p = p.display();
+        let main = format!(
+            "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  \
+             proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  \
+             uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  include {p}/site.conf;\n}}\n"
+        );
+        std::fs::write(format!("{p}/nginx.conf"), main).expect("write nginx.conf");
+        [
+            "-p".into(),
+            p.to_string(),
+            "-e".into(),
+            format!("{p}/error.log"),
+            "-c".into(),
+            format!("{p}/nginx.conf"),
+        ]
+        .into()
+    })
+}
+
+fn start_apache(hub: &str) -> Proxy {
+    Proxy::start("apache2", |p, addr| {
+        let port = addr.rsplit(':').next().unwrap_or_default();
+        let site = shipped_config(
+            "apache.conf",
+            &[
+                ("<VirtualHost *:80>", format!("<VirtualHost *:{port}>"), 1),
+                (
+                    "\"http://127.0.0.1:8080/\"",
+                    format!("\"http://{hub}/\""),
+                    2,
+                ),
+            ],
+        );
+        std::fs::write(p.join("site.conf"), site).expect("write site");
+        let modules = "/usr/lib/apache2/modules";
+        let p = p.display();
+        let main = format!(
+            "ServerRoot {p}\nServerName 127.0.0.1\nListen {addr}\nPidFile {p}/httpd.pid\n\
+             ErrorLog {p}/error.log\nLogLevel warn\nMutex file:{p}\nDefaultRuntimeDir {p}\n\
+             User nobody\nGroup nogroup\n\
+             LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+             LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+             LoadModule proxy_module {modules}/mod_proxy.so\n\
+             LoadModule proxy_http_module {modules}/mod_proxy_http.so\n\
+             Include {p}/site.conf\n"
+        );
+        std::fs::write(format!("{p}/httpd.conf"), main).expect("write httpd.conf");
+        ["-X".into(), "-f".into(), format!("{p}/httpd.conf")].into()
+    })
+}
+
+fn start_caddy(hub: &str) -> Proxy {
+    Proxy::start("caddy", |p, addr| {
+        let site = shipped_config(
+            "Caddyfile",
+            &[
+                ("\nhub.example {", format!("\nhttp://{addr} {{"), 1),
+                (
+                    "reverse_proxy 127.0.0.1:8080 {",
+                    format!("reverse_proxy {hub} {{"),
+                    1,
+                ),
+            ],
+        );
+        // The test's own global options: no admin endpoint, no certificates.
+        let file = format!("{{\n\tadmin off\n\tauto_https off\n}}\n\n{site}");
+        std::fs::write(p.join("Caddyfile"), file).expect("write Caddyfile");
+        let p = p.display();
+        [
+            "run".into(),
+            "--config".into(),
+            format!("{p}/Caddyfile"),
+            "--adapter".into(),
+            "caddyfile".into(),
+        ]
+        .into()
+    })
+}
+
+/// Through the proxy at `proxy`: a WebSocket subscribe that gets the snapshot and then a
+/// patch, and an SSE stream that gets the same, for a write made through the proxy too.
+async fn websocket_and_sse_through(hub: &Server, proxy: &str) {
+    let proxied = format!("http://{proxy}");
+    let topic = format!("deploy/{}", free_port());
+    let path = format!("/api/state/{topic}");
+    assert_eq!(hub.put(&path, &json!({"n": 1})).await.status, 200);
 
     // A page served through the proxy: its Origin is the proxy's, which the hub must take
     // as its own (Host passed on with the port).
     let origin = proxied.clone();
-    let mut ws = Ws::connect_with(&nginx.addr, "/ws", &[("Origin", origin.as_str())])
+    let mut ws = Ws::connect_with(proxy, "/ws", &[("Origin", origin.as_str())])
         .await
-        .expect("the WebSocket upgrade through nginx");
+        .expect("the WebSocket upgrade through the proxy");
     let mut seen = ws
-        .request(json!({"type": "subscribe", "id": 1, "patterns": ["deploy/#"]}))
+        .request(json!({"type": "subscribe", "id": 1, "patterns": [topic]}))
         .await;
     if !seen.iter().any(|m| m["type"] == "snapshot") {
         seen.extend(ws.recv_until(|m| m["type"] == "snapshot").await);
@@ -151,25 +210,24 @@ async fn websocket_and_sse_work_through_the_documented_nginx_config() {
         "{seen:?}"
     );
 
-    // SSE through the proxy.
     let response = within(
-        "the SSE response through nginx",
-        http_client_streaming()
-            .get(format!("{proxied}/api/stream?match=deploy/%23"))
+        "the SSE response through the proxy",
+        streaming_client()
+            .get(format!("{proxied}/api/stream"))
+            .query(&[("match", topic.as_str())])
             .header("accept", "text/event-stream")
             .send(),
     )
     .await
-    .expect("the SSE request through nginx");
+    .expect("the SSE request through the proxy");
     let mut sse = Sse::from_response(response, None);
     let first = sse.next().await;
     assert_eq!(first.event, "snapshot", "{first:?}");
     assert_eq!(first.json()["state"], json!({"n": 1}));
 
-    // A write (through the proxy too) arrives on both as a patch.
     let write = Resp::read(
         http_client()
-            .patch(format!("{proxied}/api/state/deploy/a"))
+            .patch(format!("{proxied}{path}"))
             .header("content-type", "application/json")
             .header("origin", origin.as_str())
             .body(r#"{"n": 2}"#)
@@ -178,9 +236,9 @@ async fn websocket_and_sse_work_through_the_documented_nginx_config() {
     )
     .await;
     assert_eq!(write.status, 200, "{}", write.text);
-    let patch = ws.recv_until(|m| m["type"] == "patch").await;
-    let patch = patch.last().expect("a patch");
-    assert_eq!(patch["topic"], "deploy/a");
+    let patches = ws.recv_until(|m| m["type"] == "patch").await;
+    let patch = patches.last().expect("a patch");
+    assert_eq!(patch["topic"], topic.as_str());
     assert_eq!(patch["patch"], json!({"n": 2}));
     assert_eq!(patch["rev"], 2);
     let event = sse.next().await;
@@ -189,25 +247,58 @@ async fn websocket_and_sse_work_through_the_documented_nginx_config() {
 }
 
 /// A client without an overall timeout: the stream stays open, each read is bounded.
-fn http_client_streaming() -> reqwest::Client {
+fn streaming_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("client")
 }
 
+/// A hub, the proxy `start` gives in front of it, and the checks through it.
+async fn check_proxy(start: fn(&str) -> Proxy) {
+    let hub = Server::start(&[]);
+    let proxy = start(hub.addr());
+    websocket_and_sse_through(&hub, &proxy.addr).await;
+    // The hub first: its end closes the proxy's upstream connections, so the proxy (Apache,
+    // Caddy) stops at once rather than waiting for them.
+    drop(hub);
+}
+
+#[tokio::test]
+async fn websocket_and_sse_work_through_the_nginx_config() {
+    check_proxy(start_nginx).await;
+}
+
+#[tokio::test]
+async fn websocket_and_sse_work_through_the_apache_config() {
+    check_proxy(start_apache).await;
+}
+
+#[tokio::test]
+async fn websocket_and_sse_work_through_the_caddyfile() {
+    check_proxy(start_caddy).await;
+}
+
 #[test]
-fn the_documented_read_timeout_outlasts_the_heartbeats() {
-    let shipped =
-        std::fs::read_to_string(repo_root().join("packaging/proxy/nginx.conf")).expect("read");
-    let timeout_s: u64 = shipped
-        .lines()
-        .map(str::trim)
-        .find_map(|l| l.strip_prefix("proxy_read_timeout "))
-        .and_then(|v| v.split('s').next())
-        .and_then(|v| v.parse().ok())
-        .expect("proxy_read_timeout <N>s");
+fn the_documented_timeouts_outlast_the_heartbeats() {
     // The default heartbeat_ms is 25 000; a connection is silent at most 2.5 of them.
-    assert!(timeout_s * 1000 > 25_000 * 5 / 2, "{timeout_s} s");
-    assert!(shipped.contains("proxy_buffering off;"));
+    let limit_s = 25 * 5 / 2;
+    let read = |name: &str| {
+        std::fs::read_to_string(repo_root().join("packaging/proxy").join(name)).expect("read")
+    };
+    let seconds_after = |text: &str, key: &str| -> u64 {
+        let at = text.find(key).unwrap_or_else(|| panic!("no {key}")) + key.len();
+        let digits: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().expect("a number of seconds")
+    };
+    let nginx = read("nginx.conf");
+    assert!(seconds_after(&nginx, "proxy_read_timeout ") > limit_s);
+    assert!(nginx.contains("proxy_buffering off;"));
+    let apache = read("apache.conf");
+    assert!(seconds_after(&apache, "timeout=") > limit_s);
+    assert!(apache.contains("flushpackets=on"));
+    assert!(read("Caddyfile").contains("flush_interval -1"));
 }
