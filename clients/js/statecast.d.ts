@@ -4,7 +4,7 @@
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 /** The connection status of a hub client. */
-export type Status = 'connecting' | 'open' | 'resyncing' | 'polling' | 'closed';
+export type Status = 'connecting' | 'open' | 'resyncing' | 'polling' | 'origin_refused' | 'closed';
 
 /** What happened to a topic, passed to subscription callbacks. */
 export interface Change {
@@ -42,7 +42,9 @@ export interface StatecastError extends Error {
    * The hub's error code (`invalid_topic`, `no_route`, `not_found`, ...), or
    * `disconnected` (the socket closed before the result arrived: the write may or may not
    * have happened), `closed` (the client was closed), `unreachable` (the REST request
-   * failed), `http_<status>` (an HTTP error without a statecast error body).
+   * failed), `origin_refused` (the hub refuses pages from this page's origin: add it to the
+   * hub's `allowed_origins`, or open the page from the hub), `http_<status>` (an HTTP error
+   * without a statecast error body).
    */
   code: string;
   /** For `upstream`: the device's HTTP status, when it answered. */

@@ -113,6 +113,8 @@ export function connect(url, options = {}) {
   let pollTimer = null;
   let pollBusy = false;
   let nextId = 1;
+  let originRefused = null; // the hub's message while it refuses this page's origin
+  let originProbe = null; // the probe under way, if any
 
   // ---------------------------------------------------------------- events
 
@@ -135,6 +137,7 @@ export function connect(url, options = {}) {
     let next;
     if (closed) next = 'closed';
     else if (socketOpen) next = resyncing.size ? 'resyncing' : 'open';
+    else if (originRefused) next = 'origin_refused';
     else if (polling) next = 'polling';
     else next = 'connecting';
     if (next !== status) {
@@ -299,6 +302,7 @@ export function connect(url, options = {}) {
     if (!ws || ws !== socket) return;
     const wasOpen = socketOpen;
     if (!wasOpen) failures++;
+    if (!wasOpen && !closed) checkOrigin();
     socket = null;
     socketOpen = false;
     clearSocketTimers();
@@ -347,6 +351,7 @@ export function connect(url, options = {}) {
     ws.onopen = () => {
       if (ws !== socket) return;
       socketOpen = true;
+      originRefused = null;
       failures = 0;
       attempt = 0;
       lastMessageAt = Date.now();
@@ -385,9 +390,46 @@ export function connect(url, options = {}) {
     if (closed || reconnectTimer || socket) return;
     const delay = Math.random() * Math.min(backoffMax, backoffMin * 2 ** attempt);
     attempt++;
-    if (failures >= pollAfterFailures) startPolling();
+    // Polling a hub that refuses the page's origin would fail the same way: wait for the
+    // origin probe's answer (it starts polling itself if the origin is not refused).
+    if (failures >= pollAfterFailures && !originRefused && !originProbe) startPolling();
     reconnectTimer = setTimeout(openSocket, delay);
     updateStatus();
+  }
+
+  // -------------------------------------------------------------- origin
+
+  // A browser sees a refused WebSocket upgrade (403) and a CORS-blocked request only as a
+  // network failure, the same as a hub that is down. GET /api/origin answers pages of every
+  // origin: the hub's message when it refuses this page's origin, else null (allowed, no
+  // answer, or a hub without the endpoint).
+  async function probeOrigin() {
+    if (typeof fetchFn !== 'function') return null;
+    try {
+      const res = await fetchFn(`${httpBase}/api/origin`, { headers: { Accept: 'application/json' } });
+      if (!res.ok) return null;
+      const body = await res.json();
+      if (!isPlainObject(body) || body.allowed !== false) return null;
+      return typeof body.message === 'string' ? body.message : `the hub refuses pages from ${body.origin}`;
+    } catch {
+      return null;
+    }
+  }
+
+  // After a socket that never opened: the status becomes `origin_refused` (and one
+  // `origin_refused` error is reported) while the hub refuses the origin.
+  function checkOrigin() {
+    if (originProbe) return;
+    originProbe = probeOrigin().then((refused) => {
+      originProbe = null;
+      if (closed || socketOpen) return;
+      const news = refused && refused !== originRefused;
+      originRefused = refused;
+      if (refused) stopPolling();
+      else if (failures >= pollAfterFailures) startPolling();
+      updateStatus();
+      if (news) reportError(makeError('origin_refused', refused));
+    });
   }
 
   // -------------------------------------------------------------- polling
@@ -495,6 +537,8 @@ export function connect(url, options = {}) {
     try {
       res = await fetchFn(httpBase + path, init);
     } catch (err) {
+      const refused = await probeOrigin();
+      if (refused) throw makeError('origin_refused', refused);
       throw makeError('unreachable', `request to the hub failed: ${err && err.message ? err.message : err}`);
     }
     const text = await res.text();

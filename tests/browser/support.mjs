@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { join, dirname } from "node:path";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
+import { after } from "node:test";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -73,4 +74,17 @@ export function launch() {
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
     ],
   });
+}
+
+/** What a test file starts (hub children, HTTP servers, one browser), all stopped after
+ * its tests: push children and servers, and get the browser with `owned.browser()`. */
+export function ownedForFile() {
+  const owned = { children: [], servers: [], launched: null };
+  owned.browser = async () => (owned.launched ??= await launch());
+  after(async () => {
+    await owned.launched?.close();
+    await Promise.all(owned.children.map(stop));
+    for (const s of owned.servers) s.close();
+  });
+  return owned;
 }

@@ -318,9 +318,11 @@ fn serve(settings: Settings) -> Result<(), String> {
                  commands switch and reboot"
             );
         }
+        notify_service_manager(ServiceState::Ready);
         statecast_server::serve(listener, hub, bridge, server_config, shutdown_signal())
             .await
             .map_err(|e| format!("server error: {e}"))?;
+        notify_service_manager(ServiceState::Stopping);
         if let Some(engine) = &cluster {
             engine.leave();
         }
@@ -332,6 +334,32 @@ fn serve(settings: Settings) -> Result<(), String> {
     runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
     tracing::info!("statecast stopped; every acknowledged write is stored");
     Ok(())
+}
+
+/// What the hub tells a service manager that started it.
+enum ServiceState {
+    /// Listening, with the store open and sources started: clients may connect.
+    Ready,
+    /// The server has stopped and the store is being closed.
+    Stopping,
+}
+
+/// Tells systemd (a unit with `Type=notify`, see packaging/statecast.service) the hub's
+/// state; does nothing unless `NOTIFY_SOCKET` is set, i.e. outside such a unit. A failure
+/// is logged, never fatal: the hub serves either way.
+fn notify_service_manager(state: ServiceState) {
+    #[cfg(target_os = "linux")]
+    {
+        let state = match state {
+            ServiceState::Ready => sd_notify::NotifyState::Ready,
+            ServiceState::Stopping => sd_notify::NotifyState::Stopping,
+        };
+        if let Err(e) = sd_notify::notify(&[state]) {
+            tracing::warn!("could not notify the service manager (NOTIFY_SOCKET): {e}");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = state;
 }
 
 /// Longest wait, once the server has stopped, for its tasks to end and the store to close.

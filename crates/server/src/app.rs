@@ -176,20 +176,16 @@ impl App {
         }
     }
 
-    /// Refuses a browser page from another site (cross-site WebSocket hijacking): a request
-    /// with an `Origin` is allowed when it is the hub's own (same host) or listed in
-    /// `allowed_origins`. Clients that are not browsers send no `Origin` and pass.
-    pub(crate) fn check_origin(
+    /// Whether a request's `Origin` may open sockets and streams and write: `None` when it
+    /// has none (clients that are not browsers), else the origin and the verdict. Allowed
+    /// are the hub's own pages (same host) and the origins listed in `allowed_origins`.
+    pub(crate) fn origin_verdict<'h>(
         &self,
-        headers: &axum::http::HeaderMap,
-        peer: Option<std::net::SocketAddr>,
-    ) -> Result<(), HubError> {
-        let Some(origin) = headers
+        headers: &'h axum::http::HeaderMap,
+    ) -> Option<(&'h str, bool)> {
+        let origin = headers
             .get(axum::http::header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return Ok(());
-        };
+            .and_then(|v| v.to_str().ok())?;
         let host = headers
             .get(axum::http::header::HOST)
             .and_then(|v| v.to_str().ok());
@@ -201,9 +197,19 @@ impl App {
             .allowed_origins
             .iter()
             .any(|o| o == "*" || o.trim_end_matches('/') == origin);
-        if same_site || listed {
+        Some((origin, same_site || listed))
+    }
+
+    /// Refuses a browser page from another site (cross-site WebSocket hijacking): see
+    /// [`App::origin_verdict`]. Clients that are not browsers send no `Origin` and pass.
+    pub(crate) fn check_origin(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<(), HubError> {
+        let Some((origin, false)) = self.origin_verdict(headers) else {
             return Ok(());
-        }
+        };
         let e = HubError::new(
             ErrorCode::Forbidden,
             format!("origin {origin} is not allowed (allowed_origins)"),

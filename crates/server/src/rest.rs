@@ -423,3 +423,31 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     )
         .into_response()
 }
+
+/// `GET /api/origin`: whether the asking page's origin may use the hub, readable by a page
+/// of any origin (`Access-Control-Allow-Origin: *`). A browser sees a refused WebSocket
+/// upgrade or a CORS-blocked request only as a network failure; a client asks here to tell
+/// a refused origin from a hub that is down. It reveals nothing but the verdict on the
+/// asker's own origin.
+pub async fn origin(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let body = match app.origin_verdict(&headers) {
+        None => json!({"origin": null, "allowed": true}),
+        Some((origin, true)) => json!({"origin": origin, "allowed": true}),
+        Some((origin, false)) => json!({
+            "origin": origin,
+            "allowed": false,
+            "message": format!(
+                "the hub refuses pages from {origin}: add \"{origin}\" to allowed_origins \
+                 in its config, or open the page from the hub itself"
+            ),
+        }),
+    };
+    (
+        [
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::Json(body),
+    )
+        .into_response()
+}

@@ -63,6 +63,8 @@ pub(crate) fn router(
     routes
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors(&app.config.allowed_origins))
+        // Outside the CORS layer: it answers pages of every origin itself.
+        .route(&format!("{API}/origin"), get(rest::origin))
         .with_state(app)
 }
 
