@@ -466,14 +466,11 @@ impl SharedLog for RedisEngine {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// One small write on the appends' connection: Redis refuses it for the reasons it
-    /// refuses the append script (`MISCONF` on a full disk, `OOM` at `maxmemory`).
+    /// One small write, which Redis refuses for the reasons it refuses the append script
+    /// (`MISCONF` on a full disk, `OOM` at `maxmemory`). On a connection of its own: the
+    /// appends' may be stuck in a command that times out, and the follow thread asks this.
     fn writable(&self) -> Result<(), EngineError> {
-        let mut slot = self.appender.lock().unwrap_or_else(|e| e.into_inner());
-        let mut connection = match slot.take() {
-            Some(c) => c,
-            None => self.connect()?,
-        };
+        let mut connection = self.connect()?;
         let _: () = redis::cmd("SET")
             .arg(&self.keys.writable)
             .arg(&self.config.node)
@@ -481,7 +478,6 @@ impl SharedLog for RedisEngine {
             .arg(PRESENCE_TTL.as_millis() as u64)
             .query(&mut connection)
             .map_err(|e| self.error("a write was refused", e))?;
-        *slot = Some(connection);
         Ok(())
     }
 }

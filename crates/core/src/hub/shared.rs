@@ -324,7 +324,7 @@ fn refuse(
     before: HashMap<Topic, Option<Latest>>,
     why: &str,
 ) {
-    side.degraded_mut().append = Some(format!("the shared store refused a write: {why}"));
+    side.degraded_mut().append = Some(format!("the shared store did not take a write: {why}"));
     let mut writes = shared.lock_writes();
     for (topic, latest) in before {
         match latest {
@@ -391,9 +391,9 @@ fn fail_waiting(side: &LogSide, why: &str) {
     let error = HubError::new(
         ErrorCode::Unavailable,
         format!(
-            "the write reached the shared store, but this hub lost it before reading the \
-             write back ({why}); it is published once the hub reconnects, and retrying it is \
-             safe"
+            "the write reached the shared store, but this hub lost the store before reading \
+             the write back ({why}); it is published once the hub reconnects, and retrying \
+             it is safe"
         ),
     );
     for (done, _, _) in waiting.into_values().flatten() {
