@@ -8,12 +8,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{RedisPrefix, SHARED_REDIS, Server, Sse, Start, Ws, merge_apply, within};
+use common::{OwnRedis, RedisPrefix, SHARED_REDIS, Server, Sse, Start, Ws, merge_apply, within};
 use serde_json::{Value, json};
 
 /// Starts `n` nodes of one cluster.
@@ -487,76 +487,6 @@ async fn commands_cross_nodes_again_after_redis_restarts() {
     forwarded(&plain, 2).await;
 }
 
-/// A `redis-server` of the test's own, with every write fsynced (appendfsync always), on a
-/// free port; killed by its PID when dropped.
-struct OwnRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut redis = OwnRedis {
-            child: None,
-            port,
-            dir,
-        };
-        redis.launch();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (install Debian's redis-server)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 async fn wait_health(server: &Server, status: &str) -> Value {
     within(&format!("health {status}"), async {
         loop {
@@ -652,7 +582,7 @@ async fn a_redis_that_lost_its_data_is_not_written_over() {
     assert_eq!(r.status, 200);
     redis.kill();
     // A Redis that comes back empty (its files lost) holds none of the acknowledged state.
-    for entry in std::fs::read_dir(redis.dir.path()).expect("redis dir") {
+    for entry in std::fs::read_dir(redis.dir()).expect("redis dir") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
             std::fs::remove_dir_all(path).expect("remove");

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
-use common::{Server, Start, TIMEOUT};
+use common::{Server, Start, TIMEOUT, Tmpfs, fill_disk, is_root};
 use serde_json::{Value, json};
 
 /// The data directory a server logs at start-up (`..., store <dir>`).
@@ -127,60 +126,6 @@ async fn reset_broken_store_sets_an_emptied_file_aside_and_starts_empty() {
 // ---------------------------------------------------------------------------------------
 // A full disk
 // ---------------------------------------------------------------------------------------
-
-/// A tmpfs mounted over a directory, unmounted when dropped (lazily: whatever still has a
-/// file open there, the mount is gone from the tree).
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        match output.status.success() {
-            true => Ok(Tmpfs {
-                path: path.to_owned(),
-            }),
-            false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Writes `path` until the disk is full.
-fn fill_disk(path: &Path) {
-    let mut file = std::fs::File::create(path).expect("create the filler");
-    let chunk = vec![0x5A; 64 << 10];
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-            Err(e) => panic!("filling the disk: {e}"),
-        }
-    }
-    let _ = file.sync_all();
-}
 
 #[tokio::test]
 async fn after_a_full_disk_is_freed_writes_succeed_again_without_a_restart() {

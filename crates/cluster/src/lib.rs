@@ -20,7 +20,8 @@
 //! touch them all): `:rev`, `:state` and `:seq` are hashes by topic (rev, JSON state,
 //! sequence number of the last change); `:counter` is the last sequence number; `:log` is
 //! the stream; `:epoch` names this data's history; `:nodes` holds each hub's presence and
-//! `:routes` the command targets each hub owns (see [`relay`]).
+//! `:routes` the command targets each hub owns (see [`relay`]); `:writable` is written (and
+//! expires) when a hub whose append failed checks that Redis takes writes again.
 
 pub mod relay;
 
@@ -95,6 +96,7 @@ struct Keys {
     time: String,
     nodes: String,
     routes: String,
+    writable: String,
 }
 
 impl Keys {
@@ -110,6 +112,7 @@ impl Keys {
             time: key("time"),
             nodes: key("nodes"),
             routes: key("routes"),
+            writable: key("writable"),
         }
     }
 }
@@ -461,6 +464,21 @@ impl SharedLog for RedisEngine {
 
     fn nodes(&self) -> Vec<Node> {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// One small write, which Redis refuses for the reasons it refuses the append script
+    /// (`MISCONF` on a full disk, `OOM` at `maxmemory`). On a connection of its own: the
+    /// appends' may be stuck in a command that times out, and the follow thread asks this.
+    fn writable(&self) -> Result<(), EngineError> {
+        let mut connection = self.connect()?;
+        let _: () = redis::cmd("SET")
+            .arg(&self.keys.writable)
+            .arg(&self.config.node)
+            .arg("PX")
+            .arg(PRESENCE_TTL.as_millis() as u64)
+            .query(&mut connection)
+            .map_err(|e| self.error("a write was refused", e))?;
+        Ok(())
     }
 }
 

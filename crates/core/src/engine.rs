@@ -135,6 +135,12 @@ pub trait SharedLog: Send + Sync + 'static {
     fn nodes(&self) -> Vec<Node> {
         Vec::new()
     }
+
+    /// Whether the log takes writes now, asked without appending anything: a hub whose
+    /// append failed asks this (from the follow thread) before it reports healthy again.
+    fn writable(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 /// A log shared with its owner (who may, say, also take it out of the cluster on exit).
@@ -153,6 +159,10 @@ impl<L: SharedLog> SharedLog for Arc<L> {
 
     fn nodes(&self) -> Vec<Node> {
         (**self).nodes()
+    }
+
+    fn writable(&self) -> Result<(), EngineError> {
+        (**self).writable()
     }
 }
 

@@ -80,6 +80,11 @@ impl Server {
         self.pid
     }
 
+    /// The data directory it was started with (`--data-dir`).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> &str {
         &self.addr

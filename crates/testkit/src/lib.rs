@@ -21,28 +21,35 @@
 //!   appendix A as tests.
 //! - `follow.rs`: [`Follower`], a client's copy of a topic that checks the delivery rules.
 //! - `homeassistant.rs`: [`HomeAssistant`], a real Home Assistant process per test.
-//! - `redis.rs`: [`RedisPrefix`], a test's own keys on the shared Redis, deleted after it.
+//! - `redis.rs`: [`RedisPrefix`], a test's own keys on the shared Redis, deleted after it;
+//!   [`OwnRedis`], a `redis-server` of the test's own, to kill or starve.
+//! - `disk.rs`: [`Tmpfs`] and [`fill_disk`], a full disk on demand.
+//! - `netns.rs`: [`Netns`], a network namespace of the test's own, to cut links in.
 
+mod disk;
 mod follow;
 mod homeassistant;
 mod http;
 mod hub;
 mod local;
 pub mod merge_patch;
+mod netns;
 mod raw_ws;
 mod redis;
 mod sse;
 mod wait;
 mod ws;
 
+pub use disk::{Tmpfs, fill_disk, is_root};
 pub use follow::Follower;
 pub use homeassistant::HomeAssistant;
 pub use http::{Resp, http_client, untimed};
 pub use hub::{Server, metric_value};
 pub use local::{free_port, repo_root, signal};
 pub use merge_patch::{merge_apply, merge_patch};
+pub use netns::Netns;
 pub use raw_ws::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RawWs};
-pub use redis::{RedisPrefix, SHARED_REDIS};
+pub use redis::{OwnRedis, RedisPrefix, RedisSetup, SHARED_REDIS};
 pub use sse::{Sse, SseEvent};
 pub use wait::{TIMEOUT, within};
 pub use ws::{Ws, close_code, tcp_small_buffer};

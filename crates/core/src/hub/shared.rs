@@ -9,6 +9,16 @@
 //!
 //! This mode's own state, the log and what the two threads share, is a [`LogSide`]; the
 //! hub's state is the same as over a local engine.
+//!
+//! # When the log fails
+//! The hub is degraded while either thread fails, each for its own reason: the follow
+//! thread's clears when a follow succeeds again, the commit thread's when an append does,
+//! or, with no write coming (a balancer took the hub out of rotation), when the log says
+//! it takes writes again ([`SharedLog::writable`], asked by the follow thread). A log that
+//! is read fine but refuses writes (Redis with a full disk answers `MISCONF`) keeps the
+//! hub degraded until it takes them. A write appended but not yet read back when the
+//! follow thread loses the log is answered `unavailable` at once: it is stored, but this
+//! hub cannot publish it (or say so) before the log is back, which may take long.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,12 +41,14 @@ const FOLLOW_WAIT: Duration = Duration::from_millis(250);
 /// Retry delays while the log cannot be read.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often a hub whose last append failed asks the log whether it takes writes again.
+const WRITABLE_EVERY: Duration = Duration::from_secs(1);
 
 /// The hub's side of a shared log: the log, and what the commit and follow threads share.
 pub(super) struct LogSide {
     log: Box<dyn SharedLog>,
-    /// Why the log cannot be reached, while it cannot.
-    degraded: Mutex<Option<String>>,
+    /// Why the log cannot be reached or written, while it cannot.
+    degraded: Mutex<Degraded>,
     /// Writes appended to the log, answered once followed back (keyed by seq).
     waiting: Mutex<BTreeMap<u64, Vec<Waiter>>>,
     /// The seq of the last entry followed and published.
@@ -47,22 +59,33 @@ pub(super) struct LogSide {
 /// queued.
 type Waiter = (Done, Outcome, Instant);
 
+/// What failed last, per thread (see the module docs).
+#[derive(Default)]
+struct Degraded {
+    /// The follow thread cannot read the log.
+    follow: Option<String>,
+    /// The last append failed (and the log has not said since that it takes writes).
+    append: Option<String>,
+}
+
 impl LogSide {
     /// Over `log`, which has been loaded up to `followed`.
     pub(super) fn new(log: Box<dyn SharedLog>, followed: u64) -> LogSide {
         LogSide {
             log,
-            degraded: Mutex::new(None),
+            degraded: Mutex::new(Degraded::default()),
             waiting: Mutex::new(BTreeMap::new()),
             followed: AtomicU64::new(followed),
         }
     }
 
     pub(super) fn degraded(&self) -> Option<String> {
-        self.degraded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        degraded.follow.clone().or_else(|| degraded.append.clone())
+    }
+
+    fn degraded_mut(&self) -> std::sync::MutexGuard<'_, Degraded> {
+        self.degraded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn nodes(&self) -> Vec<Node> {
@@ -179,6 +202,9 @@ fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
         let result = side.log.append(&appends);
         let durable = if result.is_ok() { appends.len() } else { 0 };
         shared.stats.observe_commit(started.elapsed(), durable);
+        if result.is_ok() {
+            side.degraded_mut().append = None;
+        }
         result
     };
     drop(appends);
@@ -298,10 +324,7 @@ fn refuse(
     before: HashMap<Topic, Option<Latest>>,
     why: &str,
 ) {
-    set_degraded(
-        side,
-        Some(format!("the shared store is unreachable: {why}")),
-    );
+    side.degraded_mut().append = Some(format!("the shared store did not take a write: {why}"));
     let mut writes = shared.lock_writes();
     for (topic, latest) in before {
         match latest {
@@ -358,13 +381,43 @@ fn followed_to(shared: &Shared, side: &LogSide, seq: u64) {
     }
 }
 
-fn set_degraded(side: &LogSide, why: Option<String>) {
-    *side.degraded.lock().unwrap_or_else(|e| e.into_inner()) = why;
+/// The follow thread lost the log: the writes appended but not yet read back are answered
+/// `unavailable` now rather than when the log is back (see the module docs).
+fn fail_waiting(side: &LogSide, why: &str) {
+    let waiting = std::mem::take(&mut *side.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+    if waiting.is_empty() {
+        return;
+    }
+    let error = HubError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "the write reached the shared store, but this hub lost the store before reading \
+             the write back ({why}); it is published once the hub reconnects, and retrying \
+             it is safe"
+        ),
+    );
+    for (done, _, _) in waiting.into_values().flatten() {
+        let _ = done.send(Err(error.clone()));
+    }
+}
+
+/// After a failed append, asks the log (at most every [`WRITABLE_EVERY`]) whether it takes
+/// writes again, so that a hub no write reaches does not stay degraded.
+fn check_writable(side: &LogSide, asked: &mut Option<Instant>) {
+    if side.degraded_mut().append.is_none() || asked.is_some_and(|at| at.elapsed() < WRITABLE_EVERY)
+    {
+        return;
+    }
+    *asked = Some(Instant::now());
+    if side.log.writable().is_ok() {
+        side.degraded_mut().append = None;
+    }
 }
 
 /// The follow thread: publishes what the log holds, until the hub stops and nothing waits.
 pub(super) fn follow_loop(shared: &Shared, side: &LogSide) {
     let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+    let mut writable_asked = None;
     loop {
         let stopping = shared.lock_writes().stopping;
         let nothing_waits = side
@@ -379,16 +432,20 @@ pub(super) fn follow_loop(shared: &Shared, side: &LogSide) {
         match side.log.follow(FOLLOW_WAIT, clients) {
             Ok(followed) => {
                 if backoff.retrying() {
-                    set_degraded(side, None);
+                    side.degraded_mut().follow = None;
                     backoff.reset();
                 }
                 match followed {
                     Followed::Entries(entries) => apply(shared, side, entries),
                     Followed::Resync(loaded) => resync(shared, side, loaded),
                 }
+                check_writable(side, &mut writable_asked);
             }
             Err(e) => {
-                set_degraded(side, Some(format!("the shared store is unreachable: {e}")));
+                let why = e.to_string();
+                side.degraded_mut().follow =
+                    Some(format!("the shared store is unreachable: {why}"));
+                fail_waiting(side, &why);
                 std::thread::sleep(backoff.next_wait());
             }
         }
