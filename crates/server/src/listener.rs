@@ -2,7 +2,8 @@
 //! HTTP/2 served by hyper directly, each connection counted in a [`Slot`] that also holds
 //! its message budget; over the limits, a connection gets 503. A request has
 //! `handshake_timeout_ms` for its headers (hyper's timer, which also ends an idle
-//! keep-alive connection) and as long again for its body (`deadline.rs`). [`serve`] also runs the
+//! keep-alive connection) and as long again for its body (`deadline.rs`); the first head
+//! of an HTTP/1.1 connection is checked before hyper sees it (`head.rs`). [`serve`] also runs the
 //! heartbeat and, at shutdown, closes what is open.
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::ServerConfig;
+use crate::head::{self, Head};
 use crate::metrics::Metrics;
 use crate::tls::Tls;
 use crate::{deadline, routes, socketio};
@@ -254,13 +256,16 @@ pub async fn serve(
         let handshake = Duration::from_millis(app.config.limits.handshake_timeout_ms);
         match &app.config.tls {
             None => {
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(handshake)
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades();
                 tokio::spawn(async move {
-                    drive(connection, stopping, |c| c.graceful_shutdown()).await;
+                    // The first head is checked before hyper (`head.rs`).
+                    if let Head::Accepted(tcp) = head::first(tcp, handshake).await {
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(handshake)
+                            .serve_connection(TokioIo::new(tcp), service)
+                            .with_upgrades();
+                        drive(connection, stopping, |c| c.graceful_shutdown()).await;
+                    }
                     open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 });
             }
@@ -278,12 +283,14 @@ pub async fn serve(
                             drive(connection, stopping, |c| c.graceful_shutdown()).await;
                         }
                         Ok(Ok(stream)) => {
-                            let connection = hyper::server::conn::http1::Builder::new()
-                                .timer(hyper_util::rt::TokioTimer::new())
-                                .header_read_timeout(handshake)
-                                .serve_connection(TokioIo::new(stream), service)
-                                .with_upgrades();
-                            drive(connection, stopping, |c| c.graceful_shutdown()).await;
+                            if let Head::Accepted(stream) = head::first(stream, handshake).await {
+                                let connection = hyper::server::conn::http1::Builder::new()
+                                    .timer(hyper_util::rt::TokioTimer::new())
+                                    .header_read_timeout(handshake)
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .with_upgrades();
+                                drive(connection, stopping, |c| c.graceful_shutdown()).await;
+                            }
                         }
                         Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
