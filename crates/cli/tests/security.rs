@@ -422,6 +422,39 @@ async fn a_request_head_hyper_cannot_parse_gets_the_contracts_json_error() {
             "{what}: {body}"
         );
     }
+    // On a keep-alive connection: a good request is answered, then the bad head after it
+    // (sent at once, pipelined) gets the JSON error, and the connection is closed.
+    let mut pipelined = b"PUT /api/state/t/a HTTP/1.1\r\nHost: x\r\n\
+        Content-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"v\":1}"
+        .to_vec();
+    pipelined.extend_from_slice(b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answers = raw_exchange(&addr, &pipelined).await;
+    let (first, second) = answers
+        .split_once("HTTP/1.1 400 ")
+        .unwrap_or_else(|| panic!("no 400 after the good request: {answers:?}"));
+    assert!(first.starts_with("HTTP/1.1 200 "), "{answers:?}");
+    assert!(second.contains("application/json"), "{answers:?}");
+    assert!(second.contains("\"bad_request\""), "{answers:?}");
+    // A second request on a connection, after a good one and its answer.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let health = format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tcp.write_all(health.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 12];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    tcp.write_all(b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    within("the hub to answer and close", tcp.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    let second = rest.split_once("HTTP/1.1 400 ").map(|(_, s)| s);
+    assert!(
+        second.is_some_and(|s| s.contains("application/json") && s.contains("\"bad_request\"")),
+        "{rest:?}"
+    );
     // A good head still goes through, and so does a second request on its connection.
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let health = format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
@@ -438,5 +471,9 @@ async fn a_request_head_hyper_cannot_parse_gets_the_contracts_json_error() {
         }
     })
     .await;
-    assert_eq!(server.all_state().await, json!({"topics": []}));
+    // Only the good PUT was carried out.
+    assert_eq!(
+        server.all_state().await,
+        json!({"topics": [{"topic": "t/a", "rev": 1, "state": {"v": 1}}]})
+    );
 }

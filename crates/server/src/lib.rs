@@ -9,8 +9,8 @@
 //! # Layout
 //! - `listener`: the accept loop ([`serve`]): HTTP/1.1 or HTTP/2 by ALPN, a `Slot` per
 //!   connection (the connection limits and its message budget), the heartbeat, shutdown;
-//!   `deadline`: the time limit on a request's body (408); `head`: a connection's first
-//!   request head checked before hyper, so that a malformed one gets a JSON error.
+//!   `deadline`: the time limit on a request's body (408); `head`: every request head
+//!   checked before hyper, so that a malformed one gets a JSON error.
 //! - `routes`: which handler answers which method and path, one table ([`http_routes`]
 //!   lists it); the top-level paths defined once.
 //! - `openapi`: `/api/openapi.json`, the OpenAPI 3.1 description of those routes

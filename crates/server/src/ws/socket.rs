@@ -16,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::frame::TcpWrite;
 use crate::app::App;
-use crate::head::Rewind;
+use crate::head::HeadCheck;
 
 /// Boxed: moved between the connection's stages, inline it would take room in each
 /// (see `the_connection_future_stays_small`).
@@ -29,11 +29,10 @@ pub(super) fn split(
     upgraded: hyper::upgrade::Upgraded,
     app: &Arc<App>,
 ) -> Option<(ReadSide, WriteSide, Vec<u8>)> {
-    // The accept loop hands hyper its streams through `head::Rewind`; what hyper had read
-    // but not used comes first, then what of the checked head hyper had not read (none,
-    // in practice: the head precedes the upgrade).
+    // The accept loop hands hyper its streams through `head::HeadCheck`; what hyper had
+    // read but not used comes first, then what the check held that hyper had not read yet.
     let early = |read_buf: &[u8], unread: Vec<u8>| [read_buf, &unread].concat();
-    match upgraded.downcast::<TokioIo<Rewind<TcpStream>>>() {
+    match upgraded.downcast::<TokioIo<HeadCheck<TcpStream>>>() {
         Ok(parts) => {
             let (tcp, unread) = parts.io.into_inner().into_parts();
             let (read, write) = tcp.into_split();
@@ -47,7 +46,7 @@ pub(super) fn split(
                 early(&parts.read_buf, unread),
             ))
         }
-        Err(upgraded) => match upgraded.downcast::<TokioIo<Rewind<TlsStream<TcpStream>>>>() {
+        Err(upgraded) => match upgraded.downcast::<TokioIo<HeadCheck<TlsStream<TcpStream>>>>() {
             Ok(parts) => {
                 let (tls, unread) = parts.io.into_inner().into_parts();
                 let (read, write) = tokio::io::split(tls);
