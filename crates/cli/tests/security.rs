@@ -349,3 +349,131 @@ async fn every_http_error_is_the_contracts_json_error() {
     }
     assert_eq!(server.all_state().await, json!({"topics": []}));
 }
+
+/// Sends `request` on a new connection and reads the answer until the hub closes it.
+async fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    within("the hub to answer and close", tcp.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_hyper_cannot_parse_gets_the_contracts_json_error() {
+    let server = Server::start(&[]);
+    let addr = server.addr().to_owned();
+    let too_many: String = (0..200).map(|i| format!("h{i}: x\r\n")).collect();
+    let too_many = format!("GET / HTTP/1.1\r\nHost: x\r\n{too_many}\r\n");
+    for (what, request, status, code) in [
+        (
+            "a raw 0xFF in the request line",
+            &b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            "400",
+            "bad_request",
+        ),
+        (
+            "a control character in the path",
+            b"GET /api/\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "400",
+            "bad_request",
+        ),
+        (
+            "a header name with a space",
+            b"GET /api/health HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n",
+            "400",
+            "bad_request",
+        ),
+        (
+            "an unknown HTTP version",
+            b"GET /api/health HTTP/7.0\r\nHost: x\r\n\r\n",
+            "400",
+            "bad_request",
+        ),
+        (
+            "Content-Lengths that disagree",
+            b"PUT /api/state/t/a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1\r\nContent-Length: 2\r\n\r\n1",
+            "400",
+            "bad_request",
+        ),
+        ("too many headers", too_many.as_bytes(), "431", "too_large"),
+    ] {
+        let answer = raw_exchange(&addr, request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {answer:?}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\ncontent-type: application/json\r\n"),
+            "{what}: {head}"
+        );
+        let body: Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {answer:?}"));
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("head")),
+            "{what}: {body}"
+        );
+    }
+    // On a keep-alive connection: a good request is answered, then the bad head after it
+    // (sent at once, pipelined) gets the JSON error, and the connection is closed.
+    let mut pipelined = b"PUT /api/state/t/a HTTP/1.1\r\nHost: x\r\n\
+        Content-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"v\":1}"
+        .to_vec();
+    pipelined.extend_from_slice(b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answers = raw_exchange(&addr, &pipelined).await;
+    let (first, second) = answers
+        .split_once("HTTP/1.1 400 ")
+        .unwrap_or_else(|| panic!("no 400 after the good request: {answers:?}"));
+    assert!(first.starts_with("HTTP/1.1 200 "), "{answers:?}");
+    assert!(second.contains("application/json"), "{answers:?}");
+    assert!(second.contains("\"bad_request\""), "{answers:?}");
+    // A second request on a connection, after a good one and its answer.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let health = format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tcp.write_all(health.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 12];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    tcp.write_all(b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    within("the hub to answer and close", tcp.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    let second = rest.split_once("HTTP/1.1 400 ").map(|(_, s)| s);
+    assert!(
+        second.is_some_and(|s| s.contains("application/json") && s.contains("\"bad_request\"")),
+        "{rest:?}"
+    );
+    // A good head still goes through, and so does a second request on its connection.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let health = format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tcp.write_all(format!("{health}{health}").as_bytes())
+        .await
+        .unwrap();
+    let mut answers = String::new();
+    within("two answers on one connection", async {
+        let mut buf = [0u8; 4096];
+        while answers.matches("HTTP/1.1 200").count() < 2 || !answers.ends_with('}') {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {answers:?}");
+            answers.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await;
+    // Only the good PUT was carried out.
+    assert_eq!(
+        server.all_state().await,
+        json!({"topics": [{"topic": "t/a", "rev": 1, "state": {"v": 1}}]})
+    );
+}

@@ -9,8 +9,12 @@
 //! # Layout
 //! - `listener`: the accept loop ([`serve`]): HTTP/1.1 or HTTP/2 by ALPN, a `Slot` per
 //!   connection (the connection limits and its message budget), the heartbeat, shutdown;
-//!   `deadline`: the time limit on a request's body (408).
-//! - `routes`: which handler answers which path; the top-level paths defined once.
+//!   `deadline`: the time limit on a request's body (408); `head`: every request head
+//!   checked before hyper, so that a malformed one gets a JSON error.
+//! - `routes`: which handler answers which method and path, one table ([`http_routes`]
+//!   lists it); the top-level paths defined once.
+//! - `openapi`: `/api/openapi.json`, the OpenAPI 3.1 description of those routes
+//!   (`openapi.json`, [`OPENAPI_DOCUMENT`]).
 //! - `app`: `App`, what every handler shares, and its checks (credential, grant, rate,
 //!   origin).
 //! - `config`: [`ServerConfig`] and [`Limits`], with their defaults.
@@ -37,8 +41,10 @@ mod auth;
 mod config;
 mod deadline;
 mod error;
+mod head;
 mod listener;
 mod metrics;
+mod openapi;
 mod query;
 mod rest;
 mod routes;
@@ -52,5 +58,7 @@ mod ws;
 pub use auth::{Auth, AuthConfig, key_sha256};
 pub use config::{Limits, ServerConfig};
 pub use listener::serve;
+pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;
+pub use routes::http_routes;
 pub use socketio::{Emit, EmitConfig, Mappings, On, OnAction, OnConfig, SocketIoConfig};
 pub use tls::Tls;

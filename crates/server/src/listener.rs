@@ -2,7 +2,8 @@
 //! HTTP/2 served by hyper directly, each connection counted in a [`Slot`] that also holds
 //! its message budget; over the limits, a connection gets 503. A request has
 //! `handshake_timeout_ms` for its headers (hyper's timer, which also ends an idle
-//! keep-alive connection) and as long again for its body (`deadline.rs`). [`serve`] also runs the
+//! keep-alive connection) and as long again for its body (`deadline.rs`); every request
+//! head of an HTTP/1.1 connection is checked before hyper parses it (`head.rs`). [`serve`] also runs the
 //! heartbeat and, at shutdown, closes what is open.
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::ServerConfig;
+use crate::head::{HeadCheck, Refusals};
 use crate::metrics::Metrics;
 use crate::tls::Tls;
 use crate::{deadline, routes, socketio};
@@ -158,6 +160,17 @@ async fn drive<C, E>(
     }
 }
 
+/// How every HTTP/1.1 connection is served: `handshake` for each request's head (which also
+/// ends an idle keep-alive connection). The stream it is given is a `HeadCheck`, so that
+/// every head hyper parses was checked first (`head.rs`).
+fn http1(handshake: Duration) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(handshake);
+    builder
+}
+
 /// Answers a connection over the limits with 503 and closes it.
 async fn refuse_connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: std::net::SocketAddr) {
     let e = HubError::new(
@@ -237,13 +250,20 @@ pub async fn serve(
         let peer = Peer(peer, Arc::new(slot));
         let routes = router.clone();
         let body_limit = Duration::from_millis(app.config.limits.handshake_timeout_ms);
+        // What the connection's `HeadCheck` (HTTP/1.1) refused, answered in order here.
+        let refusals = Arc::new(Refusals::default());
+        let refused = Arc::clone(&refusals);
         let service = hyper_util::service::TowerToHyperService::new(tower::service_fn(
             move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                let refusal = refused.answer();
                 request.extensions_mut().insert(peer.clone());
                 let (request, timed_out) = deadline::limit(request, body_limit);
                 // A router is always ready: no `poll_ready` needed before `call`.
                 let response = tower::Service::call(&mut routes.clone(), request);
                 async move {
+                    if let Some(refusal) = refusal {
+                        return Ok(refusal);
+                    }
                     Ok::<_, std::convert::Infallible>(deadline::answer(response.await?, &timed_out))
                 }
             },
@@ -254,10 +274,8 @@ pub async fn serve(
         let handshake = Duration::from_millis(app.config.limits.handshake_timeout_ms);
         match &app.config.tls {
             None => {
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(handshake)
-                    .serve_connection(TokioIo::new(tcp), service)
+                let connection = http1(handshake)
+                    .serve_connection(TokioIo::new(HeadCheck::new(tcp, refusals)), service)
                     .with_upgrades();
                 tokio::spawn(async move {
                     drive(connection, stopping, |c| c.graceful_shutdown()).await;
@@ -278,10 +296,9 @@ pub async fn serve(
                             drive(connection, stopping, |c| c.graceful_shutdown()).await;
                         }
                         Ok(Ok(stream)) => {
-                            let connection = hyper::server::conn::http1::Builder::new()
-                                .timer(hyper_util::rt::TokioTimer::new())
-                                .header_read_timeout(handshake)
-                                .serve_connection(TokioIo::new(stream), service)
+                            let stream = TokioIo::new(HeadCheck::new(stream, refusals));
+                            let connection = http1(handshake)
+                                .serve_connection(stream, service)
                                 .with_upgrades();
                             drive(connection, stopping, |c| c.graceful_shutdown()).await;
                         }

@@ -16,6 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::frame::TcpWrite;
 use crate::app::App;
+use crate::head::HeadCheck;
 
 /// Boxed: moved between the connection's stages, inline it would take room in each
 /// (see `the_connection_future_stays_small`).
@@ -28,9 +29,13 @@ pub(super) fn split(
     upgraded: hyper::upgrade::Upgraded,
     app: &Arc<App>,
 ) -> Option<(ReadSide, WriteSide, Vec<u8>)> {
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+    // The accept loop hands hyper its streams through `head::HeadCheck`; what hyper had
+    // read but not used comes first, then what the check held that hyper had not read yet.
+    let early = |read_buf: &[u8], unread: Vec<u8>| [read_buf, &unread].concat();
+    match upgraded.downcast::<TokioIo<HeadCheck<TcpStream>>>() {
         Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
+            let (tcp, unread) = parts.io.into_inner().into_parts();
+            let (read, write) = tcp.into_split();
             let write = Arc::new(TcpWrite {
                 write,
                 app: Arc::clone(app),
@@ -38,16 +43,17 @@ pub(super) fn split(
             Some((
                 ReadSide::Tcp(read),
                 WriteSide::Tcp(write),
-                parts.read_buf.to_vec(),
+                early(&parts.read_buf, unread),
             ))
         }
-        Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        Err(upgraded) => match upgraded.downcast::<TokioIo<HeadCheck<TlsStream<TcpStream>>>>() {
             Ok(parts) => {
-                let (read, write) = tokio::io::split(parts.io.into_inner());
+                let (tls, unread) = parts.io.into_inner().into_parts();
+                let (read, write) = tokio::io::split(tls);
                 Some((
                     ReadSide::Tls(read),
                     WriteSide::Tls(write),
-                    parts.read_buf.to_vec(),
+                    early(&parts.read_buf, unread),
                 ))
             }
             Err(_) => None,
