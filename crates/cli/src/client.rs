@@ -308,10 +308,8 @@ impl Printer {
                 (true, "fresh") => ("\x1b[32m", "\x1b[0m"),
                 (true, _) => ("\x1b[33m", "\x1b[0m"),
             };
-            output::line(&format!(
-                "{} {on}{kind:<8}{off} {topic}{rev} {body}{marked}",
-                now()
-            ));
+            let line = format!("{} {on}{kind:<8}{off} {topic}{rev} {body}{marked}", now());
+            output::line(line.trim_end());
         }
     }
 }
