@@ -66,17 +66,17 @@ test('a silent topic turns stale and fresh again, with the time of its last writ
   // The device repeats its state: fresh again, no new rev.
   const same = await c.set(topic, { uptime: 1 });
   assert.equal(same.changed, false);
-  await waitFor(() => turns(c, topic).length === 2, { what: 'the turn to fresh' });
+  await waitFor(() => turns(c, topic).length >= 2, { what: 'the turn to fresh' });
   const fresh = turns(c, topic)[1];
   assert.equal(fresh.stale, false);
   assert.equal(fresh.rev, 1);
   assert.ok(fresh.since > time, `${fresh.since} is the unchanged write's time`);
   assert.equal(c.isStale(topic), false);
   assert.equal(c.staleSince(topic), undefined);
-  await waitFor(() => late.isStale(topic) === false, { what: 'the late client to see it fresh' });
+  await waitFor(() => turns(late, topic).some((t) => t.stale === false), { what: 'the late client to see it fresh' });
 
   // Silent again, then a change: fresh first, then the patch.
-  await waitFor(() => turns(c, topic).length === 3, { what: 'stale again' });
+  await waitFor(() => turns(c, topic).length >= 3, { what: 'stale again' });
   const before = c.seen.length;
   await c.patch(topic, { uptime: 2 });
   await waitFor(() => c.seen.length >= before + 2, { what: 'fresh and the patch' });
@@ -86,7 +86,7 @@ test('a silent topic turns stale and fresh again, with the time of its last writ
 
   // A topic no policy matches never turns stale.
   await rest(hub.base, 'PUT', '/api/state/dev/x/y', 1);
-  await waitFor(() => turns(c, topic).length === 5, { what: 'the policy topic stale a third time' });
+  await waitFor(() => turns(c, topic).length >= 5, { what: 'the policy topic stale a third time' });
   assert.equal(c.isStale('dev/x/y'), false);
   assert.equal(turns(c, 'dev/x/y').length, 0);
 });
