@@ -1,5 +1,5 @@
 // The dashboard marks a stale topic, in headless Chromium against the real hub with a
-// `stale_after` of 500 ms: a topic that goes silent is dimmed and badged "stale since
+// `stale_after` of 1 s: a topic that goes silent is dimmed and badged "stale since
 // HH:MM:SS" (the time of its last write), and an unchanged write clears the mark.
 //
 // Needs Debian's chromium (/usr/bin/chromium, or CHROMIUM) and the hub binary
@@ -19,7 +19,7 @@ test("the dashboard dims a stale topic and says since when", async () => {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "statecast-dashboard-stale-"));
   const config = join(dir, "statecast.toml");
-  writeFileSync(config, '[[topics]]\nmatch = "railhub/+"\nstale_after = "500ms"\n');
+  writeFileSync(config, '[[topics]]\nmatch = "railhub/+"\nstale_after = "1s"\n');
   const base = `http://127.0.0.1:${port}`;
   owned.children.push(await startHub(port, join(dir, "data"), ["--config", config]));
   const put = (topic, state) =>
