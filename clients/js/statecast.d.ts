@@ -8,17 +8,27 @@ export type Status = 'connecting' | 'open' | 'resyncing' | 'polling' | 'origin_r
 
 /** What happened to a topic, passed to subscription callbacks. */
 export interface Change {
-  type: 'snapshot' | 'patch' | 'removed' | 'event';
+  type: 'snapshot' | 'patch' | 'removed' | 'event' | 'stale';
   /** The topic's rev after the change (for events: the mirrored rev, if any). */
   rev: number | undefined;
   /** The RFC 7396 merge patch (only for `patch`). */
   patch?: Json;
   /** The event payload (only for `event`). */
   data?: Json;
+  /**
+   * For `stale`: whether the topic turned stale (`true`: not written within its policy's
+   * `stale_after`, or marked by a source whose device is gone) or fresh again (`false`, just
+   * before the change that freshened it, if any). For `snapshot`: `true` when the topic is
+   * stale (absent when fresh).
+   */
+  stale?: boolean;
+  /** For `stale`: the time of the topic's last write, RFC 3339 with milliseconds (UTC). */
+  since?: string;
 }
 
 /**
- * Called for every snapshot, patch, removal and event of a topic matching the pattern.
+ * Called for every snapshot, patch, removal, event and turn to stale or fresh of a topic
+ * matching the pattern.
  * `state` is the mirrored state after the change (`undefined` once removed; for events the
  * current mirrored state). Treat it as read-only.
  */
@@ -99,6 +109,17 @@ export interface Hub {
   state(topic: string): Json | undefined;
   /** The mirrored rev of a subscribed topic, or undefined. */
   rev(topic: string): number | undefined;
+  /**
+   * Whether a mirrored topic is stale (no write within its policy's `stale_after`, or
+   * marked by a source); undefined for a topic not mirrored.
+   */
+  isStale(topic: string): boolean | undefined;
+  /**
+   * Since when a stale topic is stale (the time of its last write, RFC 3339 with ms), when
+   * the hub said so: a `stale` message tells it, a snapshot of a topic that was stale already
+   * when subscribing does not. Undefined for a fresh topic.
+   */
+  staleSince(topic: string): string | undefined;
   /** The topics currently mirrored. */
   topics(): string[];
 

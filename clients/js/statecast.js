@@ -92,7 +92,7 @@ export function connect(url, options = {}) {
   // subscriptions: every subscribe() call is one entry; patterns counts entries per pattern
   const entries = new Set();
   const patterns = new Map(); // pattern -> number of entries
-  const mirror = new Map(); // topic -> { rev, state }
+  const mirror = new Map(); // topic -> { rev, state, stale, since }
   const resyncing = new Set(); // topics waiting for a snapshot after a gap
   const resyncGets = new Map(); // request id -> topic
   const pending = new Map(); // request id -> { resolve, reject }
@@ -157,6 +157,16 @@ export function connect(url, options = {}) {
     }
   }
 
+  // A snapshot or a poll says only whether the topic is stale, not since when: the time a
+  // `stale` message gave is kept while the topic stays stale.
+  function staleness(local, stale) {
+    return { stale, since: stale && local && local.stale ? local.since : undefined };
+  }
+
+  function snapshotChange(rev, stale) {
+    return stale ? { type: 'snapshot', rev, stale: true } : { type: 'snapshot', rev };
+  }
+
   function isSubscribed(topic) {
     for (const p of patterns.keys()) if (matchTopic(p, topic)) return true;
     return false;
@@ -205,9 +215,10 @@ export function connect(url, options = {}) {
     switch (msg.type) {
       case 'snapshot': {
         if (!isSubscribed(topic)) return;
-        mirror.set(topic, { rev: msg.rev, state: msg.state });
+        const stale = msg.stale === true;
+        mirror.set(topic, { rev: msg.rev, state: msg.state, ...staleness(mirror.get(topic), stale) });
         if (resyncing.delete(topic)) updateStatus();
-        notify(topic, msg.state, { type: 'snapshot', rev: msg.rev });
+        notify(topic, msg.state, snapshotChange(msg.rev, stale));
         return;
       }
       case 'patch': {
@@ -219,7 +230,8 @@ export function connect(url, options = {}) {
           return;
         }
         const state = applyMergePatch(local.state, msg.patch);
-        mirror.set(topic, { rev: msg.rev, state });
+        // A change is a write: the hub said `stale:false` before it, this only makes sure.
+        mirror.set(topic, { rev: msg.rev, state, stale: false, since: undefined });
         notify(topic, state, { type: 'patch', rev: msg.rev, patch: msg.patch });
         return;
       }
@@ -228,6 +240,21 @@ export function connect(url, options = {}) {
         const wasResyncing = resyncing.delete(topic);
         if (wasResyncing) updateStatus();
         if (had || wasResyncing) notify(topic, undefined, { type: 'removed', rev: msg.rev });
+        return;
+      }
+      case 'stale': {
+        // Sent when the topic turns stale or fresh, and on a resume (then often telling
+        // what the client knows already: only a turn is handed to the callbacks).
+        const local = mirror.get(topic);
+        if (!local || typeof msg.stale !== 'boolean') return;
+        const since = msg.stale && typeof msg.since === 'string' ? msg.since : undefined;
+        const turned = local.stale !== msg.stale;
+        mirror.set(topic, { ...local, stale: msg.stale, since });
+        if (turned) {
+          const change = { type: 'stale', rev: local.rev, stale: msg.stale };
+          if (typeof msg.since === 'string') change.since = msg.since;
+          notify(topic, local.state, change);
+        }
         return;
       }
       case 'event': {
@@ -494,10 +521,18 @@ export function connect(url, options = {}) {
       if (!item || typeof item.topic !== 'string' || !matchTopic(pattern, item.topic)) continue;
       seen.add(item.topic);
       const local = mirror.get(item.topic);
-      if (local && local.rev === item.rev) continue;
-      mirror.set(item.topic, { rev: item.rev, state: item.state });
+      const stale = item.stale === true;
+      if (local && local.rev === item.rev) {
+        // The same state, but it may have turned stale or fresh meanwhile.
+        if (local.stale !== stale) {
+          mirror.set(item.topic, { ...local, ...staleness(local, stale) });
+          notify(item.topic, local.state, { type: 'stale', rev: local.rev, stale });
+        }
+        continue;
+      }
+      mirror.set(item.topic, { rev: item.rev, state: item.state, ...staleness(local, stale) });
       resyncing.delete(item.topic);
-      notify(item.topic, item.state, { type: 'snapshot', rev: item.rev });
+      notify(item.topic, item.state, snapshotChange(item.rev, stale));
     }
     for (const [topic, local] of [...mirror]) {
       if (!seen.has(topic) && matchTopic(pattern, topic)) {
@@ -582,7 +617,7 @@ export function connect(url, options = {}) {
             const local = mirror.get(topic);
             if (!entry.active || !local) continue;
             try {
-              callback(topic, local.state, { type: 'snapshot', rev: local.rev });
+              callback(topic, local.state, snapshotChange(local.rev, local.stale));
             } catch (err) {
               reportError(err);
             }
@@ -619,6 +654,16 @@ export function connect(url, options = {}) {
     rev(topic) {
       const local = mirror.get(topic);
       return local ? local.rev : undefined;
+    },
+
+    isStale(topic) {
+      const local = mirror.get(topic);
+      return local ? local.stale : undefined;
+    },
+
+    staleSince(topic) {
+      const local = mirror.get(topic);
+      return local && local.stale ? local.since : undefined;
     },
 
     topics() {

@@ -1,7 +1,7 @@
 //! The client subcommands: `get`, `set`, `patch`, `delete`, `event` and `command` over REST,
 //! and `watch`, a live monitor over WebSocket that reconnects and resumes with `since`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Read};
 use std::time::{Duration, SystemTime};
 
@@ -181,8 +181,37 @@ pub async fn get(url: &HubUrl, topic_or_pattern: &str) -> Result<(), String> {
     } else {
         url.topic("state", topic_or_pattern)
     };
-    print_json(&rest(url, reqwest::Method::GET, target, None).await?);
+    let answer = rest(url, reqwest::Method::GET, target, None).await?;
+    print_json(&answer);
+    // Standard output stays the hub's JSON, for scripts; a person is told on stderr.
+    let listed = match answer.get("topics").and_then(Value::as_array) {
+        Some(topics) => topics.iter().collect(),
+        None => vec![&answer],
+    };
+    for topic in listed
+        .into_iter()
+        .filter(|t| t.get("stale") == Some(&Value::Bool(true)))
+    {
+        eprintln!("statecast: {}", stale_notice(topic));
+    }
     Ok(())
+}
+
+/// What `get` says of a stale topic, from the REST answer: its `time` is that of its last
+/// change (a write that changed nothing since is not in it).
+fn stale_notice(topic: &Value) -> String {
+    let name = topic
+        .get("topic")
+        .and_then(Value::as_str)
+        .unwrap_or("the topic");
+    match topic.get("time").and_then(Value::as_str) {
+        Some(time) => format!(
+            "{name} is stale (not written within its stale_after, or its device is gone); its state last changed at {time}"
+        ),
+        None => {
+            format!("{name} is stale (not written within its stale_after, or its device is gone)")
+        }
+    }
 }
 
 pub async fn write(
@@ -232,9 +261,14 @@ struct Printer {
 }
 
 impl Printer {
-    /// One line per message: time, kind, topic, rev and what changed.
+    /// One line per message: time, kind, topic, rev and what changed. A `stale` message
+    /// reads `stale` (with the time of the topic's last write) or `fresh`; a snapshot of a
+    /// stale topic ends with `(stale)`.
     fn line(&self, message: &Value) {
-        let kind = message.get("type").and_then(Value::as_str).unwrap_or("");
+        let kind = match message.get("type").and_then(Value::as_str).unwrap_or("") {
+            "stale" if message.get("stale") == Some(&Value::Bool(false)) => "fresh",
+            kind => kind,
+        };
         if self.json {
             let mut line = message.clone();
             if let Value::Object(map) = &mut line {
@@ -254,17 +288,28 @@ impl Printer {
                 .map(Value::to_string)
                 .unwrap_or_else(|| match kind {
                     "lagged" => format!("dropped events: {}", message["dropped_events"]),
+                    "stale" => match message.get("since").and_then(Value::as_str) {
+                        Some(since) => format!("since {since}"),
+                        None => String::new(),
+                    },
                     _ => String::new(),
                 });
+            let marked =
+                match kind == "snapshot" && message.get("stale") == Some(&Value::Bool(true)) {
+                    true => " (stale)",
+                    false => "",
+                };
             let (on, off) = match (self.color, kind) {
                 (false, _) => ("", ""),
                 (true, "snapshot") => ("\x1b[36m", "\x1b[0m"),
                 (true, "patch") => ("\x1b[32m", "\x1b[0m"),
                 (true, "removed") => ("\x1b[31m", "\x1b[0m"),
                 (true, "event") => ("\x1b[35m", "\x1b[0m"),
+                (true, "fresh") => ("\x1b[32m", "\x1b[0m"),
                 (true, _) => ("\x1b[33m", "\x1b[0m"),
             };
-            output::line(&format!("{} {on}{kind:<8}{off} {topic}{rev} {body}", now()));
+            let line = format!("{} {on}{kind:<8}{off} {topic}{rev} {body}{marked}", now());
+            output::line(line.trim_end());
         }
     }
 }
@@ -290,7 +335,7 @@ pub async fn watch(url: &HubUrl, pattern: &str, json_lines: bool) -> Result<(), 
             && std::io::stdout().is_terminal()
             && std::env::var_os("NO_COLOR").is_none(),
     };
-    let mut revs: HashMap<String, u64> = HashMap::new();
+    let mut seen = Seen::default();
     let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
     let mut ever_connected = false;
     let mut said_waiting = false;
@@ -301,7 +346,7 @@ pub async fn watch(url: &HubUrl, pattern: &str, json_lines: bool) -> Result<(), 
             url.token.as_deref(),
             pattern,
             &printer,
-            &mut revs,
+            &mut seen,
             &mut connected,
         )
         .await
@@ -338,14 +383,56 @@ enum End {
     Refused(String),
 }
 
-/// One connection: subscribe (resuming from `revs`), then print until it ends.
+/// What `watch` knows of each topic it printed, across reconnections.
+#[derive(Default)]
+struct Seen {
+    /// The rev of each topic, to resume from.
+    revs: HashMap<String, u64>,
+    /// The topics that are stale now.
+    stale: HashSet<String>,
+}
+
+impl Seen {
+    /// Takes in a message of the hub; false for one that tells nothing new, not printed:
+    /// the `stale` message a resume brings for each topic under a `stale_after` policy
+    /// repeats what the watch knows unless the topic turned meanwhile.
+    fn take(&mut self, message: &Value) -> bool {
+        let Some(topic) = message.get("topic").and_then(Value::as_str) else {
+            return true;
+        };
+        let kind = message.get("type").and_then(Value::as_str);
+        // Not a `stale` message's rev: the one freshening a topic comes before the patch
+        // of the write, with that write's rev; resuming from it would skip the patch.
+        if let Some(rev) = message.get("rev").and_then(Value::as_u64)
+            && kind != Some("stale")
+        {
+            self.revs.insert(topic.to_owned(), rev);
+        }
+        let stale = message.get("stale") == Some(&Value::Bool(true));
+        match kind {
+            Some("stale") if stale => self.stale.insert(topic.to_owned()),
+            Some("stale") => self.stale.remove(topic),
+            Some("snapshot") if stale => {
+                self.stale.insert(topic.to_owned());
+                true
+            }
+            Some("snapshot" | "patch" | "removed") => {
+                self.stale.remove(topic);
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+/// One connection: subscribe (resuming from the revs seen), then print until it ends.
 /// `connected` says whether the connection was made.
 async fn watch_connection(
     ws_url: &Url,
     token: Option<&str>,
     pattern: &str,
     printer: &Printer,
-    revs: &mut HashMap<String, u64>,
+    seen: &mut Seen,
     connected: &mut bool,
 ) -> Result<(), End> {
     let retry = |e: WsError| End::Retry(e.to_string());
@@ -366,7 +453,8 @@ async fn watch_connection(
             .await
             .map_err(retry)?;
     }
-    let subscribe = json!({"type": "subscribe", "id": 1, "patterns": [pattern], "since": revs});
+    let subscribe =
+        json!({"type": "subscribe", "id": 1, "patterns": [pattern], "since": seen.revs});
     ws.send(Message::text(subscribe.to_string()))
         .await
         .map_err(retry)?;
@@ -385,16 +473,9 @@ async fn watch_connection(
                 return Err(End::Retry(format!("the hub refused: {}", message["error"])));
             }
             Some("result") => {}
-            Some(_) => {
-                if let (Some(topic), Some(rev)) = (
-                    message.get("topic").and_then(Value::as_str),
-                    message.get("rev").and_then(Value::as_u64),
-                ) {
-                    revs.insert(topic.to_owned(), rev);
-                }
-                printer.line(&message);
-            }
-            None => {}
+            // What tells nothing new (see `Seen::take`) is not printed.
+            Some(_) if seen.take(&message) => printer.line(&message),
+            Some(_) | None => {}
         }
     }
     Ok(())
@@ -430,6 +511,32 @@ mod tests {
         for refused in ["ftp://h:1", "http://", "not a url"] {
             assert!(hub_base(refused).is_err(), "{refused}");
         }
+    }
+
+    #[test]
+    fn watch_prints_a_turn_to_stale_or_fresh_once_not_what_a_resume_repeats() {
+        let mut seen = Seen::default();
+        let stale = |topic: &str, stale: bool| json!({"type": "stale", "topic": topic, "rev": 1, "stale": stale});
+        assert!(seen.take(&json!({"type": "snapshot", "topic": "a", "rev": 1, "state": {}})));
+        // A resume's word on a fresh topic repeats what the watch knows.
+        assert!(!seen.take(&stale("a", false)));
+        assert!(seen.take(&stale("a", true)));
+        assert!(!seen.take(&stale("a", true)), "a resume repeating it");
+        assert!(seen.take(&json!({"type": "stale", "topic": "a", "rev": 2, "stale": false})));
+        // A snapshot of a stale topic is printed (marked), and its resume is not news.
+        assert!(
+            seen.take(
+                &json!({"type": "snapshot", "topic": "b", "rev": 3, "stale": true, "state": 1})
+            )
+        );
+        assert!(!seen.take(&stale("b", true)));
+        // A removal forgets the topic's staleness.
+        assert!(seen.take(&json!({"type": "removed", "topic": "b", "rev": 4})));
+        assert!(!seen.take(&stale("b", false)));
+        assert_eq!(
+            seen.revs,
+            HashMap::from([("a".to_owned(), 1), ("b".to_owned(), 4)])
+        );
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! whose `/api/health` must list exactly the example's sources, and the commands its
 //! README shows must find their route and render its templates. The devices need not
 //! run: in a copy of each file, every `127.0.0.1:PORT` points at a closed port, so the test
-//! never polls or commands anything that happens to listen on this machine.
+//! never polls or commands anything that happens to listen on this machine. The examples
+//! with a device schema and a `stale_after` have it applied: a bad state refused, a silent
+//! topic stale (with `stale_after` shortened in the copy), and their simulated devices run
+//! on ports of the test's own and stopped, their topics turning stale.
 
 mod common;
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,8 +32,8 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("led-board", &[]),
 ];
 
-/// Every `127.0.0.1:PORT` of `text` with `port` instead.
-fn redirect_ports(text: &str, port: u16) -> String {
+/// Every `127.0.0.1:PORT` of `text` with `port(PORT)` instead.
+fn redirect_ports(text: &str, port: impl Fn(u16) -> u16) -> String {
     const HOST: &str = "127.0.0.1:";
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -37,8 +41,8 @@ fn redirect_ports(text: &str, port: u16) -> String {
         let (before, after) = rest.split_at(at + HOST.len());
         out.push_str(before);
         let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        if digits > 0 {
-            out.push_str(&port.to_string());
+        if let Ok(original) = after[..digits].parse() {
+            out.push_str(&port(original).to_string());
         }
         rest = &after[digits..];
     }
@@ -51,15 +55,41 @@ fn redirect_ports(text: &str, port: u16) -> String {
 /// test's directory, not the repository root). `--listen` and `--data-dir` win over the
 /// file's.
 fn start_example(name: &str) -> (Server, tempfile::TempDir) {
+    let closed = free_port();
+    start_example_with(name, |_| closed, &[])
+}
+
+/// [`start_example`] with each `127.0.0.1:PORT` of the file at `port(PORT)` and each
+/// `(from, to)` of `edits` made (each must be in the file). The example's JSON files (its
+/// schemas, named relative to the config file) are copied next to the copy.
+fn start_example_with(
+    name: &str,
+    port: impl Fn(u16) -> u16,
+    edits: &[(&str, &str)],
+) -> (Server, tempfile::TempDir) {
     let root = repo_root();
-    let path = root.join("examples").join(name).join("statecast.toml");
-    let text =
+    let folder = root.join("examples").join(name);
+    let path = folder.join("statecast.toml");
+    let mut text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let text = redirect_ports(&text, free_port())
+    for (from, to) in edits {
+        assert!(text.contains(from), "examples/{name}: no {from:?} to edit");
+        text = text.replace(from, to);
+    }
+    let text = redirect_ports(&text, port)
         .replace(" examples/", &format!(" {}/examples/", root.display()));
     let dir = tempfile::tempdir().expect("temp dir");
     let copy = dir.path().join("statecast.toml");
     std::fs::write(&copy, text).expect("write the copy");
+    for entry in std::fs::read_dir(&folder)
+        .expect("the example's folder")
+        .flatten()
+    {
+        let file = entry.path();
+        if file.extension().is_some_and(|e| e == "json") {
+            std::fs::copy(&file, dir.path().join(entry.file_name())).expect("copy a schema");
+        }
+    }
     let server = Server::start(&["--config", copy.to_str().expect("a UTF-8 path")]);
     (server, dir)
 }
@@ -125,15 +155,20 @@ fn redirect_ports_replaces_every_local_port() {
     assert_eq!(
         redirect_ports(
             "a = \"http://127.0.0.1:8081/x\"\nb = \"127.0.0.1:1883\" 127.0.0.1:",
-            9
+            |port| port + 1
         ),
-        "a = \"http://127.0.0.1:9/x\"\nb = \"127.0.0.1:9\" 127.0.0.1:"
+        "a = \"http://127.0.0.1:8082/x\"\nb = \"127.0.0.1:1884\" 127.0.0.1:"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_controller() {
-    let (server, _dir) = start_example("output-controller");
+    let closed = free_port();
+    let (server, _dir) = start_example_with(
+        "output-controller",
+        |_| closed,
+        &[(r#"stale_after = "30s""#, r#"stale_after = "300ms""#)],
+    );
     assert_sources(&server, "output-controller").await;
     assert_routed(
         &server,
@@ -141,12 +176,134 @@ async fn output_controller() {
         json!({"name": "switch", "args": {"output": 2, "on": true}}),
     )
     .await;
+    // The README's bad state, refused by the schema; a good one (written by hand, no
+    // source writes esp32-02) turns stale once silent.
+    let bad = json!({"device": "esp32-02", "outputs": [true, "on"], "uptime_s": -5});
+    let good = json!({"device": "esp32-02", "outputs": vec![false; 8], "uptime_s": 1});
+    assert_schema_and_stale_after(&server, "railhub/esp32-02", &bad, &good, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microphones() {
-    let (server, _dir) = start_example("microphones");
+    let closed = free_port();
+    let (server, _dir) = start_example_with(
+        "microphones",
+        |_| closed,
+        &[(r#"stale_after = "45s""#, r#"stale_after = "300ms""#)],
+    );
     assert_sources(&server, "microphones").await;
+    let bad = json!({"id": "SHURE009", "channel": 0, "tx": {"status": "standby"}});
+    let good = json!({"id": "SHURE009", "channel": 1, "tx": {"status": "off"}});
+    assert_schema_and_stale_after(&server, "micboard/SHURE009", &bad, &good, 2).await;
+}
+
+/// `bad` is refused with `invalid_state` (`violations` of them) and changes nothing;
+/// `good` is taken, and the topic, written by nobody since, turns stale.
+async fn assert_schema_and_stale_after(
+    server: &Server,
+    topic: &str,
+    bad: &Value,
+    good: &Value,
+    violations: usize,
+) {
+    let mut ws = server.ws().await;
+    ws.request(json!({"type": "subscribe", "id": 1, "patterns": [topic]}))
+        .await;
+    let refused = server.put(&format!("/api/state/{topic}"), bad).await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(refused.error_code(), "invalid_state", "{}", refused.text);
+    let details = refused.json()["error"]["details"].clone();
+    assert_eq!(
+        details.as_array().map(Vec::len),
+        Some(violations),
+        "{details}"
+    );
+    assert_eq!(server.get(&format!("/api/state/{topic}")).await.status, 404);
+    let taken = server.put(&format!("/api/state/{topic}"), good).await;
+    assert_eq!(taken.status, 200, "{}", taken.text);
+    ws.recv_until(|m| m["type"] == "stale" && m["topic"] == topic && m["stale"] == true)
+        .await;
+}
+
+/// A simulated device of an example (`python3 examples/<name>/<script> --port PORT`),
+/// answering on `port` once this returns; killed (by its PID) when dropped.
+struct Device(Child);
+
+impl Device {
+    fn start(script: &str, port: u16) -> Device {
+        let path = repo_root().join("examples").join(script);
+        let child = Command::new("python3")
+            .arg(&path)
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+        let device = Device(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "{script} does not answer on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        device
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Subscribes to `topic`, waits for its state (polled from the running device), stops
+/// `device` and waits for the topic to turn stale: its source marks it at once.
+async fn assert_stale_once_stopped(server: &Server, device: Device, topic: &str) {
+    let mut ws = server.ws().await;
+    let got = ws
+        .request(json!({"type": "subscribe", "id": 1, "patterns": [topic]}))
+        .await;
+    if !got.iter().any(|m| m["type"] == "snapshot") {
+        ws.recv_until(|m| m["type"] == "snapshot").await;
+    }
+    drop(device);
+    let seen = ws
+        .recv_until(|m| m["type"] == "stale" && m["stale"] == true)
+        .await;
+    assert_eq!(seen.last().expect("a message")["topic"], topic, "{seen:?}");
+    let state = server.get(&format!("/api/state/{topic}")).await.json();
+    assert_eq!(
+        state["stale"], true,
+        "the last state stays, marked: {state}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_controller_board_stopped_turns_its_topic_stale() {
+    let port = free_port();
+    let device = Device::start("output-controller/device.py", port);
+    let (server, _dir) = start_example_with("output-controller", |_| port, &[]);
+    assert_stale_once_stopped(&server, device, "railhub/esp32-01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microphones_receivers_stopped_turn_their_mics_stale() {
+    // receivers.py serves the stage receiver on PORT and the lectern one on PORT + 1.
+    let port = loop {
+        let port = free_port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            break port;
+        }
+    };
+    let device = Device::start("microphones/receivers.py", port);
+    let (server, _dir) = start_example_with(
+        "microphones",
+        |original| if original == 8083 { port + 1 } else { port },
+        &[],
+    );
+    assert_stale_once_stopped(&server, device, "micboard/SHURE001").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

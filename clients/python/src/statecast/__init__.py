@@ -44,7 +44,7 @@ from ._errors import (
 )
 from ._json import JSON, apply_merge_patch, match_topic
 from ._sync import command, delete, event, get, get_all, patch, set
-from ._types import Change, Event, Patch, Removed, Snapshot, Status, TopicState, WriteResult
+from ._types import Change, Event, Patch, Removed, Snapshot, Stale, Status, TopicState, WriteResult
 
 __version__ = "0.1.0"
 
@@ -70,6 +70,7 @@ __all__ = [
     "RateLimitedError",
     "Removed",
     "Snapshot",
+    "Stale",
     "StatecastError",
     "Status",
     "Subscription",

@@ -24,7 +24,8 @@ import random
 import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -36,7 +37,7 @@ from websockets.protocol import State
 from . import _http, _sync
 from ._errors import ClosedError, DisconnectedError, StatecastError, error_from
 from ._json import JSON, apply_merge_patch, match_topic
-from ._types import Change, Event, Patch, Removed, Snapshot, Status, WriteResult
+from ._types import Change, Event, Patch, Removed, Snapshot, Stale, Status, WriteResult
 
 log = logging.getLogger("statecast")
 
@@ -55,6 +56,14 @@ _MAX_EXPONENT = 60
 class _Local:
     rev: int
     state: JSON
+    stale: bool = False
+    since: datetime | None = None  # the last write's time, when stale and the hub said
+
+
+def _staleness(local: _Local | None, stale: bool) -> datetime | None:
+    """The ``since`` to keep for a topic a snapshot or a poll says is (not) ``stale``: they
+    carry no time, so the one a ``stale`` message gave is kept while the topic stays stale."""
+    return local.since if stale and local is not None and local.stale else None
 
 
 @dataclass(slots=True)
@@ -115,7 +124,7 @@ class Subscription:
 
     Iterate over it (``async for change in hub.subscribe("dev/#")``) unless it was created
     with a callback. It starts with a :class:`Snapshot` of each matching topic, then yields
-    every :class:`Patch`, :class:`Removed` and :class:`Event` in order; after a reconnect it
+    every :class:`Patch`, :class:`Removed`, :class:`Event` and :class:`Stale` in order; after a reconnect it
     goes on where it stopped. It ends when the hub client is closed, and raises the hub's
     error (e.g. :class:`InvalidPatternError`) if the hub refuses the pattern.
 
@@ -348,7 +357,7 @@ class Hub:
             self._send_subscribe(pattern)
         for topic, local in self._mirror.items():
             if match_topic(pattern, topic):
-                sub._entry.put(Snapshot(topic, local.rev, local.state))
+                sub._entry.put(Snapshot(topic, local.rev, local.state, local.stale))
         if callback is not None:
             task = asyncio.get_running_loop().create_task(sub._consume(callback))
             sub._task = task
@@ -366,6 +375,20 @@ class Hub:
         """The mirrored rev of a subscribed topic."""
         local = self._mirror.get(topic)
         return local.rev if local is not None else None
+
+    def is_stale(self, topic: str) -> bool:
+        """Whether a mirrored topic is stale: not written within its policy's
+        ``stale_after``, or marked by a source whose device is gone (false for a topic the
+        client does not hold)."""
+        local = self._mirror.get(topic)
+        return local is not None and local.stale
+
+    def stale_since(self, topic: str) -> datetime | None:
+        """Since when a mirrored topic is stale (the time of its last write, UTC); ``None``
+        for a fresh one, and when only a snapshot or a poll said it is stale (they carry no
+        time)."""
+        local = self._mirror.get(topic)
+        return local.since if local is not None and local.stale else None
 
     def topics(self, pattern: str = "#") -> list[str]:
         """The mirrored topics matching ``pattern``, sorted."""
@@ -546,11 +569,12 @@ class Hub:
             if not self._is_subscribed(topic):
                 return
             state = msg.get("state")
-            self._mirror[topic] = _Local(rev, state)
+            stale = msg.get("stale") is True
+            self._mirror[topic] = _Local(rev, state, stale, _staleness(self._mirror.get(topic), stale))
             if topic in self._resyncing:
                 self._resyncing.discard(topic)
                 self._update_status()
-            self._notify(Snapshot(topic, rev, state))
+            self._notify(Snapshot(topic, rev, state, stale))
         elif kind == "patch" and isinstance(topic, str) and isinstance(rev, int):
             if topic in self._resyncing or not self._is_subscribed(topic):
                 return
@@ -562,6 +586,7 @@ class Hub:
                 return
             patch = msg.get("patch")
             state = apply_merge_patch(local.state, patch)
+            # A change is a write: fresh (the hub said `stale:false` before it already).
             self._mirror[topic] = _Local(rev, state)
             self._notify(Patch(topic, rev, state, patch))
         elif kind == "removed" and isinstance(topic, str):
@@ -572,6 +597,8 @@ class Hub:
                 self._update_status()
             if had is not None or was_resyncing:
                 self._notify(Removed(topic, rev if isinstance(rev, int) else 0))
+        elif kind == "stale" and isinstance(topic, str):
+            self._handle_stale(topic, msg)
         elif kind == "event" and isinstance(topic, str):
             local = self._mirror.get(topic)
             self._notify(
@@ -589,6 +616,20 @@ class Hub:
         elif kind == "lagged":
             log.warning("statecast: the client lagged; the hub dropped %s events", msg.get("dropped_events"))
         # welcome, pong: nothing to do (any message keeps the socket alive)
+
+    def _handle_stale(self, topic: str, msg: Message) -> None:
+        """A topic turned stale or fresh. The hub also says so on a resume, often telling
+        what the client knows already: only a turn is handed to the subscriptions."""
+        local = self._mirror.get(topic)
+        stale = msg.get("stale")
+        if local is None or not isinstance(stale, bool):
+            return
+        since = _sync.parse_time(msg.get("since"))
+        turned = local.stale != stale
+        local.stale = stale
+        local.since = since if stale else None
+        if turned:
+            self._notify(Stale(topic, local.rev, local.state, stale, since))
 
     def _handle_result(self, msg: Message) -> None:
         msg_id = msg.get("id")
@@ -848,12 +889,17 @@ class Hub:
                 continue
             seen.add(topic)
             local = self._mirror.get(topic)
+            stale = item.get("stale") is True
             if local is not None and local.rev == rev:
+                # The same state, but it may have turned stale or fresh meanwhile.
+                if local.stale != stale:
+                    self._mirror[topic] = replace(local, stale=stale, since=None)
+                    self._notify(Stale(topic, rev, local.state, stale))
                 continue
             state = item.get("state")
-            self._mirror[topic] = _Local(rev, state)
+            self._mirror[topic] = _Local(rev, state, stale, _staleness(local, stale))
             self._resyncing.discard(topic)
-            self._notify(Snapshot(topic, rev, state))
+            self._notify(Snapshot(topic, rev, state, stale))
         for topic in [t for t in self._mirror if match_topic(pattern, t) and t not in seen]:
             local = self._mirror.pop(topic)
             self._notify(Removed(topic, local.rev))

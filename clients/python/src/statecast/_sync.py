@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from datetime import datetime, timezone
 
 from . import _http
 from ._json import JSON
@@ -40,7 +41,25 @@ def write_result(topic: str, body: JSON) -> WriteResult:
 
 def topic_state(item: JSON) -> TopicState:
     item = item if isinstance(item, dict) else {}
-    return TopicState(topic=str(item.get("topic", "")), rev=int(item.get("rev", 0)), state=item.get("state"))
+    return TopicState(
+        topic=str(item.get("topic", "")),
+        rev=int(item.get("rev", 0)),
+        state=item.get("state"),
+        time=parse_time(item.get("time")),
+        stale=item.get("stale") is True,
+    )
+
+
+def parse_time(value: JSON) -> datetime | None:
+    """A time the hub sent (RFC 3339, ``2026-12-06T21:00:00.120Z``), ``None`` if absent or
+    not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1) if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def get(topic: str, *, url: str | None = None, token: str | None = None, timeout: float = 10.0) -> TopicState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, TypeAlias
 
 from ._json import JSON
@@ -11,11 +12,13 @@ from ._json import JSON
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A topic's whole state: the first one a subscription gets, a re-creation, a change a
-    merge patch cannot express, or a re-sync after a gap or a poll."""
+    merge patch cannot express, or a re-sync after a gap or a poll. ``stale`` is true when the
+    topic is stale (see :class:`Stale`)."""
 
     topic: str
     rev: int
     state: JSON
+    stale: bool = False
     type: Literal["snapshot"] = field(default="snapshot", init=False)
 
 
@@ -53,8 +56,24 @@ class Event:
     type: Literal["event"] = field(default="event", init=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """The topic turned stale (``stale`` true: it was not written within its policy's
+    ``stale_after``, or a source marked it because its device is gone) or fresh again
+    (``stale`` false: a write came, which counts even when it changed nothing; sent before
+    the patch of that write, if it made one). ``state`` and ``rev`` are unchanged; ``since``
+    is the time of the topic's last write (UTC), ``None`` when the hub did not say (a poll)."""
+
+    topic: str
+    rev: int
+    state: JSON
+    stale: bool
+    since: datetime | None = None
+    type: Literal["stale"] = field(default="stale", init=False)
+
+
 #: What a subscription yields; tell them apart with ``isinstance``, ``match`` or ``.type``.
-Change: TypeAlias = Snapshot | Patch | Removed | Event
+Change: TypeAlias = Snapshot | Patch | Removed | Event | Stale
 
 #: The client's connection status.
 Status: TypeAlias = Literal["connecting", "open", "resyncing", "polling", "closed"]
@@ -62,11 +81,15 @@ Status: TypeAlias = Literal["connecting", "open", "resyncing", "polling", "close
 
 @dataclass(frozen=True, slots=True)
 class TopicState:
-    """A topic as the REST API returns it."""
+    """A topic as the REST API returns it: ``time`` is when it last changed (UTC; ``None``
+    from a hub that does not say; left out of ``==``, which compares what the topic holds),
+    ``stale`` whether it is stale (see :class:`Stale`)."""
 
     topic: str
     rev: int
     state: JSON
+    time: datetime | None = field(default=None, compare=False)
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
