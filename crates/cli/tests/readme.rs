@@ -17,7 +17,7 @@ fn readme() -> String {
 /// The highest `rust-version` of the packages Cargo.lock holds, and the workspace's own.
 fn rust_versions() -> (String, String) {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(repo_root())
         .output()
         .expect("run cargo metadata");

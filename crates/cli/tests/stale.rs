@@ -94,12 +94,14 @@ async fn a_silent_topic_turns_stale_and_fresh_again_on_its_next_write_over_every
     );
     // And stale again once it is silent: the deadline was armed again by that write.
     ws.recv_until(|m| is_stale(m, topic, true)).await;
-    // A change freshens it, `stale:false` before the patch.
+    // A change freshens it, `stale:false` before the patch, at the rev the client holds
+    // until the patch arrives (so a client resuming from it misses nothing).
     server
         .patch(&format!("/api/state/{topic}"), &json!({"uptime": 2}))
         .await;
     let fresh = ws.recv_json().await;
     assert!(is_stale(&fresh, topic, false), "{fresh}");
+    assert_eq!(fresh["rev"], json!(1), "{fresh}");
     let patch = ws.recv_json().await;
     assert_eq!(
         (patch["type"].clone(), patch["rev"].clone()),

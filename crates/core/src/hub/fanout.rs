@@ -194,7 +194,8 @@ pub(super) fn publish(
                 written_ms: Some(written_ms),
             } => {
                 if let Some(&slot_id) = published.slot_of.get(&pending.topic) {
-                    stale::written(shared, published, slot_id, *written_ms);
+                    let rev = published.slots[slot_id as usize].rev;
+                    stale::written(shared, published, slot_id, *written_ms, rev);
                     let slot = &mut published.slots[slot_id as usize];
                     if stale::touch_due(slot) {
                         slot.stored_written_ms = slot.written_ms;
@@ -249,6 +250,7 @@ pub(super) fn publish(
             slot.floor_seq = pending.seq;
         }
         let was_live = slot.state.is_some();
+        let rev_before = slot.rev;
         slot.rev = rev;
         slot.state = state.clone();
         slot.snapshot = OnceLock::new();
@@ -274,7 +276,7 @@ pub(super) fn publish(
             published.stale_topics -= 1;
         }
         // Fresh again before the change is sent, and its deadline armed.
-        stale::written(shared, published, slot_id, time_ms);
+        stale::written(shared, published, slot_id, time_ms, rev_before);
         published.deliveries += 1;
         let delivery = published.deliveries;
         stats.changes.fetch_add(1, Ordering::Relaxed);

@@ -82,12 +82,20 @@ pub(super) fn refreshes(published: &Published, topic: &Topic) -> bool {
 }
 
 /// Records that the topic in `slot_id` was written at `written_ms`: fresh again if it was
-/// stale (its subscribers told, before whatever the write changed), and its deadline armed.
-pub(super) fn written(shared: &Shared, published: &mut Published, slot_id: u32, written_ms: u64) {
+/// stale (its subscribers told, before whatever the write changed, with `rev_before`, the
+/// rev they hold until the change arrives: a client resuming from it misses nothing), and
+/// its deadline armed.
+pub(super) fn written(
+    shared: &Shared,
+    published: &mut Published,
+    slot_id: u32,
+    written_ms: u64,
+    rev_before: u64,
+) {
     let slot = &mut published.slots[slot_id as usize];
     slot.written_ms = slot.written_ms.max(written_ms);
     if slot.stale {
-        set(shared, published, slot_id, false);
+        set(shared, published, slot_id, false, rev_before);
     }
     arm(shared, published, slot_id);
 }
@@ -96,12 +104,13 @@ pub(super) fn written(shared: &Shared, published: &mut Published, slot_id: u32, 
 pub(super) fn mark(shared: &Shared, published: &mut Published, slot_id: u32) {
     let slot = &published.slots[slot_id as usize];
     if !slot.stale && slot.state.is_some() {
-        set(shared, published, slot_id, true);
+        let rev = slot.rev;
+        set(shared, published, slot_id, true, rev);
     }
 }
 
-/// Turns the topic stale or fresh and tells its subscribers.
-fn set(shared: &Shared, published: &mut Published, slot_id: u32, stale: bool) {
+/// Turns the topic stale or fresh and tells its subscribers (the message carries `rev`).
+fn set(shared: &Shared, published: &mut Published, slot_id: u32, stale: bool, rev: u64) {
     let slot = &mut published.slots[slot_id as usize];
     slot.stale = stale;
     // The cached snapshot says whether the topic is stale.
@@ -112,7 +121,7 @@ fn set(shared: &Shared, published: &mut Published, slot_id: u32, stale: bool) {
         published.stale_topics -= 1;
     }
     let slot = &published.slots[slot_id as usize];
-    let bytes = message::stale(&slot.topic, slot.rev, stale, slot.written_ms);
+    let bytes = message::stale(&slot.topic, rev, stale, slot.written_ms);
     let topic = slot.topic.clone();
     published.deliveries += 1;
     let delivery = published.deliveries;
@@ -156,7 +165,8 @@ fn expire(shared: &Shared, published: &mut Published, now: u64) {
             continue;
         }
         if slot.written_ms.saturating_add(slot.stale_after_ms) <= now {
-            set(shared, published, slot_id, true);
+            let rev = slot.rev;
+            set(shared, published, slot_id, true, rev);
         } else {
             arm(shared, published, slot_id);
         }
