@@ -623,9 +623,9 @@ async fn watch_prints_stale_and_fresh_lines_and_get_says_a_topic_is_stale() {
             .status,
         200
     );
-    // (The hub's `stale:false` before a patch carries the rev of that patch.)
+    // (The hub's `stale:false` before a patch carries the rev before it.)
     let fresh = next_line(&lines, "fresh before the patch");
-    assert_eq!(words(&fresh), ["fresh", "cli/esp32", "rev", "2"], "{fresh}");
+    assert_eq!(words(&fresh), ["fresh", "cli/esp32", "rev", "1"], "{fresh}");
     let patch = next_line(&lines, "the patch");
     assert_eq!(
         words(&patch)[..4],
