@@ -13,7 +13,7 @@ use reqwest::header::{
     ETAG, HeaderMap, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
 };
 use serde_json::{Value, json};
-use statecast_core::{ErrorCode, Hub, Topic};
+use statecast_core::{ErrorCode, Hub, Topic, Write};
 use tokio::sync::Notify;
 
 use crate::config::HttpPollConfig;
@@ -175,6 +175,8 @@ impl HttpPoll {
         let mut response = request.send().await.map_err(failed)?;
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
+            // The device answered: its topics are as current as if it had sent them again.
+            self.refresh().await;
             return Ok(Polled::Unchanged);
         }
         if !status.is_success() {
@@ -212,6 +214,37 @@ impl HttpPoll {
         } else {
             Polled::Unchanged
         })
+    }
+
+    /// Writes each topic this source holds its current state again (a write that changes
+    /// nothing keeps a topic fresh), after a 304: the device is alive though it sent
+    /// nothing. Only at the rev it holds, so a write from elsewhere meanwhile is kept.
+    async fn refresh(&self) {
+        let topics: Vec<Topic> = match &self.topic {
+            Target::One(topic) => vec![topic.clone()],
+            Target::Each(_) => {
+                let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+                topics.iter().cloned().collect()
+            }
+        };
+        for topic in topics {
+            let Some(current) = self.hub.get(topic.as_str()) else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_slice::<Value>(&current.state) else {
+                continue;
+            };
+            let write = Write::Set {
+                topic,
+                state,
+                if_rev: Some(current.rev),
+            };
+            // A conflict means another write just freshened it; a store that refuses
+            // shows in the hub's own health.
+            if let Ok(submitted) = self.hub.submit(write) {
+                let _ = submitted.wait().await;
+            }
+        }
     }
 
     /// Marks every topic this source writes stale (until its next write).

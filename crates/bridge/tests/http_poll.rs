@@ -505,3 +505,53 @@ fn the_start_up_description_names_every_source_and_route_without_credentials() {
         ]
     );
 }
+
+/// A device that answers 304 is alive: its topic stays fresh under `stale_after` (and goes
+/// stale once the device stops answering).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_answering_304_keeps_its_topic_fresh() {
+    let stale_after = std::time::Duration::from_millis(300);
+    let policies = statecast_core::Policies::new(vec![statecast_core::TopicPolicy {
+        pattern: statecast_core::Pattern::new("amp/#").expect("pattern"),
+        schema: None,
+        stale_after: Some(stale_after),
+        history: None,
+    }]);
+    let config = statecast_core::HubConfig {
+        policies,
+        ..Default::default()
+    };
+    let hub = statecast_core::Hub::open(statecast_core::MemoryEngine, config).expect("hub");
+    let mut device = Device::start(Answer::Json(json!({"volume": 10})))
+        .await
+        .with_etag();
+    let _bridge = start(
+        &hub,
+        &poll_config("amp", &device.url("/"), "amp/main", (20, 40, 80)),
+    );
+    let mut watch = Watch::new(&hub, &["amp/main"]);
+    watch
+        .state_where("amp/main", "the first poll", |s| s["volume"] == 10)
+        .await;
+    let mark = watch.mark();
+    // Polls answered 304 for three times `stale_after`.
+    let since = std::time::Instant::now();
+    while since.elapsed() < stale_after * 3 {
+        device.wait_requests(device.requests() + 1).await;
+    }
+    assert!(device.not_modified() >= 3, "{}", device.not_modified());
+    watch.pump();
+    let topic = hub.get("amp/main").expect("the topic");
+    assert!(!topic.stale, "a device answering 304 is not silent");
+    assert_eq!(watch.frames_since(mark, "amp/main"), Vec::<Value>::new());
+    assert_eq!(topic.rev, 1, "refreshing makes no rev");
+
+    device.stop().await;
+    watch
+        .until("the topic stale once the device is gone", |w| {
+            w.frames_since(mark, "amp/main")
+                .iter()
+                .any(|f| f["type"] == "stale" && f["stale"] == true)
+        })
+        .await;
+}
