@@ -1,6 +1,7 @@
 // The dashboard marks a stale topic, in headless Chromium against the real hub with a
 // `stale_after` of 1 s: a topic that goes silent is dimmed and badged "stale since
-// HH:MM:SS" (the time of its last write), and an unchanged write clears the mark.
+// HH:MM:SS" (the time of its last write), an unchanged write clears the mark, and a page
+// opened while the topic is stale badges it "stale · last change HH:MM:SS".
 //
 // Needs Debian's chromium (/usr/bin/chromium, or CHROMIUM) and the hub binary
 // (target/debug/statecast, or STATECAST_BIN). `.ci/run` installs and builds both.
@@ -63,12 +64,17 @@ test("the dashboard dims a stale topic and says since when", async () => {
   assert.ok(!(await badge.isVisible()), "the badge hides");
   assert.equal(await card.locator(".rev").textContent(), "rev 1", "an unchanged write makes no rev");
 
-  // A page opened while the topic is stale: the snapshot says stale, not since when.
+  // A page opened while the topic is stale: the snapshot says stale, not since when, so the
+  // page shows the time of the last change from REST (the unchanged write above is no change).
   await until("stale again", async () => (await card.getAttribute("class"))?.split(" ").includes("stale"));
   const fresh = await context.newPage();
   await fresh.goto(base + "/");
   const later = fresh.locator('section.topic[data-topic="railhub/esp32-01"]');
-  await until("the stale card on a new page", async () => (await later.locator(".badge").textContent()) === "stale");
+  const lastChange = `stale · last change ${time.slice(11, 19)}`;
+  await until("the stale card on a new page", async () => (await later.locator(".badge").textContent()) === lastChange);
   assert.ok(await later.locator(".badge").isVisible());
+  assert.equal(await later.locator(".badge").getAttribute("title"),
+    `no write within its stale_after; its state last changed at ${time}`);
+  await fresh.screenshot({ path: join(OUTPUT, "dashboard-stale-opened-later.png"), fullPage: true });
   await context.close();
 });

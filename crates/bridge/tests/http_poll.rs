@@ -4,6 +4,8 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use statecast_bridge::Bridge;
+use statecast_core::Hub;
 
 /// Health states of `name` seen so far, their `interval_ms`, consecutive repeats removed.
 fn intervals(watch: &Watch, name: &str) -> Vec<u64> {
@@ -35,17 +37,29 @@ fn poll_config(name: &str, url: &str, topic: &str, intervals: (u64, u64, u64)) -
     )
 }
 
+/// Source `name` polling `url` into `topic` (20/40/80 ms), and a watch of `topic` that has
+/// seen the first poll's state (one for which `first` holds).
+async fn poll_first(
+    hub: &Hub,
+    name: &str,
+    url: &str,
+    topic: &str,
+    first: impl Fn(&Value) -> bool,
+) -> (Bridge, Watch) {
+    let bridge = start(hub, &poll_config(name, url, topic, (20, 40, 80)));
+    let mut watch = Watch::new(hub, &[topic]);
+    watch.state_where(topic, "the first poll", first).await;
+    (bridge, watch)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_polls_publish_nothing_and_a_change_publishes_one_patch() {
     let hub = hub();
     let device = Device::start(Answer::Json(json!({"power": "on", "level": 1}))).await;
-    let _bridge = start(
-        &hub,
-        &poll_config("lamp", &device.url("/status"), "lamps/desk", (20, 40, 80)),
-    );
-    let mut watch = Watch::new(&hub, &["lamps/desk"]);
-    watch
-        .state_where("lamps/desk", "the first poll", |s| s["level"] == 1)
+    let (_bridge, mut watch) =
+        poll_first(&hub, "lamp", &device.url("/status"), "lamps/desk", |s| {
+            s["level"] == 1
+        })
         .await;
     let first_rev = rev(&hub, "lamps/desk");
 
@@ -177,14 +191,10 @@ async fn validators_are_sent_back(
     validator: fn(&Device) -> String,
 ) {
     let hub = hub();
-    let _bridge = start(
-        &hub,
-        &poll_config("amp", &device.url("/"), "amp/main", (20, 40, 80)),
-    );
-    let mut watch = Watch::new(&hub, &["amp/main"]);
-    watch
-        .state_where("amp/main", "the first poll", |s| s["volume"] == 10)
-        .await;
+    let (_bridge, mut watch) = poll_first(&hub, "amp", &device.url("/"), "amp/main", |s| {
+        s["volume"] == 10
+    })
+    .await;
     let first_rev = rev(&hub, "amp/main");
     let etag = validator(&device);
     let mark = watch.mark();
@@ -525,14 +535,10 @@ async fn a_device_answering_304_keeps_its_topic_fresh() {
     let mut device = Device::start(Answer::Json(json!({"volume": 10})))
         .await
         .with_etag();
-    let _bridge = start(
-        &hub,
-        &poll_config("amp", &device.url("/"), "amp/main", (20, 40, 80)),
-    );
-    let mut watch = Watch::new(&hub, &["amp/main"]);
-    watch
-        .state_where("amp/main", "the first poll", |s| s["volume"] == 10)
-        .await;
+    let (_bridge, mut watch) = poll_first(&hub, "amp", &device.url("/"), "amp/main", |s| {
+        s["volume"] == 10
+    })
+    .await;
     let mark = watch.mark();
     // Polls answered 304 for three times `stale_after`.
     let since = std::time::Instant::now();

@@ -534,6 +534,15 @@ fn start_stale_hub() -> (Server, tempfile::TempDir) {
     (server, dir)
 }
 
+/// `PUT`s `state` to `topic`; the hub takes it (200).
+async fn put_ok(server: &Server, topic: &str, state: &Value) {
+    let status = server
+        .put(&format!("/api/state/{topic}"), state)
+        .await
+        .status;
+    assert_eq!(status, 200, "PUT {topic}");
+}
+
 /// The words of a `watch` line after its time: kind, topic, `rev`, n, and the rest.
 fn words(line: &str) -> Vec<&str> {
     line.split_whitespace().skip(1).collect()
@@ -554,7 +563,7 @@ fn get_stale(server: &Server, what: &str) -> (Value, String) {
 async fn watch_prints_stale_and_fresh_lines_and_get_says_a_topic_is_stale() {
     let (server, _dir) = start_stale_hub();
     let state = json!({"outputs": [true, false]});
-    assert_eq!(server.put("/api/state/cli/esp32", &state).await.status, 200);
+    put_ok(&server, "cli/esp32", &state).await;
     let written = server.get("/api/state/cli/esp32").await.json();
     let time = written["time"].as_str().expect("a time").to_owned();
     let mut child = spawn_watch(&server, &["cli/#"]);
@@ -611,7 +620,7 @@ async fn watch_prints_stale_and_fresh_lines_and_get_says_a_topic_is_stale() {
 
     // The device repeats its state: fresh again, same rev; then a change prints its patch
     // after the `fresh` line of the write that freshened it.
-    assert_eq!(server.put("/api/state/cli/esp32", &state).await.status, 200);
+    put_ok(&server, "cli/esp32", &state).await;
     let fresh = next_line(&lines, "the topic turning fresh");
     assert_eq!(words(&fresh), ["fresh", "cli/esp32", "rev", "1"], "{fresh}");
     let again = next_line(&lines, "the topic turning stale again");
@@ -640,13 +649,8 @@ async fn watch_prints_stale_and_fresh_lines_and_get_says_a_topic_is_stale() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_in_json_mode_prints_the_hubs_stale_messages() {
     let (server, _dir) = start_stale_hub();
-    assert_eq!(
-        server
-            .put("/api/state/cli/mic", &json!({"battery": 80}))
-            .await
-            .status,
-        200
-    );
+    let mic = json!({"battery": 80});
+    put_ok(&server, "cli/mic", &mic).await;
     let time = server.get("/api/state/cli/mic").await.json()["time"].clone();
     let mut child = spawn_watch(&server, &["cli/+", "--json"]);
     let lines = lines_of(child.stdout.take().expect("stdout"));
@@ -657,13 +661,7 @@ async fn watch_in_json_mode_prints_the_hubs_stale_messages() {
     // The watch came up after the 300 ms: its snapshot says the topic is stale; an
     // unchanged write freshens it (and says when), and the topic goes stale from then.
     let since = if first["stale"] == true {
-        assert_eq!(
-            server
-                .put("/api/state/cli/mic", &json!({"battery": 80}))
-                .await
-                .status,
-            200
-        );
+        put_ok(&server, "cli/mic", &mic).await;
         let fresh = json_line("the fresh message");
         assert_eq!(
             (fresh["type"].clone(), fresh["stale"].clone()),
