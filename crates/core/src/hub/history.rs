@@ -58,6 +58,9 @@ impl Hub {
                 "step must be positive",
             ));
         }
+        let (engine, kept_since_ms) = self.history_of(topic)?;
+        // Steps begin at the oldest change kept, at the earliest.
+        let from_ms = from_ms.max(kept_since_ms);
         let steps = to_ms.saturating_sub(from_ms).div_ceil(step_ms);
         if steps > history::MAX_STEPS {
             return Err(HubError::new(
@@ -68,8 +71,6 @@ impl Hub {
                 ),
             ));
         }
-        let (engine, kept_since_ms) = self.history_of(topic)?;
-        let from_ms = from_ms.max(kept_since_ms);
         let points = engine
             .field_points(topic.as_str(), pointer, kept_since_ms, from_ms, to_ms)
             .map_err(store_error)?;
