@@ -42,13 +42,11 @@ pub(crate) const FIELDS: TableDefinition<(&str, &str, u64, u64), &[u8]> =
 pub(crate) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("history_topics");
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("history_expiry");
 const OLDEST: TableDefinition<(u64, &str), ()> = TableDefinition::new("history_oldest");
-const SIZE: TableDefinition<&str, u64> = TableDefinition::new("history_size");
-const SIZE_BYTES: &str = "bytes";
 
 /// A full state every this many changes (see the module docs).
 pub(crate) const FULL_EVERY: u64 = 64;
-/// Points per field block.
-pub(crate) const BLOCK_POINTS: usize = 128;
+/// Points per field block: small, as every new point rewrites its block.
+pub(crate) const BLOCK_POINTS: usize = 32;
 const POINT_LEN: usize = 16;
 /// Deletions per commit at most, for retention.
 const SWEEP_BUDGET: usize = 512;
@@ -69,12 +67,10 @@ pub(crate) struct TopicMeta {
     pub first_ms: u64,
     /// The time of the change after the first (0: there is none).
     pub second_ms: u64,
+    /// The newest change's rev and time: not stored (a change would rewrite this row), read
+    /// from the newest entry whenever the row is.
     pub last_rev: u64,
     pub last_ms: u64,
-    /// The rev of the newest full state.
-    pub last_full_rev: u64,
-    /// Bytes its entries and points hold (as counted for the budget).
-    pub bytes: u64,
     /// How long it keeps changes (its last change's policy).
     pub keep_ms: u64,
     /// Whether older changes of it were dropped (or it was recorded from after its start).
@@ -82,7 +78,18 @@ pub(crate) struct TopicMeta {
 }
 
 impl TopicMeta {
-    const LEN: usize = 8 * 8 + 1;
+    const LEN: usize = 8 * 4 + 1;
+
+    /// What the row stores.
+    fn stored(&self) -> (u64, u64, u64, u64, bool) {
+        (
+            self.first_rev,
+            self.first_ms,
+            self.second_ms,
+            self.keep_ms,
+            self.truncated,
+        )
+    }
 
     /// When its oldest change may go: once the one after it is past retention too.
     fn expires(&self) -> u64 {
@@ -94,18 +101,9 @@ impl TopicMeta {
 
     fn encode(&self) -> [u8; TopicMeta::LEN] {
         let mut out = [0; TopicMeta::LEN];
-        for (i, v) in [
-            self.first_rev,
-            self.first_ms,
-            self.second_ms,
-            self.last_rev,
-            self.last_ms,
-            self.last_full_rev,
-            self.bytes,
-            self.keep_ms,
-        ]
-        .iter()
-        .enumerate()
+        for (i, v) in [self.first_rev, self.first_ms, self.second_ms, self.keep_ms]
+            .iter()
+            .enumerate()
         {
             out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
         }
@@ -126,11 +124,9 @@ impl TopicMeta {
             first_rev: n(0),
             first_ms: n(1),
             second_ms: n(2),
-            last_rev: n(3),
-            last_ms: n(4),
-            last_full_rev: n(5),
-            bytes: n(6),
-            keep_ms: n(7),
+            keep_ms: n(3),
+            last_rev: 0,
+            last_ms: 0,
             truncated: bytes[TopicMeta::LEN - 1] != 0,
         })
     }
@@ -167,7 +163,8 @@ pub(crate) struct Recorder<'t> {
     topics: Table<'t, &'static str, &'static [u8]>,
     expiry: Table<'t, (u64, &'static str), ()>,
     oldest: Table<'t, (u64, &'static str), ()>,
-    size: Table<'t, &'static str, u64>,
+    /// Bytes the whole history holds, as counted for `history_max_bytes` (kept by the caller
+    /// in the store's `meta` table).
     total: u64,
     buf: Vec<u8>,
 }
@@ -179,45 +176,42 @@ fn err(what: &str) -> impl Fn(redb::StorageError) -> String + '_ {
 }
 
 impl<'t> Recorder<'t> {
-    pub(crate) fn open(txn: &'t WriteTransaction) -> StoreResult<Recorder<'t>> {
+    pub(crate) fn open(txn: &'t WriteTransaction, total: u64) -> StoreResult<Recorder<'t>> {
         let open = |e: redb::TableError| format!("cannot open a history table: {e}");
-        let size = txn.open_table(SIZE).map_err(open)?;
-        let total = size
-            .get(SIZE_BYTES)
-            .map_err(err("cannot read the history's size"))?
-            .map_or(0, |g| g.value());
         Ok(Recorder {
             entries: txn.open_table(ENTRIES).map_err(open)?,
             fields: txn.open_table(FIELDS).map_err(open)?,
             topics: txn.open_table(TOPICS).map_err(open)?,
             expiry: txn.open_table(EXPIRY).map_err(open)?,
             oldest: txn.open_table(OLDEST).map_err(open)?,
-            size,
             total,
             buf: Vec::new(),
         })
     }
 
+    /// What the history holds now (see [`Recorder::total`]'s field).
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
     /// Records one change; `old` is the state before it (serialized), if any.
     pub(crate) fn record(&mut self, record: &Record<'_>, old: Option<&[u8]>) -> StoreResult<()> {
         let topic = record.topic;
-        let meta = self.meta(topic)?;
-        let time_ms = meta.map_or(record.time_ms, |m| record.time_ms.max(m.last_ms));
-        let mut meta = meta.unwrap_or(TopicMeta {
+        let stored = self.meta(topic)?;
+        let time_ms = stored.map_or(record.time_ms, |m| record.time_ms.max(m.last_ms));
+        let mut meta = stored.unwrap_or(TopicMeta {
             first_rev: record.rev,
             first_ms: time_ms,
-            last_full_rev: 0,
             // Recorded from after the topic's creation: what came before is not known.
             truncated: record.rev != 1,
             ..TopicMeta::default()
         });
-        let first_change = meta.last_rev == 0;
         let (kind, bytes) = match (record.state, record.patch) {
             (None, _) => (KIND_REMOVED, &[][..]),
             (Some(_), Some(patch))
-                if !first_change
+                if stored.is_some()
                     && meta.last_rev + 1 == record.rev
-                    && record.rev - meta.last_full_rev < FULL_EVERY =>
+                    && !record.rev.is_multiple_of(FULL_EVERY) =>
             {
                 (KIND_PATCH, patch)
             }
@@ -228,24 +222,21 @@ impl<'t> Recorder<'t> {
         self.entries
             .insert((topic, record.rev), buf.as_slice())
             .map_err(err("cannot write a history entry"))?;
-        let mut added = buf.len() as u64 + ENTRY_OVERHEAD;
+        self.total += buf.len() as u64 + ENTRY_OVERHEAD;
         self.buf = buf;
-        if kind != KIND_PATCH {
-            meta.last_full_rev = record.rev;
-        }
-        added += self.record_fields(topic, record, old, time_ms)?;
+        self.total += self.record_fields(topic, record, old, time_ms)?;
 
-        let before = (!first_change).then_some(meta);
+        let before = stored;
         if meta.first_rev != record.rev && meta.second_ms == 0 {
             meta.second_ms = time_ms;
         }
-        meta.last_rev = record.rev;
-        meta.last_ms = time_ms;
         meta.keep_ms = record.keep_ms;
-        meta.bytes += added;
-        self.total += added;
-        self.reindex(topic, before.as_ref(), &meta)?;
-        self.put_meta(topic, &meta)
+        // The row changes only when its bounds or retention do, not with every change.
+        if before.is_none_or(|b| b.stored() != meta.stored()) {
+            self.reindex(topic, before.as_ref(), &meta)?;
+            self.put_meta(topic, &meta)?;
+        }
+        Ok(())
     }
 
     /// Appends a point to each numeric field that changed; returns the bytes added.
@@ -363,9 +354,6 @@ impl<'t> Recorder<'t> {
                 skipped += 1;
             }
         }
-        self.size
-            .insert(SIZE_BYTES, self.total)
-            .map_err(err("cannot write the history's size"))?;
         Ok(())
     }
 
@@ -416,7 +404,7 @@ impl<'t> Recorder<'t> {
         }
         let before = meta;
         let (first_rev, first_ms, _) = rows[deleted];
-        self.make_full(topic, first_rev, &mut meta)?;
+        self.make_full(topic, meta.first_rev, first_rev)?;
         meta.first_rev = first_rev;
         meta.first_ms = first_ms;
         meta.second_ms = rows.get(deleted + 1).map_or(0, |r| r.1);
@@ -437,7 +425,6 @@ impl<'t> Recorder<'t> {
             Cut::Bytes { .. } => first_ms,
         };
         freed += self.drop_fields_before(topic, cutoff, budget)?;
-        meta.bytes = meta.bytes.saturating_sub(freed);
         self.total = self.total.saturating_sub(freed);
         self.reindex(topic, Some(&before), &meta)?;
         self.put_meta(topic, &meta)?;
@@ -528,9 +515,9 @@ impl<'t> Recorder<'t> {
     }
 
     /// Rewrites the entry at `rev` as a full state (or leaves a full one or a removal).
-    fn make_full(&mut self, topic: &str, rev: u64, meta: &mut TopicMeta) -> StoreResult<()> {
+    fn make_full(&mut self, topic: &str, first_rev: u64, rev: u64) -> StoreResult<()> {
         let state = {
-            let rebuilt = rebuild(&self.entries, topic, meta.first_rev, rev)?;
+            let rebuilt = rebuild(&self.entries, topic, first_rev, rev)?;
             let entry = self
                 .entries
                 .get((topic, rev))
@@ -551,16 +538,16 @@ impl<'t> Recorder<'t> {
         self.entries
             .insert((topic, rev), state.as_slice())
             .map_err(err("cannot write a history entry"))?;
-        meta.last_full_rev = meta.last_full_rev.max(rev);
         Ok(())
     }
 
     fn meta(&self, topic: &str) -> StoreResult<Option<TopicMeta>> {
-        Ok(self
+        let meta = self
             .topics
             .get(topic)
             .map_err(err("cannot read the history of a topic"))?
-            .and_then(|g| TopicMeta::decode(g.value())))
+            .and_then(|g| TopicMeta::decode(g.value()));
+        with_last(&self.entries, topic, meta)
     }
 
     fn put_meta(&mut self, topic: &str, meta: &TopicMeta) -> StoreResult<()> {
@@ -578,6 +565,29 @@ enum Cut {
     Age { cutoff: u64 },
     /// The oldest changes, until `over` bytes are freed.
     Bytes { over: u64 },
+}
+
+/// `meta` with its newest change's rev and time, read from the newest entry.
+pub(crate) fn with_last(
+    entries: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    topic: &str,
+    meta: Option<TopicMeta>,
+) -> StoreResult<Option<TopicMeta>> {
+    let Some(mut meta) = meta else {
+        return Ok(None);
+    };
+    let last = entries
+        .range((topic, meta.first_rev)..=(topic, u64::MAX))
+        .map_err(err("cannot read history"))?
+        .next_back()
+        .transpose()
+        .map_err(err("cannot read history"))?;
+    let Some((k, v)) = last else {
+        return Ok(None);
+    };
+    meta.last_rev = k.value().1;
+    meta.last_ms = decode_entry(v.value()).map_or(0, |e| e.time_ms);
+    Ok(Some(meta))
 }
 
 /// The state at `rev` (serialized), rebuilt from the last full state at or before it:

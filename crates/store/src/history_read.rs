@@ -9,6 +9,7 @@ use statecast_core::merge;
 
 use crate::history::{
     ENTRIES, FIELDS, KIND_FULL, KIND_PATCH, KIND_REMOVED, TOPICS, TopicMeta, decode_entry, rebuild,
+    with_last,
 };
 
 type Entries = ReadOnlyTable<(&'static str, u64), &'static [u8]>;
@@ -29,14 +30,19 @@ fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-fn meta(txn: &ReadTransaction, topic: &str) -> Result<Option<TopicMeta>, String> {
+fn meta(
+    txn: &ReadTransaction,
+    entries: &Entries,
+    topic: &str,
+) -> Result<Option<TopicMeta>, String> {
     let Some(topics) = table(txn, TOPICS)? else {
         return Ok(None);
     };
-    Ok(topics
+    let meta = topics
         .get(topic)
         .map_err(err("cannot read the history of a topic"))?
-        .and_then(|g| TopicMeta::decode(g.value())))
+        .and_then(|g| TopicMeta::decode(g.value()));
+    with_last(entries, topic, meta)
 }
 
 /// The first recorded change of `topic` at or after `rev`: its rev and time.
@@ -87,7 +93,10 @@ fn first_where(
 
 pub(crate) fn changes(txn: &ReadTransaction, query: &ChangesQuery<'_>) -> Result<Page, String> {
     let topic = query.topic;
-    let (Some(meta), Some(entries)) = (meta(txn, topic)?, table(txn, ENTRIES)?) else {
+    let Some(entries) = table(txn, ENTRIES)? else {
+        return Ok(Page::default());
+    };
+    let Some(meta) = meta(txn, &entries, topic)? else {
         return Ok(Page::default());
     };
     let start = match query.start {
@@ -162,7 +171,10 @@ pub(crate) fn state_at(
     kept_since_ms: u64,
     at_ms: u64,
 ) -> Result<At, String> {
-    let (Some(meta), Some(entries)) = (meta(txn, topic)?, table(txn, ENTRIES)?) else {
+    let Some(entries) = table(txn, ENTRIES)? else {
+        return Ok(At::Absent);
+    };
+    let Some(meta) = meta(txn, &entries, topic)? else {
         return Ok(At::Absent);
     };
     let after = first_where(&entries, topic, &meta, |t| t > at_ms)?;

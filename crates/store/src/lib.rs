@@ -70,6 +70,7 @@ const TIMES: TableDefinition<&str, &[u8]> = TableDefinition::new("times");
 
 const META_SEQ: &str = "seq";
 const META_EPOCH: &str = "epoch";
+const META_HISTORY_BYTES: &str = "history_bytes";
 
 /// Length of the fixed part of an encoded record: rev, seq and kind.
 const HEADER_LEN: usize = 8 + 8 + 1;
@@ -106,6 +107,8 @@ struct Handle {
     /// `None` only after a re-open failed.
     db: Option<Database>,
     reopen: bool,
+    /// Bytes the history holds (`meta`'s `"history_bytes"`, as last committed).
+    history_bytes: u64,
 }
 
 impl fmt::Debug for RedbEngine {
@@ -169,6 +172,7 @@ impl RedbEngine {
             db: Mutex::new(Handle {
                 db: Some(db),
                 reopen: false,
+                history_bytes: 0,
             }),
             open_db,
             path,
@@ -228,7 +232,28 @@ impl RedbEngine {
             }
         }
         txn.commit()
-            .map_err(|e| self.error("cannot commit initialization", e))
+            .map_err(|e| self.error("cannot commit initialization", e))?;
+        drop(handle);
+        self.load_history_bytes()
+    }
+
+    /// Reads what the history holds from `meta` into the handle.
+    fn load_history_bytes(&self) -> Result<(), EngineError> {
+        let mut handle = self.lock();
+        let txn = self
+            .opened(&handle)?
+            .begin_read()
+            .map_err(|e| self.error("cannot begin read transaction", e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| self.error("cannot open meta table", e))?;
+        let bytes = meta
+            .get(META_HISTORY_BYTES)
+            .map_err(|e| self.error("cannot read the history's size", e))?
+            .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
+            .map_or(0, u64::from_le_bytes);
+        handle.history_bytes = bytes;
+        Ok(())
     }
 
     /// The open database; an error if the last re-open failed.
@@ -250,7 +275,15 @@ impl RedbEngine {
     }
 
     /// Writes `records` and `seq` in one write transaction (see [`Engine::commit`]).
-    fn write(&self, db: &Database, records: &[Record<'_>], seq: u64) -> Result<(), EngineError> {
+    /// Returns what the history holds afterwards (`history_bytes` before it).
+    fn write(
+        &self,
+        db: &Database,
+        records: &[Record<'_>],
+        seq: u64,
+        history_bytes: u64,
+    ) -> Result<u64, EngineError> {
+        let mut total = history_bytes;
         let mut txn = db
             .begin_write()
             .map_err(|e| self.error("cannot begin write transaction", e))?;
@@ -261,7 +294,9 @@ impl RedbEngine {
                 .open_table(TOPICS)
                 .map_err(|e| self.error("cannot open topics table", e))?;
             let mut recorder = match records.iter().any(|r| r.keep_ms > 0) {
-                true => Some(history::Recorder::open(&txn).map_err(|e| self.error("history", e))?),
+                true => Some(
+                    history::Recorder::open(&txn, total).map_err(|e| self.error("history", e))?,
+                ),
                 false => None,
             };
             let mut buf = Vec::new();
@@ -285,6 +320,7 @@ impl RedbEngine {
                 recorder
                     .sweep(now_ms(), self.history_max_bytes)
                     .map_err(|e| self.error("history", e))?;
+                total = recorder.total();
             }
             let mut times = txn
                 .open_table(TIMES)
@@ -304,9 +340,15 @@ impl RedbEngine {
                 .map_err(|e| self.error("cannot open meta table", e))?;
             meta.insert(META_SEQ, seq.to_le_bytes().as_slice())
                 .map_err(|e| self.error("cannot write seq", e))?;
+            if total != history_bytes {
+                // Beside `seq`, in a page this commit writes anyway.
+                meta.insert(META_HISTORY_BYTES, total.to_le_bytes().as_slice())
+                    .map_err(|e| self.error("cannot write the history's size", e))?;
+            }
         }
         // Dropping an uncommitted transaction aborts it, so an error above writes nothing.
-        txn.commit().map_err(|e| self.error("cannot commit", e))
+        txn.commit().map_err(|e| self.error("cannot commit", e))?;
+        Ok(total)
     }
 
     fn write_touches(&self, db: &Database, touches: &[Touch<'_>]) -> Result<(), EngineError> {
@@ -663,10 +705,12 @@ impl Engine for RedbEngine {
         if handle.reopen {
             self.reopen(&mut handle)?;
         }
-        let result = self.write(self.opened(&handle)?, records, seq);
+        let result = self.write(self.opened(&handle)?, records, seq, handle.history_bytes);
         // Whatever failed, redb may refuse every later write until it is opened again.
         handle.reopen = result.is_err();
-        result
+        let total = result?;
+        handle.history_bytes = total;
+        Ok(())
     }
 }
 
