@@ -14,6 +14,7 @@
 
 mod clients;
 mod cluster;
+mod history;
 mod policies;
 mod protocol;
 mod redis;
@@ -92,6 +93,9 @@ pub enum Scenario {
     /// Topic policies: writes/s and CPU per write of a 20-field device state with its
     /// schema against none, and the idle CPU of 100,000 topics under `stale_after`.
     Policies,
+    /// What the durable history costs on the write path and on disk, and how fast a
+    /// `series`, a range of changes and `?at=` answer over 1,000,000 recorded changes.
+    History,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -209,6 +213,7 @@ fn plan(args: &RunArgs) -> Plan {
         ClusterSmoke => (60, 0, 1, Some((20.0, 1.0)), 200),
         Spike => (0, 5000, 1, None, 5000),
         Policies => (0, 0, 1, None, 20_000),
+        History => (0, 0, 1, None, 20_000),
     };
     let paced = match (args.rate, args.duration, args.changes) {
         // The cluster scenarios have both phases; `--duration 0` or `--changes 0` skips one.
@@ -307,6 +312,15 @@ fn run_command(args: RunArgs) -> Result<bool, String> {
             spike::run(&plan, &server, args.window, args.rounds, args.settle).await?;
             return Ok(Vec::new());
         }
+        if plan.scenario == Scenario::History {
+            drop(server);
+            let cmd = args
+                .server_cmd
+                .as_deref()
+                .ok_or("history needs --server-cmd")?;
+            history::run(&plan, cmd, pin_server, args.window).await?;
+            return Ok(Vec::new());
+        }
         if plan.scenario == Scenario::Policies {
             drop(server);
             let cmd = args
@@ -349,10 +363,10 @@ fn run_command(args: RunArgs) -> Result<bool, String> {
         report::plot(path, &curves)?;
     }
     // The spike and policies scenarios print their own figures and check nothing.
-    Ok(
-        matches!(plan.scenario, Scenario::Spike | Scenario::Policies)
-            || (!results.is_empty() && results.iter().all(|r| r.correct)),
-    )
+    Ok(matches!(
+        plan.scenario,
+        Scenario::Spike | Scenario::Policies | Scenario::History
+    ) || (!results.is_empty() && results.iter().all(|r| r.correct)))
 }
 
 fn progress(quiet: bool, len: usize, what: &str) -> ProgressBar {

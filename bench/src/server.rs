@@ -56,6 +56,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The data directory the bench made for it (`{data}`), if it started it.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.spawn.as_ref().map(|s| s.data.as_path())
+    }
+
     /// A server that is already running.
     pub fn attach(pid: u32, base_url: String) -> Server {
         Server {

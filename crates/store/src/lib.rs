@@ -50,6 +50,12 @@ use redb::{
     StorageError, TableDefinition,
 };
 use statecast_core::engine::{Engine, EngineError, Loaded, Record, StoredTopic, Touch};
+use statecast_core::history::{At, ChangesQuery, Page, Point};
+
+mod history;
+mod history_read;
+
+pub use history::DEFAULT_MAX_BYTES as DEFAULT_HISTORY_MAX_BYTES;
 
 /// The name of the database file inside the data directory.
 pub const FILE_NAME: &str = "statecast.redb";
@@ -64,6 +70,7 @@ const TIMES: TableDefinition<&str, &[u8]> = TableDefinition::new("times");
 
 const META_SEQ: &str = "seq";
 const META_EPOCH: &str = "epoch";
+const META_HISTORY_BYTES: &str = "history_bytes";
 
 /// Length of the fixed part of an encoded record: rev, seq and kind.
 const HEADER_LEN: usize = 8 + 8 + 1;
@@ -91,6 +98,8 @@ pub struct RedbEngine {
     open_db: OpenDb,
     /// The database file, for error messages.
     path: PathBuf,
+    /// What all topics' history may hold (see `history.rs`).
+    history_max_bytes: u64,
 }
 
 /// The open database, and whether it must be opened again before its next write.
@@ -98,6 +107,8 @@ struct Handle {
     /// `None` only after a re-open failed.
     db: Option<Database>,
     reopen: bool,
+    /// Bytes the history holds (`meta`'s `"history_bytes"`, as last committed).
+    history_bytes: u64,
 }
 
 impl fmt::Debug for RedbEngine {
@@ -161,12 +172,29 @@ impl RedbEngine {
             db: Mutex::new(Handle {
                 db: Some(db),
                 reopen: false,
+                history_bytes: 0,
             }),
             open_db,
             path,
+            history_max_bytes: history::DEFAULT_MAX_BYTES,
         };
         engine.init()?;
         Ok(engine)
+    }
+
+    /// Bounds what all topics' history holds, in bytes: over it, the oldest changes go
+    /// first (`history_max_bytes`; default [`DEFAULT_HISTORY_MAX_BYTES`]).
+    pub fn with_history_max_bytes(mut self, max: u64) -> RedbEngine {
+        self.history_max_bytes = max;
+        self
+    }
+
+    /// Begins a read transaction, holding the handle's lock only for that.
+    fn read(&self) -> Result<redb::ReadTransaction, EngineError> {
+        let handle = self.lock();
+        self.opened(&handle)?
+            .begin_read()
+            .map_err(|e| self.error("cannot begin read transaction", e))
     }
 
     /// The database file this engine has open (`<dir>/statecast.redb`).
@@ -204,7 +232,28 @@ impl RedbEngine {
             }
         }
         txn.commit()
-            .map_err(|e| self.error("cannot commit initialization", e))
+            .map_err(|e| self.error("cannot commit initialization", e))?;
+        drop(handle);
+        self.load_history_bytes()
+    }
+
+    /// Reads what the history holds from `meta` into the handle.
+    fn load_history_bytes(&self) -> Result<(), EngineError> {
+        let mut handle = self.lock();
+        let txn = self
+            .opened(&handle)?
+            .begin_read()
+            .map_err(|e| self.error("cannot begin read transaction", e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| self.error("cannot open meta table", e))?;
+        let bytes = meta
+            .get(META_HISTORY_BYTES)
+            .map_err(|e| self.error("cannot read the history's size", e))?
+            .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
+            .map_or(0, u64::from_le_bytes);
+        handle.history_bytes = bytes;
+        Ok(())
     }
 
     /// The open database; an error if the last re-open failed.
@@ -226,7 +275,15 @@ impl RedbEngine {
     }
 
     /// Writes `records` and `seq` in one write transaction (see [`Engine::commit`]).
-    fn write(&self, db: &Database, records: &[Record<'_>], seq: u64) -> Result<(), EngineError> {
+    /// Returns what the history holds afterwards (`history_bytes` before it).
+    fn write(
+        &self,
+        db: &Database,
+        records: &[Record<'_>],
+        seq: u64,
+        history_bytes: u64,
+    ) -> Result<u64, EngineError> {
+        let mut total = history_bytes;
         let mut txn = db
             .begin_write()
             .map_err(|e| self.error("cannot begin write transaction", e))?;
@@ -236,13 +293,34 @@ impl RedbEngine {
             let mut table = txn
                 .open_table(TOPICS)
                 .map_err(|e| self.error("cannot open topics table", e))?;
+            let mut recorder = match records.iter().any(|r| r.keep_ms > 0) {
+                true => Some(
+                    history::Recorder::open(&txn, total).map_err(|e| self.error("history", e))?,
+                ),
+                false => None,
+            };
             let mut buf = Vec::new();
             for record in records {
                 buf.clear();
                 encode(record.rev, record.seq, record.state, &mut buf);
-                table.insert(record.topic, buf.as_slice()).map_err(|e| {
+                let old = table.insert(record.topic, buf.as_slice()).map_err(|e| {
                     self.error(&format!("cannot write topic {:?}", record.topic), e)
                 })?;
+                if let Some(recorder) = recorder.as_mut().filter(|_| record.keep_ms > 0) {
+                    let old = old
+                        .as_ref()
+                        .and_then(|g| state_of(g.value()))
+                        .map(<[u8]>::to_vec);
+                    recorder
+                        .record(record, old.as_deref())
+                        .map_err(|e| self.error("history", e))?;
+                }
+            }
+            if let Some(mut recorder) = recorder {
+                recorder
+                    .sweep(now_ms(), self.history_max_bytes)
+                    .map_err(|e| self.error("history", e))?;
+                total = recorder.total();
             }
             let mut times = txn
                 .open_table(TIMES)
@@ -262,9 +340,15 @@ impl RedbEngine {
                 .map_err(|e| self.error("cannot open meta table", e))?;
             meta.insert(META_SEQ, seq.to_le_bytes().as_slice())
                 .map_err(|e| self.error("cannot write seq", e))?;
+            if total != history_bytes {
+                // Beside `seq`, in a page this commit writes anyway.
+                meta.insert(META_HISTORY_BYTES, total.to_le_bytes().as_slice())
+                    .map_err(|e| self.error("cannot write the history's size", e))?;
+            }
         }
         // Dropping an uncommitted transaction aborts it, so an error above writes nothing.
-        txn.commit().map_err(|e| self.error("cannot commit", e))
+        txn.commit().map_err(|e| self.error("cannot commit", e))?;
+        Ok(total)
     }
 
     fn write_touches(&self, db: &Database, touches: &[Touch<'_>]) -> Result<(), EngineError> {
@@ -441,6 +525,18 @@ fn encode(rev: u64, seq: u64, state: Option<&[u8]>, buf: &mut Vec<u8>) {
 /// A decoded record: rev, seq and state (`None` for a tombstone).
 type Decoded = (u64, u64, Option<Vec<u8>>);
 
+/// The state inside an encoded record, unchecked (`None` for a tombstone).
+fn state_of(record: &[u8]) -> Option<&[u8]> {
+    (record.get(HEADER_LEN - 1) == Some(&KIND_STATE)).then(|| &record[HEADER_LEN..])
+}
+
+/// The time now, Unix milliseconds.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Decodes a record written by [`encode`]; the error says what is wrong with it.
 fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
@@ -561,7 +657,7 @@ impl Engine for RedbEngine {
             topics,
             seq,
             epoch,
-            history: Vec::new(),
+            recent: Vec::new(),
         })
     }
 
@@ -576,6 +672,31 @@ impl Engine for RedbEngine {
         result
     }
 
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        history_read::changes(&self.read()?, query).map_err(|e| self.error("history", e))
+    }
+
+    fn state_at(&self, topic: &str, kept_since_ms: u64, at_ms: u64) -> Result<At, EngineError> {
+        history_read::state_at(&self.read()?, topic, kept_since_ms, at_ms)
+            .map_err(|e| self.error("history", e))
+    }
+
+    fn field_points(
+        &self,
+        topic: &str,
+        pointer: &str,
+        _kept_since_ms: u64,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<Point>, EngineError> {
+        history_read::field_points(&self.read()?, topic, pointer, from_ms, to_ms)
+            .map_err(|e| self.error("history", e))
+    }
+
     /// Writes `records` and `seq` in one write transaction with immediate durability: on
     /// `Ok` all of it is on disk, on `Err` none of it is. After a failed commit, first opens
     /// the database again (see [`RedbEngine`]).
@@ -584,10 +705,12 @@ impl Engine for RedbEngine {
         if handle.reopen {
             self.reopen(&mut handle)?;
         }
-        let result = self.write(self.opened(&handle)?, records, seq);
+        let result = self.write(self.opened(&handle)?, records, seq, handle.history_bytes);
         // Whatever failed, redb may refuse every later write until it is opened again.
         handle.reopen = result.is_err();
-        result
+        let total = result?;
+        handle.history_bytes = total;
+        Ok(())
     }
 }
 
@@ -605,6 +728,8 @@ mod tests {
             seq,
             state,
             time_ms: 0,
+            patch: None,
+            keep_ms: 0,
         }
     }
 
@@ -721,7 +846,7 @@ mod tests {
                 ],
                 seq: 3,
                 epoch,
-                history: Vec::new(),
+                recent: Vec::new(),
             }
         );
     }
