@@ -31,7 +31,8 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "POINTERS", conflicts_with_all = ["field", "at"])]
     fields: Option<String>,
     /// Sum up this numeric field (a JSON pointer such as /battery) per --step: its min,
-    /// max, time-weighted avg and last value, and the writes, in each step
+    /// max, time-weighted avg and last value, and the writes, in each step; the steps
+    /// count from --from, so give it (without one they would count from 1970)
     #[arg(long, value_name = "POINTER", requires = "step", conflicts_with = "at")]
     field: Option<String>,
     /// The step of --field: a duration such as 60s, 1m, 1h
