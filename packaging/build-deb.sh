@@ -27,7 +27,7 @@ version="$("$bin" --version | cut -d' ' -f2)"
   echo ".nf"
   "$bin" --help | sed 's/\\/\\e/g; s/^\./\\\&./'
   echo ".fi"
-  for sub in serve watch get set patch delete event command hash-key; do
+  for sub in serve watch get set patch delete event command history hash-key; do
     echo ".SH \"STATECAST ${sub^^}\""
     echo ".nf"
     "$bin" "$sub" --help | sed 's/\\/\\e/g; s/^\./\\\&./'

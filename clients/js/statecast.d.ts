@@ -46,11 +46,82 @@ export interface Result {
   [key: string]: unknown;
 }
 
+/**
+ * A time for the history API: a `Date`, a number of Unix milliseconds, or a string the hub
+ * reads: RFC 3339 (`2026-12-06T21:00:00.120Z`), Unix ms, or a duration before now (`-1h`,
+ * `-90s`, `-15m`, `-7d`).
+ */
+export type TimeArg = Date | number | string;
+
+/** One recorded change of a topic: the state after it, or its removal. */
+export type HistoryChange =
+  | {
+      rev: number;
+      /** When the hub recorded it, RFC 3339 with milliseconds (UTC). */
+      time: string;
+      /** The state after the change; with `fields`, `{"/battery": 80, ...}` (missing fields absent). */
+      state: Json;
+      removed?: undefined;
+    }
+  | { rev: number; time: string; removed: true; state?: undefined };
+
+/** What `history` resolves to: the changes, oldest first. */
+export type History = HistoryChange[] & {
+  /**
+   * Set when `limit` stopped the reading before the end: pass it as `from` (with the same
+   * `to`) for the rest. Undefined when every change up to `to` is in.
+   */
+  readonly next?: string;
+};
+
+export interface HistoryOptions {
+  /** The oldest time (default: as far back as the hub keeps). */
+  from?: TimeArg;
+  /** The newest time (default: now). */
+  to?: TimeArg;
+  /** JSON pointers (`['/battery', '/rf']`, or `'/battery,/rf'`): each state is reduced to them. */
+  fields?: string[] | string;
+  /** At most this many changes in all (default: every one, read page by page). */
+  limit?: number;
+}
+
+/** One step of a series. The field is a level held until it changes. */
+export interface SeriesPoint {
+  /** The step's start, Unix milliseconds. */
+  t: number;
+  /** The least and greatest values held during the step. */
+  min: number | null;
+  max: number | null;
+  /** The mean of the values held, weighted by how long each was held. */
+  avg: number | null;
+  /** The value at the step's end (carried forward from earlier steps). */
+  last: number | null;
+  /** The writes in the step. */
+  changes: number;
+}
+
+export interface SeriesOptions {
+  from?: TimeArg;
+  to?: TimeArg;
+  /** The step: a duration (`'60s'`, `'1m'`, `'1h'`) or a number of ms. */
+  step?: string | number;
+}
+
+/** A topic's state as it was at a time. */
+export interface StateAt {
+  topic: string;
+  rev: number;
+  /** The time of the change that made this state, RFC 3339 with milliseconds. */
+  time: string;
+  state: Json;
+}
+
 /** The error a write promise rejects with. */
 export interface StatecastError extends Error {
   /**
    * The hub's error code (`invalid_topic`, `no_route`, `not_found`, ...), or
-   * `disconnected` (the socket closed before the result arrived: the write may or may not
+   * `bad_request` (for the history API: a bad time, pointer or step), `gone` (a time older
+   * than the history the hub keeps), `disconnected` (the socket closed before the result arrived: the write may or may not
    * have happened), `closed` (the client was closed), `unreachable` (the REST request
    * failed), `origin_refused` (the hub refuses pages from this page's origin: add it to the
    * hub's `allowed_origins`, or open the page from the hub), `http_<status>` (an HTTP error
@@ -138,6 +209,25 @@ export interface Hub {
    * device's.
    */
   command(target: string, name: string, args?: Json): Promise<Result>;
+
+  /**
+   * The recorded changes of a topic, oldest first, over REST (`GET /api/history/{topic}`),
+   * following the hub's pages until none is left or `limit` changes are in. Rejects with
+   * `not_found` for a topic whose history is not kept, `bad_request` for a bad time or
+   * pointer, `forbidden` for a topic the token may not read.
+   */
+  history(topic: string, options?: HistoryOptions): Promise<History>;
+  /**
+   * A numeric field of a topic summed up per step (`GET /api/history/{topic}?field=&step=`):
+   * one point per step from `from` to `to`; a step before the topic existed is absent. Give
+   * `from`: the steps count from it (without one, from 1970, more steps than the hub gives).
+   */
+  series(topic: string, field: string, options?: SeriesOptions): Promise<SeriesPoint[]>;
+  /**
+   * The topic's state as it was at `at` (`GET /api/state/{topic}?at=`). Rejects with
+   * `not_found` if the topic did not exist then, `gone` if that is older than the history kept.
+   */
+  stateAt(topic: string, at: TimeArg): Promise<StateAt>;
 
   /** Listens to status changes. Returns the off function. */
   on(kind: 'status', fn: (status: Status) => void): () => void;

@@ -68,6 +68,45 @@ function encodeTopic(topic) {
   return String(topic).split('/').map(encodeURIComponent).join('/');
 }
 
+/**
+ * A time parameter of the history API: a Date (sent as RFC 3339), a number (Unix
+ * milliseconds) or a string the hub reads (RFC 3339, Unix ms, or a duration before now such
+ * as `-1h`, `-90s`, `-7d`).
+ */
+function timeParam(value, name) {
+  if (value instanceof Date) {
+    if (Number.isNaN(value.getTime())) throw new TypeError(`statecast: ${name} is an invalid Date`);
+    return value.toISOString();
+  }
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new TypeError(`statecast: ${name} must be a finite number of Unix ms`);
+    return String(Math.trunc(value));
+  }
+  if (typeof value === 'string') return value;
+  throw new TypeError(`statecast: ${name} must be a Date, a number of Unix ms or a string`);
+}
+
+/** A series' step: a number of milliseconds, or a duration string (`60s`, `1m`, `1h`). */
+function stepParam(value) {
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value) || value <= 0) throw new TypeError('statecast: step must be a positive whole number of ms');
+    return `${value}ms`;
+  }
+  if (typeof value === 'string') return value;
+  throw new TypeError('statecast: step must be a number of ms or a duration such as "60s"');
+}
+
+/** `?a=1&b=2` of the defined entries (`''` when none). */
+function queryString(params) {
+  const q = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) if (value !== undefined) q.set(key, value);
+  const text = q.toString();
+  return text ? `?${text}` : '';
+}
+
+/** The most changes one history request may ask for (the hub's cap). */
+const HISTORY_PAGE_MAX = 100000;
+
 const OPEN = 1;
 
 /**
@@ -561,6 +600,15 @@ export function connect(url, options = {}) {
   }
 
   async function rest(method, path, body, asResult = false) {
+    const json = await fetchJson(method, path, body);
+    if (asResult) return { type: 'result', ok: true, result: json };
+    if (isPlainObject(json)) return { type: 'result', ok: true, ...json };
+    return { type: 'result', ok: true, value: json };
+  }
+
+  /** One REST request: the answer's JSON, or the hub's error as a StatecastError. */
+  async function fetchJson(method, path, body) {
+    if (closed) throw makeError('closed', 'the client is closed');
     if (typeof fetchFn !== 'function') throw makeError('unreachable', 'no fetch implementation; pass one as options.fetch');
     const headers = { Accept: 'application/json', ...authHeaders() };
     const init = { method, headers };
@@ -587,9 +635,7 @@ export function connect(url, options = {}) {
       const e = (json && json.error) || {};
       throw makeError(e.code || `http_${res.status}`, e.message || `HTTP ${res.status}`, e);
     }
-    if (asResult) return { type: 'result', ok: true, result: json };
-    if (isPlainObject(json)) return { type: 'result', ok: true, ...json };
-    return { type: 'result', ok: true, value: json };
+    return json;
   }
 
   // ------------------------------------------------------------------ API
@@ -694,6 +740,54 @@ export function connect(url, options = {}) {
         { name, args },
         true,
       );
+    },
+
+    async history(topic, { from, to, fields, limit } = {}) {
+      if (typeof topic !== 'string') throw new TypeError('statecast: topic must be a string');
+      if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
+        throw new TypeError('statecast: limit must be a whole number of at least 1');
+      }
+      const params = {
+        from: from === undefined ? undefined : timeParam(from, 'from'),
+        to: to === undefined ? undefined : timeParam(to, 'to'),
+        fields: fields === undefined ? undefined : Array.isArray(fields) ? fields.join(',') : String(fields),
+      };
+      const changes = [];
+      let next;
+      // Page after page (each `next` asked for as the following `from`) until none is left
+      // or `limit` changes are in; `next` then says where the rest begins.
+      for (;;) {
+        const remaining = limit === undefined ? undefined : limit - changes.length;
+        params.limit = remaining === undefined ? undefined : Math.min(remaining, HISTORY_PAGE_MAX);
+        const page = await fetchJson('GET', `/api/history/${encodeTopic(topic)}${queryString(params)}`);
+        const got = Array.isArray(page.changes) ? page.changes : [];
+        changes.push(...(remaining === undefined ? got : got.slice(0, remaining)));
+        next = typeof page.next === 'string' ? page.next : undefined;
+        // An empty page with a `next` would never end: stop there, keeping the `next`.
+        if (next === undefined || got.length === 0 || (limit !== undefined && changes.length >= limit)) break;
+        params.from = next;
+      }
+      Object.defineProperty(changes, 'next', { value: next, enumerable: false });
+      return changes;
+    },
+
+    async series(topic, field, { from, to, step } = {}) {
+      if (typeof topic !== 'string') throw new TypeError('statecast: topic must be a string');
+      if (typeof field !== 'string') throw new TypeError('statecast: field must be a JSON pointer string');
+      const query = queryString({
+        field,
+        step: step === undefined ? undefined : stepParam(step),
+        from: from === undefined ? undefined : timeParam(from, 'from'),
+        to: to === undefined ? undefined : timeParam(to, 'to'),
+      });
+      const answer = await fetchJson('GET', `/api/history/${encodeTopic(topic)}${query}`);
+      return Array.isArray(answer.points) ? answer.points : [];
+    },
+
+    async stateAt(topic, at) {
+      if (typeof topic !== 'string') throw new TypeError('statecast: topic must be a string');
+      if (at === undefined) throw new TypeError('statecast: stateAt needs a time');
+      return fetchJson('GET', `/api/state/${encodeTopic(topic)}${queryString({ at: timeParam(at, 'at') })}`);
     },
 
     on(kind, fn) {

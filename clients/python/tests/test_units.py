@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 import statecast
+from statecast._history import step_param, time_param
 from statecast._http import derive_urls
 
 
@@ -99,3 +101,42 @@ def test_change_types() -> None:
             assert (topic, patch) == ("a/b", {"x": 2})
         case _:
             raise AssertionError("no match")
+
+
+def test_history_times_and_steps_as_the_hub_reads_them() -> None:
+    utc = datetime(2026, 12, 6, 21, 0, 0, 120_000, tzinfo=timezone.utc)
+    assert time_param(utc) == "2026-12-06T21:00:00.120Z"
+    assert time_param(utc.replace(tzinfo=None)) == "2026-12-06T21:00:00.120Z", "naive is UTC"
+    paris = utc.astimezone(timezone(timedelta(hours=1)))
+    assert time_param(paris) == "2026-12-06T21:00:00.120Z"
+    assert time_param(timedelta(hours=1)) == "-3600s"
+    assert time_param(-timedelta(seconds=90)) == "-90s"
+    assert time_param(timedelta(milliseconds=1500)) == "-1500ms"
+    assert time_param(1_796_590_800_120) == "1796590800120"
+    assert time_param(1_796_590_800_120.7) == "1796590800120"
+    assert time_param("-7d") == "-7d"
+    for wrong in (True, None, [1]):
+        with pytest.raises(TypeError):
+            time_param(wrong)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        time_param(float("nan"))
+
+    assert step_param(timedelta(minutes=1)) == "60s"
+    assert step_param(250) == "250ms"
+    assert step_param("1m") == "1m"
+    for wrong_step in (0, timedelta(0), -5):
+        with pytest.raises(ValueError):
+            step_param(wrong_step)
+    with pytest.raises(TypeError):
+        step_param(1.5)  # type: ignore[arg-type]
+
+
+def test_history_values() -> None:
+    change = statecast.HistoryChange(3, datetime(2026, 12, 6, tzinfo=timezone.utc), removed=True)
+    assert change.state is None and change.removed
+    history = statecast.History([change], "rev:4")
+    assert history == [change] and history.next == "rev:4"
+    assert statecast.History([]).next is None
+    from statecast._errors import error_from
+
+    assert type(error_from({"code": "gone", "message": "older"})) is statecast.GoneError

@@ -83,7 +83,7 @@ impl HubUrl {
     }
 
     /// `/api/{kind}/{topic}`, each of the topic's segments a path segment.
-    fn topic(&self, kind: &str, topic: &str) -> Url {
+    pub(crate) fn topic(&self, kind: &str, topic: &str) -> Url {
         self.at(["api", kind].into_iter().chain(topic.split('/')))
     }
 

@@ -3,6 +3,7 @@
 mod client;
 mod config;
 mod demo;
+mod history;
 mod output;
 
 use std::process::ExitCode;
@@ -136,6 +137,21 @@ Example:
         #[command(flatten)]
         hub: client::HubUrl,
     },
+    /// Print a topic's recorded changes, a numeric field of it per step, or its state at a
+    /// time, from the hub's history (kept for topics whose policy has `history`, 24h by
+    /// default).
+    ///
+    /// A table by default: time, rev and the state (or the --fields), or for --field: each
+    /// step's start, min, max, time-weighted avg, last value and number of writes. Times are
+    /// RFC 3339, Unix ms, or a duration before now (-1h, -90s, -7d).
+    #[command(after_help = "\
+Examples:
+  statecast history micboard/SHURE001 --from -1h
+  statecast history micboard/SHURE001 --from -1d --fields /battery,/rf --csv > battery.csv
+  statecast history micboard/SHURE001 --from -1d --field /battery --step 1h
+  statecast history micboard/SHURE001 --at 2026-12-06T21:00:00Z
+  statecast history railhub/esp32-01 --from -15m --json | jq '.changes[].rev'")]
+    History(Box<history::HistoryArgs>),
     /// Print the SHA-256 of an API key, for `key_sha256` in [[auth.keys]].
     #[command(after_help = "\
 Example:
@@ -221,6 +237,7 @@ fn run_client(command: Action) -> Result<(), String> {
                 client::write(&hub, Method::PATCH, &topic, &patch).await
             }
             Action::Delete { topic, hub } => client::delete(&hub, &topic).await,
+            Action::History(args) => history::run(&args).await,
             Action::Event { topic, data, hub } => client::event(&hub, &topic, &data).await,
             Action::Command {
                 target,

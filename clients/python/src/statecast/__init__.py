@@ -15,7 +15,8 @@ Synchronous, one REST request per call, for scripts::
 
 Layout: ``_client`` (the async client: connection, mirror, subscriptions, polling),
 ``_sync`` (the synchronous REST functions), ``_http`` (URLs and one blocking request),
-``_types`` (changes and results), ``_errors`` (one exception class per error code),
+``_history`` (the history API's parameters and answers), ``_types`` (changes, results,
+history changes and series points), ``_errors`` (one exception class per error code),
 ``_json`` (merge patches and topic patterns).
 """
 
@@ -26,6 +27,7 @@ from ._errors import (
     ConflictError,
     DisconnectedError,
     ForbiddenError,
+    GoneError,
     HubError,
     HubTimeoutError,
     InternalError,
@@ -42,9 +44,23 @@ from ._errors import (
     UnreachableError,
     UpstreamError,
 )
+from ._history import StepArg, TimeArg
 from ._json import JSON, apply_merge_patch, match_topic
-from ._sync import command, delete, event, get, get_all, patch, set
-from ._types import Change, Event, Patch, Removed, Snapshot, Stale, Status, TopicState, WriteResult
+from ._sync import command, delete, event, get, get_all, history, patch, series, set, state_at
+from ._types import (
+    Change,
+    Event,
+    History,
+    HistoryChange,
+    Patch,
+    Removed,
+    SeriesPoint,
+    Snapshot,
+    Stale,
+    Status,
+    TopicState,
+    WriteResult,
+)
 
 __version__ = "0.1.0"
 
@@ -58,6 +74,9 @@ __all__ = [
     "DisconnectedError",
     "Event",
     "ForbiddenError",
+    "GoneError",
+    "History",
+    "HistoryChange",
     "Hub",
     "HubError",
     "HubTimeoutError",
@@ -69,11 +88,14 @@ __all__ = [
     "Patch",
     "RateLimitedError",
     "Removed",
+    "SeriesPoint",
     "Snapshot",
     "Stale",
     "StatecastError",
     "Status",
+    "StepArg",
     "Subscription",
+    "TimeArg",
     "TooLargeError",
     "TopicState",
     "UnauthorizedError",
@@ -90,7 +112,10 @@ __all__ = [
     "event",
     "get",
     "get_all",
+    "history",
     "match_topic",
     "patch",
+    "series",
     "set",
+    "state_at",
 ]

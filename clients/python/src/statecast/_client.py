@@ -23,21 +23,22 @@ import logging
 import random
 import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
-from . import _http, _sync
+from . import _history, _http, _sync, _types
 from ._errors import ClosedError, DisconnectedError, StatecastError, error_from
+from ._history import StepArg, TimeArg
 from ._json import JSON, apply_merge_patch, match_topic
-from ._types import Change, Event, Patch, Removed, Snapshot, Stale, Status, WriteResult
+from ._types import Change, Event, Patch, Removed, Snapshot, Stale, Status, WriteResult, parse_time
 
 log = logging.getLogger("statecast")
 
@@ -45,6 +46,8 @@ log = logging.getLogger("statecast")
 Callback: TypeAlias = Callable[[Change], Awaitable[None] | None]
 
 Message: TypeAlias = dict[str, Any]
+
+_T = TypeVar("_T")
 
 # A connection that stayed open this long resets the backoff; one that keeps dropping
 # sooner (a hub that accepts and then closes) backs off further each time.
@@ -437,6 +440,34 @@ class Hub:
         )
         return body.get("result") if via_ws else body
 
+    async def history(
+        self,
+        topic: str,
+        *,
+        from_: TimeArg | None = None,
+        to: TimeArg | None = None,
+        fields: Sequence[str] | str | None = None,
+        limit: int | None = None,
+    ) -> _types.History:
+        """The topic's recorded changes, oldest first, over REST; see :func:`statecast.history`."""
+        return await self._rest(_history.history, topic, from_=from_, to=to, fields=fields, limit=limit)
+
+    async def series(
+        self,
+        topic: str,
+        field: str,
+        *,
+        from_: TimeArg | None = None,
+        to: TimeArg | None = None,
+        step: StepArg | None = None,
+    ) -> list[_types.SeriesPoint]:
+        """A numeric field of the topic per step, over REST; see :func:`statecast.series`."""
+        return await self._rest(_history.series, topic, field, from_=from_, to=to, step=step)
+
+    async def state_at(self, topic: str, at: TimeArg) -> _types.TopicState:
+        """The topic as it was at ``at``, over REST; see :func:`statecast.state_at`."""
+        return await self._rest(_history.state_at, topic, at)
+
     def on_status(self, listener: Callable[[Status], None]) -> Callable[[], None]:
         """Calls ``listener(status)`` on every status change; returns the function that
         removes it."""
@@ -624,7 +655,7 @@ class Hub:
         stale = msg.get("stale")
         if local is None or not isinstance(stale, bool):
             return
-        since = _sync.parse_time(msg.get("since"))
+        since = parse_time(msg.get("since"))
         turned = local.stale != stale
         local.stale = stale
         local.since = since if stale else None
@@ -695,6 +726,15 @@ class Hub:
             timeout=self._rest_timeout,
         )
         return _http.checked(response), False
+
+    async def _rest(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``call(base, *args, token=, timeout=, **kwargs)``, one of the blocking REST
+        functions, in a worker thread."""
+        if self._closed:
+            raise ClosedError("the client is closed")
+        return await asyncio.to_thread(
+            call, self._urls.http, *args, token=self._token, timeout=self._rest_timeout, **kwargs
+        )
 
     # ------------------------------------------------------------------ internals: connection
 

@@ -73,6 +73,12 @@ class NotFoundError(HubError):
     default_code = "not_found"
 
 
+class GoneError(HubError):
+    """``gone``: the time asked for is older than the history the hub keeps."""
+
+    default_code = "gone"
+
+
 class TooLargeError(HubError):
     """``too_large``: the state, event or message is larger than the hub accepts."""
 
@@ -163,6 +169,7 @@ _BY_CODE: dict[str, type[HubError]] = {
         InvalidTopicError,
         InvalidPatternError,
         NotFoundError,
+        GoneError,
         TooLargeError,
         UnauthorizedError,
         ForbiddenError,

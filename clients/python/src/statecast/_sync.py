@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from datetime import datetime, timezone
+from collections.abc import Sequence
 
-from . import _http
+from . import _history, _http
+from ._history import StepArg, TimeArg
 from ._json import JSON
-from ._types import TopicState, WriteResult
+from ._types import History, SeriesPoint, TopicState, WriteResult, topic_state
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -37,29 +38,6 @@ def write_result(topic: str, body: JSON) -> WriteResult:
         rev=rev if isinstance(rev, int) else 0,
         changed=changed if isinstance(changed, bool) else True,
     )
-
-
-def topic_state(item: JSON) -> TopicState:
-    item = item if isinstance(item, dict) else {}
-    return TopicState(
-        topic=str(item.get("topic", "")),
-        rev=int(item.get("rev", 0)),
-        state=item.get("state"),
-        time=parse_time(item.get("time")),
-        stale=item.get("stale") is True,
-    )
-
-
-def parse_time(value: JSON) -> datetime | None:
-    """A time the hub sent (RFC 3339, ``2026-12-06T21:00:00.120Z``), ``None`` if absent or
-    not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1) if value.endswith("Z") else value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def get(topic: str, *, url: str | None = None, token: str | None = None, timeout: float = 10.0) -> TopicState:
@@ -173,3 +151,57 @@ def command(
         timeout=timeout,
     )
     return _http.checked(res)
+
+
+def history(
+    topic: str,
+    *,
+    from_: TimeArg | None = None,
+    to: TimeArg | None = None,
+    fields: Sequence[str] | str | None = None,
+    limit: int | None = None,
+    url: str | None = None,
+    token: str | None = None,
+    timeout: float = 10.0,
+) -> History:
+    """The topic's recorded changes from ``from_`` to ``to``, oldest first: a list of
+    :class:`HistoryChange` (``rev``, ``time``, ``state`` or ``removed``), every page of the
+    hub's read until none is left or ``limit`` changes are in (then ``.next`` is the
+    ``from_`` of the rest). With ``fields`` (JSON pointers) each state is reduced to them.
+
+    Times are a ``datetime`` (naive: UTC), a ``timedelta`` (that long before now), Unix ms,
+    or a string the hub reads (RFC 3339, ``"-1h"``, ``"-7d"``).
+
+    >>> statecast.history("micboard/SHURE001", from_=timedelta(hours=1), fields=["/battery"])  # doctest: +SKIP
+    [HistoryChange(rev=17, time=datetime(...), state={'/battery': 80}, removed=False), ...]
+    """
+    return _history.history(
+        _base(url), topic, from_=from_, to=to, fields=fields, limit=limit, token=token, timeout=timeout
+    )
+
+
+def series(
+    topic: str,
+    field: str,
+    *,
+    from_: TimeArg | None = None,
+    to: TimeArg | None = None,
+    step: StepArg | None = None,
+    url: str | None = None,
+    token: str | None = None,
+    timeout: float = 10.0,
+) -> list[SeriesPoint]:
+    """The numeric ``field`` (a JSON pointer such as ``"/battery"``) of the topic summed up
+    per ``step`` (a ``timedelta``, ms, or ``"60s"``, ``"1m"``): one :class:`SeriesPoint`
+    per step from ``from_`` to ``to``; a step before the topic existed is absent. Give
+    ``from_``: the steps count from it (without one, from 1970, more steps than the hub gives)."""
+    return _history.series(_base(url), topic, field, from_=from_, to=to, step=step, token=token, timeout=timeout)
+
+
+def state_at(
+    topic: str, at: TimeArg, *, url: str | None = None, token: str | None = None, timeout: float = 10.0
+) -> TopicState:
+    """The topic as it was at ``at``; ``time`` is that of the change that made it.
+    Raises :class:`NotFoundError` if it did not exist then, :class:`GoneError` if ``at`` is
+    older than the history the hub keeps."""
+    return _history.state_at(_base(url), topic, at, token=token, timeout=timeout)

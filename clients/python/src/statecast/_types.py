@@ -1,9 +1,10 @@
-"""The values the client hands out: changes of subscribed topics, topic states, write results."""
+"""The values the client hands out: changes of subscribed topics, topic states, write results,
+the history API's changes and points; and the readers of the hub's times and topic states."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal, TypeAlias
 
 from ._json import JSON
@@ -100,3 +101,64 @@ class WriteResult:
     topic: str
     rev: int
     changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryChange:
+    """One recorded change of a topic: ``state`` is the state after it (with ``fields``,
+    ``{"/battery": 80, ...}``, a missing field absent), or ``removed`` is true (and
+    ``state`` ``None``) for its removal. ``time`` is when the hub recorded it (UTC)."""
+
+    rev: int
+    time: datetime
+    state: JSON = None
+    removed: bool = False
+
+
+class History(list[HistoryChange]):
+    """What ``history`` returns: a list of the changes, oldest first. ``next`` is set when
+    ``limit`` stopped the reading before the end: pass it as ``from_`` (with the same
+    ``to``) for the rest; ``None`` when every change is in."""
+
+    def __init__(self, changes: list[HistoryChange], next: str | None = None) -> None:  # noqa: A002
+        super().__init__(changes)
+        self.next = next
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One step of a series of a numeric field, a level held until it changes: ``t`` the
+    step's start (UTC), ``min`` and ``max`` over the values held during the step, ``avg``
+    weighted by how long each was held, ``last`` the value at the step's end (carried
+    forward from earlier steps), ``changes`` the writes in the step."""
+
+    t: datetime
+    min: float | None
+    max: float | None
+    avg: float | None
+    last: float | None
+    changes: int
+
+
+def topic_state(item: JSON) -> TopicState:
+    """A :class:`TopicState` from the REST answer about a topic."""
+    item = item if isinstance(item, dict) else {}
+    return TopicState(
+        topic=str(item.get("topic", "")),
+        rev=int(item.get("rev", 0)),
+        state=item.get("state"),
+        time=parse_time(item.get("time")),
+        stale=item.get("stale") is True,
+    )
+
+
+def parse_time(value: JSON) -> datetime | None:
+    """A time the hub sent (RFC 3339, ``2026-12-06T21:00:00.120Z``), ``None`` if absent or
+    not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1) if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
