@@ -219,8 +219,8 @@ export interface Hub {
   history(topic: string, options?: HistoryOptions): Promise<History>;
   /**
    * A numeric field of a topic summed up per step (`GET /api/history/{topic}?field=&step=`):
-   * one point per step from `from` to `to`; a step before the topic existed is absent. Give
-   * `from`: the steps count from it (without one, from 1970, more steps than the hub gives).
+   * one point per step from `from` to `to`; a step before the topic existed is absent. Without
+   * `from`, the steps start at the oldest change kept.
    */
   series(topic: string, field: string, options?: SeriesOptions): Promise<SeriesPoint[]>;
   /**

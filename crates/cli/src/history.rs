@@ -32,7 +32,7 @@ pub struct HistoryArgs {
     fields: Option<String>,
     /// Sum up this numeric field (a JSON pointer such as /battery) per --step: its min,
     /// max, time-weighted avg and last value, and the writes, in each step; the steps
-    /// count from --from, so give it (without one they would count from 1970)
+    /// start at --from (without it, at the oldest change kept)
     #[arg(long, value_name = "POINTER", requires = "step", conflicts_with = "at")]
     field: Option<String>,
     /// The step of --field: a duration such as 60s, 1m, 1h

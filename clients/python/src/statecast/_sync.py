@@ -193,8 +193,8 @@ def series(
 ) -> list[SeriesPoint]:
     """The numeric ``field`` (a JSON pointer such as ``"/battery"``) of the topic summed up
     per ``step`` (a ``timedelta``, ms, or ``"60s"``, ``"1m"``): one :class:`SeriesPoint`
-    per step from ``from_`` to ``to``; a step before the topic existed is absent. Give
-    ``from_``: the steps count from it (without one, from 1970, more steps than the hub gives)."""
+    per step from ``from_`` to ``to``; a step before the topic existed is absent. Without
+    ``from_``, the steps start at the oldest change kept."""
     return _history.series(_base(url), topic, field, from_=from_, to=to, step=step, token=token, timeout=timeout)
 
 
