@@ -7,21 +7,22 @@
 //!
 //! * `history`: (topic, rev) → `time: u64 LE | kind: u8 | bytes`: kind 0 a removal (no
 //!   bytes), 1 the full state, 2 the RFC 7396 merge patch from the change before. A full
-//!   state is written at the topic's first change, after a removal, when no patch
-//!   expresses the change, and every [`FULL_EVERY`] changes, so rebuilding any state
+//!   state is written at the topic's first change, after a removal or a gap, when no
+//!   patch expresses the change, and at every rev divisible by [`FULL_EVERY`], so rebuilding any state
 //!   applies at most that many patches. Patches keep a typical device update (1-2 fields
 //!   of a 300-byte state) to a few dozen bytes.
 //! * `history_fields`: (topic, pointer, start time, first rev) → blocks of up to
 //!   [`BLOCK_POINTS`] points `time: u64 LE | value: f64 LE` (NaN: the field then held no
 //!   number). One column per numeric field, written when the field changes: a `series`
 //!   reads one field's 16-byte points instead of parsing every state.
-//! * `history_topics`: topic → [`TopicMeta`] (its first and last recorded change, how
-//!   much it holds, how long it keeps).
+//! * `history_topics`: topic → [`TopicMeta`] (its first recorded change and the one after,
+//!   how long it keeps), rewritten only when those change; the newest change is read from
+//!   `history` itself.
 //! * `history_expiry`: (first change's time + keep, topic) and `history_oldest`: (first
 //!   change's time, topic): which topic's oldest change expires first, and which is the
 //!   oldest overall (dropped first when over the byte budget).
-//! * `history_size`: `"bytes"` → what the history holds, as counted by the entries and
-//!   points written.
+//! * what the history holds in all, as counted by the entries and points written, is kept
+//!   in the store's `meta` table (`"history_bytes"`), beside `seq`.
 //!
 //! Retention runs in every commit, a bounded number of deletions at a time
 //! ([`SWEEP_BUDGET`]), so it never pauses writers. The newest change older than the

@@ -8,13 +8,14 @@
 //!
 //! # Layout
 //!
-//! Three tables:
+//! Three tables for the state (and the history's, described in `history.rs`):
 //!
 //! * `topics`: topic name (`&str`) → encoded record (`&[u8]`), one row per topic, tombstones
 //!   included (a removed topic keeps its rev so revs never go back).
 //! * `meta`: `"seq"` → the highest committed sequence number (8 bytes, little-endian `u64`)
 //!   and `"epoch"` → a random 16-hex-digit string (UTF-8) written on first open and never
-//!   changed, which identifies this store's history.
+//!   changed, which identifies this store's history; `"history_bytes"` → what the durable
+//!   history holds (8 bytes LE, see `history.rs`).
 //! * `times`: topic name → when its last change was made and when it was last written,
 //!   changed or not (two `u64` LE Unix milliseconds, 16 bytes). A store written before
 //!   times were kept has no such table or row: those topics' times are 0, not known.
