@@ -115,8 +115,13 @@ async def test_a_client_that_only_polls_sees_the_turns(stale_hub: HubProcess, pr
         await arest(stale_hub.base, "PUT", f"/api/state/{topic}", {"on": True})
         await wait_until(lambda: c.state(topic) is not None, "the first poll")
         await wait_until(lambda: c.is_stale(topic), "the poll to see it stale")
+
         # Callbacks run from a queue: wait for the one that says so, not only the mirror.
-        await wait_until(lambda: [getattr(x, "stale", False) for x in seen if x.topic == topic][-1:] == [True], "the stale callback")
+        def last_said_stale() -> bool:
+            said = [getattr(x, "stale", False) for x in seen if x.topic == topic]
+            return said[-1:] == [True]
+
+        await wait_until(last_said_stale, "the stale callback")
         before = len(turns(seen, topic))
         # The device repeats its state: the same rev, fresh again, then stale again.
         await arest(stale_hub.base, "PUT", f"/api/state/{topic}", {"on": True})

@@ -75,6 +75,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Move a store file that is empty or not a store aside instead of refusing to start.
     pub reset_broken_store: bool,
+    /// What all topics' history may hold in the embedded store.
+    pub history_max_bytes: u64,
     /// The file these came from.
     pub config: Option<PathBuf>,
     /// History, state size, outbox and topic bounds.
@@ -111,6 +113,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./statecast-data"),
             reset_broken_store: false,
+            history_max_bytes: statecast_store::DEFAULT_HISTORY_MAX_BYTES,
             config: None,
             hub: HubConfig::default(),
             heartbeat_ms: server.heartbeat_ms,
@@ -219,6 +222,14 @@ fn read_table(table: toml::Table, prefix: &str, settings: &mut Settings) -> Resu
         match value {
             toml::Value::Table(table) if is_table => read_table(table, &inner, settings)?,
             _ if is_table => return Err(format!("{key}: expected a table")),
+            _ if key == "history_len" => {
+                // Renamed in version 2: `history` is now the durable, queryable kind.
+                return Err(
+                    "`history_len` is now `resume_len` (changes kept in memory for \
+                            resuming clients); rename it"
+                        .to_string(),
+                );
+            }
             _ => {
                 let mut known: Vec<&str> = SETTINGS
                     .iter()
@@ -272,14 +283,14 @@ mod tests {
         let path = dir.path().join("statecast.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nheartbeat_ms = 500\nhistory_len = 7\n",
+            "listen = \"127.0.0.1:9000\"\nheartbeat_ms = 500\nresume_len = 7\n",
         )
         .unwrap();
         let args = args(&["--config", path_str(&path), "--heartbeat-ms", "1000"]);
         let s = Settings::resolve(args).unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.heartbeat_ms, 1000);
-        assert_eq!(s.hub.history_len, 7);
+        assert_eq!(s.hub.resume_len, 7);
         assert_eq!(s.hub.max_state_bytes, 256 << 10);
     }
 
@@ -335,6 +346,12 @@ mod tests {
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Settings::resolve(args(&["--config", path_str(&path)])).unwrap_err();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn the_renamed_history_len_is_refused_naming_its_new_name() {
+        let err = resolve_text("history_len = 7\n").unwrap_err();
+        assert!(err.contains("resume_len"), "{err}");
     }
 
     /// `Settings` without the random node name and the file's path, to compare two
@@ -515,7 +532,7 @@ mod tests {
     fn each_number_lands_in_its_own_field() {
         let names = [
             "heartbeat_ms",
-            "history_len",
+            "resume_len",
             "max_state_bytes",
             "max_frame_bytes",
             "outbox_messages",
@@ -538,7 +555,7 @@ mod tests {
         let l = &s.limits;
         let got = [
             s.heartbeat_ms,
-            s.hub.history_len as u64,
+            s.hub.resume_len as u64,
             s.hub.max_state_bytes as u64,
             s.max_frame_bytes as u64,
             s.hub.outbox.max_messages as u64,

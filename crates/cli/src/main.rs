@@ -386,11 +386,15 @@ fn log_setup(settings: &Settings, dashboard: &str) {
 /// The embedded store in the data directory; with `reset_broken_store`, a file there that
 /// is not a store is moved aside (and said so) instead of refusing to start.
 fn open_store(settings: &Settings) -> Result<RedbEngine, String> {
+    let max = settings.history_max_bytes;
     if !settings.reset_broken_store {
-        return RedbEngine::open(&settings.data_dir).map_err(|e| e.to_string());
+        return RedbEngine::open(&settings.data_dir)
+            .map(|e| e.with_history_max_bytes(max))
+            .map_err(|e| e.to_string());
     }
     let (engine, moved) =
         RedbEngine::open_setting_aside(&settings.data_dir).map_err(|e| e.to_string())?;
+    let engine = engine.with_history_max_bytes(max);
     if let Some(moved) = moved {
         tracing::warn!(
             "{} was not a store: moved it aside to {} and started with an empty store",

@@ -149,7 +149,7 @@ async fn an_unknown_last_event_id_starts_afresh_with_snapshots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_past_the_history_gets_a_snapshot() {
-    let server = Server::start(&["--history-len", "2"]);
+    let server = Server::start(&["--resume-len", "2"]);
     server.put("/api/state/old/t", &json!({"v": 1})).await;
     server.put("/api/state/old/u", &json!({"u": 1})).await;
     let mut sse = Sse::open(&server, &["old/#"], None).await;

@@ -445,7 +445,7 @@ async fn resume_with_since_at_the_current_rev_sends_nothing_before_the_result() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_past_the_history_gets_a_snapshot() {
-    let server = Server::start(&["--history-len", "3"]);
+    let server = Server::start(&["--resume-len", "3"]);
     let topic = "short/t";
     let mut writer = server.ws().await;
     set(&mut writer, 1, topic, json!({"n": 1}), 1).await;
@@ -848,7 +848,7 @@ async fn resume_replays_a_removal_and_a_re_creation_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_edge_cases_get_the_current_snapshot_or_removed() {
-    let server = Server::start(&["--history-len", "2"]);
+    let server = Server::start(&["--resume-len", "2"]);
     let mut writer = server.ws().await;
     // Removed while the client was away, with the history of it gone.
     set(&mut writer, 1, "edge/gone", json!({"n": 1}), 1).await;

@@ -272,12 +272,12 @@ impl RedisEngine {
                 written_ms: 0,
             })
             .collect();
-        let mut history = Vec::with_capacity(log.len());
+        let mut recent = Vec::with_capacity(log.len());
         let mut last_id = "0-0".to_string();
         for (id, fields) in log {
             let entry = parse_entry(&fields).map_err(|e| self.error("bad stream entry", e))?;
             if matches!(entry.kind, EntryKind::Change { .. }) {
-                history.push(entry);
+                recent.push(entry);
             }
             last_id = id;
         }
@@ -285,7 +285,7 @@ impl RedisEngine {
             topics,
             seq: counter.unwrap_or(0),
             epoch,
-            history,
+            recent,
         };
         Ok((loaded, last_id))
     }

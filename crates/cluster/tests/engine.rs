@@ -113,7 +113,7 @@ fn a_conflicting_topic_takes_none_of_its_later_changes_while_others_go_on() {
     let late = scratch.engine("late");
     let loaded = late.load().expect("load");
     assert_eq!(loaded.seq, 3);
-    assert_eq!(loaded.history.len(), 3);
+    assert_eq!(loaded.recent.len(), 3);
     let mut topics: Vec<_> = loaded
         .topics
         .iter()

@@ -23,6 +23,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::history::{At, ChangesQuery, Page, Point};
+
 /// One topic as an engine hands it back at start-up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredTopic {
@@ -48,7 +50,7 @@ pub struct Loaded {
     /// Identifies this store's history: an SSE cursor from another store is not trusted.
     pub epoch: String,
     /// Recent changes, oldest first, for resuming clients (only shared engines keep them).
-    pub history: Vec<Entry>,
+    pub recent: Vec<Entry>,
 }
 
 /// One change to make durable: the topic's new rev and state (or tombstone).
@@ -61,6 +63,11 @@ pub struct Record<'a> {
     pub state: Option<&'a [u8]>,
     /// When the change was made (Unix ms): also the topic's last write.
     pub time_ms: u64,
+    /// The RFC 7396 merge patch from the topic's previous state, when one expresses the
+    /// change (serialized JSON); `None` for a creation, a removal or a replacement.
+    pub patch: Option<&'a [u8]>,
+    /// How long the change stays in the topic's history (ms; 0: not recorded).
+    pub keep_ms: u64,
 }
 
 /// A write that changed nothing, to a topic whose freshness counts: its time, so that
@@ -98,6 +105,40 @@ pub trait Engine: Send + Sync + 'static {
     fn touch(&self, _touches: &[Touch<'_>]) -> Result<(), EngineError> {
         Ok(())
     }
+
+    /// Whether this engine records history ([`Record::keep_ms`]) and answers the queries
+    /// below; one that does not answers them with an error.
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// A range of recorded changes, oldest first, each with the state after it.
+    fn changes(&self, _query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        Err(no_history())
+    }
+
+    /// What `topic` was at `at_ms`, from its recorded changes at or after `kept_since_ms`.
+    fn state_at(&self, _topic: &str, _kept_since_ms: u64, _at_ms: u64) -> Result<At, EngineError> {
+        Err(no_history())
+    }
+
+    /// The recorded values of one numeric field (a JSON pointer) of `topic` from `from_ms`
+    /// to `to_ms`, oldest first, the first one carrying in the value held at `from_ms`;
+    /// nothing before `kept_since_ms`.
+    fn field_points(
+        &self,
+        _topic: &str,
+        _pointer: &str,
+        _kept_since_ms: u64,
+        _from_ms: u64,
+        _to_ms: u64,
+    ) -> Result<Vec<Point>, EngineError> {
+        Err(no_history())
+    }
+}
+
+fn no_history() -> EngineError {
+    EngineError("this store keeps no history".to_string())
 }
 
 /// An engine shared with its owner.
@@ -112,6 +153,29 @@ impl<E: Engine> Engine for Arc<E> {
 
     fn touch(&self, touches: &[Touch<'_>]) -> Result<(), EngineError> {
         (**self).touch(touches)
+    }
+
+    fn keeps_history(&self) -> bool {
+        (**self).keeps_history()
+    }
+
+    fn changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        (**self).changes(query)
+    }
+
+    fn state_at(&self, topic: &str, kept_since_ms: u64, at_ms: u64) -> Result<At, EngineError> {
+        (**self).state_at(topic, kept_since_ms, at_ms)
+    }
+
+    fn field_points(
+        &self,
+        topic: &str,
+        pointer: &str,
+        kept_since_ms: u64,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<Point>, EngineError> {
+        (**self).field_points(topic, pointer, kept_since_ms, from_ms, to_ms)
     }
 }
 

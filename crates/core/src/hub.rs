@@ -1,4 +1,4 @@
-//! The [`Hub`]: topic state, revs, history and fan-out, shared by every transport.
+//! The [`Hub`]: topic state, revs, the resume buffer and fan-out, shared by every transport.
 //!
 //! A write takes this path, one file per step:
 //! 1. `hub/write.rs`: [`Hub::submit`] validates it and, under the `writes` lock, diffs it
@@ -8,7 +8,7 @@
 //! 2. `hub/commit.rs`: the commit thread takes every queued write and makes the batch
 //!    durable through the [`Engine`] (one group commit).
 //! 3. `hub/fanout.rs`: then, under the `published` lock, it updates the published state and
-//!    history and pushes the shared bytes into the outbox of every client whose pattern
+//!    resume buffer and pushes the shared bytes into the outbox of every client whose pattern
 //!    matches (found through the pattern index). Only then are writers answered.
 //! 4. `hub/client.rs`: each transport drains its client's outbox ([`Client::drain`]) and
 //!    writes a batch of frames at once.
@@ -44,6 +44,7 @@ use crate::topic::{Pattern, Topic};
 mod client;
 mod commit;
 mod fanout;
+mod history;
 mod shared;
 mod stale;
 mod types;
@@ -208,7 +209,7 @@ impl Hub {
                 ..Slot::new(topic, stale_after)
             });
         }
-        for entry in loaded.history {
+        for entry in loaded.recent {
             let EntryKind::Change {
                 rev, state, patch, ..
             } = entry.kind
@@ -227,10 +228,10 @@ impl Hub {
                 (None, Some(state)) => message::snapshot(&slot.topic, rev, state),
                 (None, None) => message::removed(&slot.topic, rev),
             };
-            if slot.history.is_empty() {
+            if slot.resume.is_empty() {
                 slot.floor_seq = entry.seq - 1;
             }
-            slot.push_history(&config, rev, entry.seq, message);
+            slot.push_resume(&config, rev, entry.seq, message);
         }
         published.seq = writes.seq;
         let run_stale = config.policies.iter().any(|p| p.stale_after.is_some());

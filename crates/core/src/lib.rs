@@ -56,6 +56,7 @@
 pub mod backoff;
 pub mod engine;
 pub mod error;
+pub mod history;
 pub mod hub;
 pub mod index;
 pub mod merge;

@@ -171,6 +171,14 @@ pub fn patch(topic: &str, rev: u64, patch: &Value) -> Bytes {
     out.freeze()
 }
 
+/// The merge patch inside a message [`patch`] built (its JSON, as written there).
+pub fn patch_body(message: &[u8]) -> Option<&[u8]> {
+    // Topics hold no `"`, so the first `,"patch":` is the field's, not part of the topic.
+    const FIELD: &[u8] = b",\"patch\":";
+    let at = message.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    message.get(at..message.len().checked_sub(1)?)
+}
+
 pub fn removed(topic: &str, rev: u64) -> Bytes {
     Bytes::from(format!(
         "{{\"type\":\"removed\",\"topic\":\"{topic}\",\"rev\":{rev}}}"
@@ -270,6 +278,14 @@ mod tests {
 
     fn parse(b: &Bytes) -> Value {
         serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn the_patch_body_is_the_patch_as_written_into_the_message() {
+        let patch_value = json!({"a": {"patch": 1}, "b": null});
+        let message = patch("dev/x", 12, &patch_value);
+        let body = patch_body(&message).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(body).unwrap(), patch_value);
     }
 
     #[test]

@@ -75,6 +75,13 @@ impl Policies {
         self.find(topic)?.schema.as_ref()
     }
 
+    /// How long `topic`'s changes stay queryable: its policy's `history`, or the default.
+    pub fn history(&self, topic: &str) -> Duration {
+        self.find(topic)
+            .and_then(|p| p.history)
+            .unwrap_or(crate::history::DEFAULT_KEEP)
+    }
+
     /// Every policy, in the order given.
     pub fn iter(&self) -> impl Iterator<Item = &TopicPolicy> {
         self.list.iter()

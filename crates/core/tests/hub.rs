@@ -1022,7 +1022,7 @@ async fn resume_within_history_replays_exactly_the_missing_changes_in_order() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn resume_beyond_history_gets_a_snapshot() {
-    let hub = hub_with(|c| c.history_len = 4);
+    let hub = hub_with(|c| c.resume_len = 4);
     let t = topic("a/b");
     hub.set(&t, json!({"n": 1})).await.unwrap();
     for n in 2..=10 {
@@ -1080,7 +1080,7 @@ async fn resume_from_a_rev_newer_than_the_servers_gets_a_snapshot() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn resume_of_a_topic_removed_meanwhile_gets_removed() {
-    let hub = hub_with(|c| c.history_len = 4);
+    let hub = hub_with(|c| c.resume_len = 4);
     let t = topic("a/b");
     hub.set(&t, json!({"n": 1})).await.unwrap();
     for n in 2..=7 {
@@ -1229,7 +1229,7 @@ async fn resume_from_a_cursor_sends_only_the_missed_changes() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_cursor_beyond_history_gets_snapshots() {
-    let hub = hub_with(|c| c.history_len = 2);
+    let hub = hub_with(|c| c.resume_len = 2);
     let a = topic("dev/a");
     hub.set(&a, json!({"n": 0})).await.unwrap();
     let client = hub.connect();

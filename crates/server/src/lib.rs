@@ -42,6 +42,7 @@ mod config;
 mod deadline;
 mod error;
 mod head;
+mod history;
 mod listener;
 mod metrics;
 mod openapi;

@@ -98,15 +98,25 @@ pub async fn list_schemas(State(app): State<Arc<App>>, _caller: Caller) -> Respo
     axum::Json(json!({ "schemas": schemas })).into_response()
 }
 
+#[derive(Deserialize)]
+pub struct StateQuery {
+    /// A past moment: the state then, from the history.
+    at: Option<String>,
+}
+
 pub async fn get_state(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(topic): Path<String>,
+    Query(query): Query<StateQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Metrics::add(&app.metrics.http_requests, 1);
     let topic = parse_topic(&topic)?;
     app.check(&caller, Action::Read, &topic)?;
+    if let Some(at) = &query.at {
+        return crate::history::state_at(app, topic, at).await;
+    }
     let Some(state) = app.hub.get(&topic) else {
         return Err(ApiError::new(
             ErrorCode::NotFound,

@@ -10,7 +10,7 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::app::App;
-use crate::{assets, openapi, rest, sse, writes, ws};
+use crate::{assets, history, openapi, rest, sse, writes, ws};
 
 /// The REST API, the SSE stream and health, all under one prefix.
 const API: &str = "/api";
@@ -86,6 +86,11 @@ fn table() -> Vec<Route> {
             Method::POST,
             &format!("{API}/commands/{{*target}}"),
             rest::post_command,
+        ),
+        route(
+            Method::GET,
+            &format!("{API}/history/{{*topic}}"),
+            history::get_history,
         ),
         route(Method::GET, &format!("{API}/stream"), sse::stream),
         route(Method::GET, &format!("{API}/schemas"), rest::list_schemas),

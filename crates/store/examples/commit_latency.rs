@@ -50,6 +50,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         seq,
                         state: Some(states[t].as_bytes()),
                         time_ms: seq,
+                        patch: None,
+                        keep_ms: 0,
                     }
                 })
                 .collect();

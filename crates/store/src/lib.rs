@@ -50,6 +50,12 @@ use redb::{
     StorageError, TableDefinition,
 };
 use statecast_core::engine::{Engine, EngineError, Loaded, Record, StoredTopic, Touch};
+use statecast_core::history::{At, ChangesQuery, Page, Point};
+
+mod history;
+mod history_read;
+
+pub use history::DEFAULT_MAX_BYTES as DEFAULT_HISTORY_MAX_BYTES;
 
 /// The name of the database file inside the data directory.
 pub const FILE_NAME: &str = "statecast.redb";
@@ -91,6 +97,8 @@ pub struct RedbEngine {
     open_db: OpenDb,
     /// The database file, for error messages.
     path: PathBuf,
+    /// What all topics' history may hold (see `history.rs`).
+    history_max_bytes: u64,
 }
 
 /// The open database, and whether it must be opened again before its next write.
@@ -164,9 +172,25 @@ impl RedbEngine {
             }),
             open_db,
             path,
+            history_max_bytes: history::DEFAULT_MAX_BYTES,
         };
         engine.init()?;
         Ok(engine)
+    }
+
+    /// Bounds what all topics' history holds, in bytes: over it, the oldest changes go
+    /// first (`history_max_bytes`; default [`DEFAULT_HISTORY_MAX_BYTES`]).
+    pub fn with_history_max_bytes(mut self, max: u64) -> RedbEngine {
+        self.history_max_bytes = max;
+        self
+    }
+
+    /// Begins a read transaction, holding the handle's lock only for that.
+    fn read(&self) -> Result<redb::ReadTransaction, EngineError> {
+        let handle = self.lock();
+        self.opened(&handle)?
+            .begin_read()
+            .map_err(|e| self.error("cannot begin read transaction", e))
     }
 
     /// The database file this engine has open (`<dir>/statecast.redb`).
@@ -236,13 +260,31 @@ impl RedbEngine {
             let mut table = txn
                 .open_table(TOPICS)
                 .map_err(|e| self.error("cannot open topics table", e))?;
+            let mut recorder = match records.iter().any(|r| r.keep_ms > 0) {
+                true => Some(history::Recorder::open(&txn).map_err(|e| self.error("history", e))?),
+                false => None,
+            };
             let mut buf = Vec::new();
             for record in records {
                 buf.clear();
                 encode(record.rev, record.seq, record.state, &mut buf);
-                table.insert(record.topic, buf.as_slice()).map_err(|e| {
+                let old = table.insert(record.topic, buf.as_slice()).map_err(|e| {
                     self.error(&format!("cannot write topic {:?}", record.topic), e)
                 })?;
+                if let Some(recorder) = recorder.as_mut().filter(|_| record.keep_ms > 0) {
+                    let old = old
+                        .as_ref()
+                        .and_then(|g| state_of(g.value()))
+                        .map(<[u8]>::to_vec);
+                    recorder
+                        .record(record, old.as_deref())
+                        .map_err(|e| self.error("history", e))?;
+                }
+            }
+            if let Some(mut recorder) = recorder {
+                recorder
+                    .sweep(now_ms(), self.history_max_bytes)
+                    .map_err(|e| self.error("history", e))?;
             }
             let mut times = txn
                 .open_table(TIMES)
@@ -441,6 +483,18 @@ fn encode(rev: u64, seq: u64, state: Option<&[u8]>, buf: &mut Vec<u8>) {
 /// A decoded record: rev, seq and state (`None` for a tombstone).
 type Decoded = (u64, u64, Option<Vec<u8>>);
 
+/// The state inside an encoded record, unchecked (`None` for a tombstone).
+fn state_of(record: &[u8]) -> Option<&[u8]> {
+    (record.get(HEADER_LEN - 1) == Some(&KIND_STATE)).then(|| &record[HEADER_LEN..])
+}
+
+/// The time now, Unix milliseconds.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Decodes a record written by [`encode`]; the error says what is wrong with it.
 fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
@@ -561,7 +615,7 @@ impl Engine for RedbEngine {
             topics,
             seq,
             epoch,
-            history: Vec::new(),
+            recent: Vec::new(),
         })
     }
 
@@ -574,6 +628,31 @@ impl Engine for RedbEngine {
         let result = self.write_touches(self.opened(&handle)?, touches);
         handle.reopen = result.is_err();
         result
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        history_read::changes(&self.read()?, query).map_err(|e| self.error("history", e))
+    }
+
+    fn state_at(&self, topic: &str, kept_since_ms: u64, at_ms: u64) -> Result<At, EngineError> {
+        history_read::state_at(&self.read()?, topic, kept_since_ms, at_ms)
+            .map_err(|e| self.error("history", e))
+    }
+
+    fn field_points(
+        &self,
+        topic: &str,
+        pointer: &str,
+        _kept_since_ms: u64,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<Point>, EngineError> {
+        history_read::field_points(&self.read()?, topic, pointer, from_ms, to_ms)
+            .map_err(|e| self.error("history", e))
     }
 
     /// Writes `records` and `seq` in one write transaction with immediate durability: on
@@ -605,6 +684,8 @@ mod tests {
             seq,
             state,
             time_ms: 0,
+            patch: None,
+            keep_ms: 0,
         }
     }
 
@@ -721,7 +802,7 @@ mod tests {
                 ],
                 seq: 3,
                 epoch,
-                history: Vec::new(),
+                recent: Vec::new(),
             }
         );
     }

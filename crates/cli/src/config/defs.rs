@@ -46,10 +46,17 @@ pub static SETTINGS: &[Setting] = &[
         Field::Value(|s| &mut s.heartbeat_ms),
     ),
     Setting::new(
-        "history_len",
+        "resume_len",
         "N",
         "Changes kept per topic so reconnecting clients get patches, not snapshots",
-        Field::Value(|s| &mut s.hub.history_len),
+        Field::Value(|s| &mut s.hub.resume_len),
+    ),
+    Setting::new(
+        "history_max_bytes",
+        "N",
+        "Bytes all topics' history may hold in the embedded store; over it the oldest \
+         changes go first (how long each topic keeps them: `history` in `[[topics]]`)",
+        Field::Value(|s| &mut s.history_max_bytes),
     ),
     Setting::new(
         "max_state_bytes",

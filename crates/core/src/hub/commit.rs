@@ -25,6 +25,7 @@ use super::fanout::{DueTouch, publish, write_direct};
 use super::write::{Latest, Pending, PendingWhat};
 use crate::engine::{Engine, Record, Touch};
 use crate::error::{ErrorCode, HubError};
+use crate::message;
 
 /// The hub's threads (the commit thread, and over a shared log the follow thread too):
 /// stopped, after what is queued, when the hub shuts down or its last clone goes.
@@ -53,7 +54,7 @@ impl Drop for CommitThread {
 
 /// The hub's side of its own engine: the engine, and whether it refuses writes.
 pub(super) struct LocalSide {
-    engine: Box<dyn Engine>,
+    pub(super) engine: Box<dyn Engine>,
     status: Mutex<StoreStatus>,
 }
 
@@ -108,8 +109,18 @@ pub(super) fn take_batch(shared: &Shared) -> Option<(Vec<Pending>, bool)> {
     (n > 0).then(|| (writes.pending.drain(..n).collect(), quiet))
 }
 
+/// How long `topic`'s changes are kept in the history (ms; 0: none).
+fn keep_ms(shared: &Shared, topic: &str, keeps_history: bool) -> u64 {
+    if !keeps_history {
+        return 0;
+    }
+    let keep = shared.config.policies.history(topic);
+    u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The commit thread over the hub's own engine, until the hub stops.
 pub(super) fn commit_loop(shared: &Shared, side: &LocalSide) {
+    let keeps_history = side.engine.keeps_history();
     while let Some((batch, quiet)) = take_batch(shared) {
         let records: Vec<Record<'_>> = batch
             .iter()
@@ -117,14 +128,16 @@ pub(super) fn commit_loop(shared: &Shared, side: &LocalSide) {
                 PendingWhat::Change {
                     rev,
                     state,
+                    patch,
                     time_ms,
-                    ..
                 } => Some(Record {
                     topic: &p.topic,
                     rev: *rev,
                     seq: p.seq,
                     state: state.as_deref(),
                     time_ms: *time_ms,
+                    patch: patch.as_deref().and_then(message::patch_body),
+                    keep_ms: keep_ms(shared, &p.topic, keeps_history),
                 }),
                 _ => None,
             })

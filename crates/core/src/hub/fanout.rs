@@ -1,4 +1,4 @@
-//! Fan-out: the published state (each topic's slot and history, the indexes, the clients)
+//! Fan-out: the published state (each topic's slot and resume buffer, the indexes, the clients)
 //! and how a committed change reaches its subscribers.
 //!
 //! The rule: everything happens under the `published` lock and nothing waits. The shared
@@ -42,7 +42,7 @@ pub(super) struct Published {
     pub(super) deadlines: BinaryHeap<Reverse<(u64, u32)>>,
 }
 
-/// One topic's published state and history (removed topics keep theirs: revs never go
+/// One topic's published state and resume buffer (removed topics keep theirs: revs never go
 /// back). Its index in `Published::slots` is the topic's number in outboxes and indexes.
 pub(super) struct Slot {
     pub(super) topic: Topic,
@@ -50,9 +50,9 @@ pub(super) struct Slot {
     pub(super) state: Option<Bytes>,
     pub(super) snapshot: OnceLock<Bytes>,
     pub(super) seq: u64,
-    pub(super) history: VecDeque<HistoryEntry>,
-    pub(super) history_bytes: usize,
-    /// The sequence number of the newest change no longer in `history`.
+    pub(super) resume: VecDeque<ResumeEntry>,
+    pub(super) resume_bytes: usize,
+    /// The sequence number of the newest change no longer in `resume`.
     pub(super) floor_seq: u64,
     /// When the current rev was made, and when the topic was last written, changed or not
     /// (Unix ms; 0: not known).
@@ -68,7 +68,7 @@ pub(super) struct Slot {
 }
 
 /// A change kept for resuming clients: the message that brought the topic to `rev`.
-pub(super) struct HistoryEntry {
+pub(super) struct ResumeEntry {
     rev: u64,
     seq: u64,
     message: Bytes,
@@ -91,8 +91,8 @@ impl Slot {
             state: None,
             snapshot: OnceLock::new(),
             seq: 0,
-            history: VecDeque::new(),
-            history_bytes: 0,
+            resume: VecDeque::new(),
+            resume_bytes: 0,
             floor_seq: 0,
             changed_ms: 0,
             written_ms: 0,
@@ -120,34 +120,28 @@ impl Slot {
     }
 
     /// Records a change for resuming clients, dropping the oldest beyond the limits.
-    pub(super) fn push_history(&mut self, config: &HubConfig, rev: u64, seq: u64, message: Bytes) {
-        self.history_bytes += message.len();
-        self.history.push_back(HistoryEntry { rev, seq, message });
-        while self.history.len() > config.history_len
-            || (self.history_bytes > config.history_bytes && self.history.len() > 1)
+    pub(super) fn push_resume(&mut self, config: &HubConfig, rev: u64, seq: u64, message: Bytes) {
+        self.resume_bytes += message.len();
+        self.resume.push_back(ResumeEntry { rev, seq, message });
+        while self.resume.len() > config.resume_len
+            || (self.resume_bytes > config.resume_bytes && self.resume.len() > 1)
         {
-            if let Some(old) = self.history.pop_front() {
-                self.history_bytes -= old.message.len();
+            if let Some(old) = self.resume.pop_front() {
+                self.resume_bytes -= old.message.len();
                 self.floor_seq = old.seq;
             }
         }
     }
 
-    /// The history entries after `rev`, if history still holds all of them.
-    pub(super) fn history_after_rev(
-        &self,
-        rev: u64,
-    ) -> Option<impl Iterator<Item = &HistoryEntry>> {
-        let first = self.history.front()?;
-        (first.rev <= rev + 1).then(|| self.history.iter().filter(move |e| e.rev > rev))
+    /// The resume entries after `rev`, if the resume buffer still holds all of them.
+    pub(super) fn resume_after_rev(&self, rev: u64) -> Option<impl Iterator<Item = &ResumeEntry>> {
+        let first = self.resume.front()?;
+        (first.rev <= rev + 1).then(|| self.resume.iter().filter(move |e| e.rev > rev))
     }
 
-    /// The history entries after sequence number `seq`, if history holds all of them.
-    pub(super) fn history_after_seq(
-        &self,
-        seq: u64,
-    ) -> Option<impl Iterator<Item = &HistoryEntry>> {
-        (self.floor_seq <= seq).then(|| self.history.iter().filter(move |e| e.seq > seq))
+    /// The resume entries after sequence number `seq`, if the resume buffer holds all of them.
+    pub(super) fn resume_after_seq(&self, seq: u64) -> Option<impl Iterator<Item = &ResumeEntry>> {
+        (self.floor_seq <= seq).then(|| self.resume.iter().filter(move |e| e.seq > seq))
     }
 }
 
@@ -242,11 +236,11 @@ pub(super) fn publish(
             // Already published (a shared log's entry seen again after a resync).
             continue;
         }
-        // A shared log's resync may skip revs: the history cannot bridge that gap.
+        // A shared log's resync may skip revs: the resume buffer cannot bridge that gap.
         let gap = rev != slot.rev + 1;
         if gap {
-            slot.history.clear();
-            slot.history_bytes = 0;
+            slot.resume.clear();
+            slot.resume_bytes = 0;
             slot.floor_seq = pending.seq;
         }
         let was_live = slot.state.is_some();
@@ -262,7 +256,7 @@ pub(super) fn publish(
             _ => slot.current_message(),
         };
         if !gap {
-            slot.push_history(config, rev, pending.seq, message.clone());
+            slot.push_resume(config, rev, pending.seq, message.clone());
         }
         match (was_live, state.is_some()) {
             (false, true) => published.live_topics += 1,
@@ -358,7 +352,7 @@ pub(super) fn initial_messages(
             Some(&rev) if rev == slot.rev => true,
             Some(&rev) => {
                 let replay = (rev < slot.rev && mode == Mode::Patch)
-                    .then(|| slot.history_after_rev(rev))
+                    .then(|| slot.resume_after_rev(rev))
                     .flatten();
                 match replay {
                     Some(entries) => {
@@ -374,7 +368,7 @@ pub(super) fn initial_messages(
         },
         Since::Cursor(seq) => {
             let replay = (slot.seq > *seq && mode == Mode::Patch)
-                .then(|| slot.history_after_seq(*seq))
+                .then(|| slot.resume_after_seq(*seq))
                 .flatten();
             match replay {
                 _ if slot.seq <= *seq => true,

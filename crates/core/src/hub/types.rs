@@ -21,9 +21,9 @@ use crate::topic::Topic;
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     /// Changes kept per topic for resuming clients.
-    pub history_len: usize,
-    /// Bytes of history kept per topic.
-    pub history_bytes: usize,
+    pub resume_len: usize,
+    /// Bytes of the resume buffer per topic.
+    pub resume_bytes: usize,
     /// Largest state (or event) accepted, serialized.
     pub max_state_bytes: usize,
     /// Bounds of each client's outbound queue.
@@ -40,8 +40,8 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            history_len: 128,
-            history_bytes: 1 << 20,
+            resume_len: 128,
+            resume_bytes: 1 << 20,
             max_state_bytes: 256 << 10,
             outbox: OutboxLimits::default(),
             max_pending: 65_536,
