@@ -154,11 +154,15 @@ export class Chart {
   }
 
   options() {
+    // A chart shows its whole range, ending now; a sparkline (no axes) the shape of what it
+    // has, edge to edge, however little of the 15 minutes that is (one point: a dot at the
+    // right end).
     const range = () => [(this.end - this.rangeMs) / 1000, this.end / 1000];
+    const fit = (_u, min, max) => (min === max ? [min - 60, max] : [min, max]);
     const common = {
       width: this.width(),
       height: this.spark ? 28 : 180,
-      scales: { x: { time: !this.spark, range } },
+      scales: { x: this.spark ? { time: false, range: fit } : { time: true, range } },
     };
     if (this.spark) {
       return {
@@ -168,7 +172,11 @@ export class Chart {
         select: { show: false },
         legend: { show: false },
         axes: [{ show: false }, { show: false }],
-        series: [{}, { stroke: LINE, width: 1.5, points: { show: false } }],
+        series: [{}, {
+          stroke: LINE,
+          width: 1.5,
+          points: { show: (u) => u.data[0].length === 1, size: 5, fill: LINE },
+        }],
       };
     }
     return {
@@ -261,9 +269,9 @@ export class Chart {
     this.plot.destroy();
   }
 
-  /** For tests and debugging: the query, the data (x in Unix seconds, then avg[, min,
-   * max]) and where each avg point is drawn, in CSS pixels from the plotting area's top
-   * left corner (the `.u-over` element). */
+  /** For tests and debugging: the query, whether its answer is drawn, the data drawn (x
+   * in Unix seconds, then avg[, min, max]), where each avg point is (CSS pixels from the
+   * top left corner of the plotting area, the `.u-over` element) and the x scale shown. */
   describe() {
     const [x, avg] = this.plot.data;
     const drawn = [];
@@ -276,10 +284,11 @@ export class Chart {
       topic: this.topic,
       field: this.field,
       query: this.query ?? null,
-      loaded: this.loaded,
+      loaded: this.loaded && !this.frame, // and drawn: no redraw pending
       data: this.plot.data.map((s) => [...s]),
       drawn,
       plot: { width: this.plot.bbox.width / devicePixelRatio, height: this.plot.bbox.height / devicePixelRatio },
+      x: [this.plot.scales.x.min, this.plot.scales.x.max],
     };
   }
 }
