@@ -88,3 +88,33 @@ export function ownedForFile() {
   });
   return owned;
 }
+
+/** The pixels of a PNG (a screenshot), decoded by Chromium in a blank page of `browser`:
+ * `{ width, height, at(x, y) -> [r, g, b, a] }`. */
+export async function decodePng(browser, png) {
+  const page = await browser.newPage();
+  try {
+    const { width, height, rgba } = await page.evaluate(async (b64) => {
+      const image = new Image();
+      image.src = "data:image/png;base64," + b64;
+      await image.decode();
+      const canvas = document.createElement("canvas");
+      canvas.width = image.naturalWidth;
+      canvas.height = image.naturalHeight;
+      const context = canvas.getContext("2d");
+      context.drawImage(image, 0, 0);
+      const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+      let binary = "";
+      for (let i = 0; i < data.length; i += 0x8000) binary += String.fromCharCode(...data.subarray(i, i + 0x8000));
+      return { width: canvas.width, height: canvas.height, rgba: btoa(binary) };
+    }, png.toString("base64"));
+    const data = Buffer.from(rgba, "base64");
+    const at = (x, y) => {
+      const i = (Math.round(y) * width + Math.round(x)) * 4;
+      return [data[i], data[i + 1], data[i + 2], data[i + 3]];
+    };
+    return { width, height, at };
+  } finally {
+    await page.close();
+  }
+}

@@ -507,4 +507,19 @@ async fn the_dashboard_and_the_javascript_client_are_served() {
         client.text.contains("export function connect"),
         "the module exports connect"
     );
+    // The dashboard's charts and their library (uPlot), from the binary.
+    for (path, kind, inside) in [
+        ("/assets/charts.js", "text/javascript", "export class Chart"),
+        ("/assets/uplot.min.js", "text/javascript", "var uPlot="),
+        ("/assets/uplot.min.css", "text/css", ".uplot"),
+    ] {
+        assert!(page.text.contains(path), "the dashboard loads {path}");
+        let asset = server.get(path).await;
+        assert_eq!(asset.status, 200, "{path}");
+        assert!(
+            asset.header("content-type").unwrap_or("").starts_with(kind),
+            "{path}"
+        );
+        assert!(asset.text.contains(inside), "{path}");
+    }
 }

@@ -17,9 +17,11 @@ const API: &str = "/api";
 const WS: &str = "/ws";
 const METRICS: &str = "/metrics";
 const CLIENT_JS: &str = "/statecast.js";
+/// The dashboard's own files (its charts and their library).
+const ASSETS: &str = "/assets";
 
 /// Every route is one of these or under one of them (besides the dashboard at `/`).
-pub(crate) const TAKEN: [&str; 4] = [API, WS, METRICS, CLIENT_JS];
+pub(crate) const TAKEN: [&str; 5] = [API, WS, METRICS, CLIENT_JS, ASSETS];
 
 /// One route of the hub: a method, a path in axum's syntax (`{*topic}` takes the rest of
 /// the path, slashes included) and its handler.
@@ -54,6 +56,21 @@ fn table() -> Vec<Route> {
     vec![
         route(Method::GET, "/", assets::dashboard),
         route(Method::GET, CLIENT_JS, assets::client_js),
+        route(
+            Method::GET,
+            &format!("{ASSETS}/charts.js"),
+            assets::charts_js,
+        ),
+        route(
+            Method::GET,
+            &format!("{ASSETS}/uplot.min.js"),
+            assets::uplot_js,
+        ),
+        route(
+            Method::GET,
+            &format!("{ASSETS}/uplot.min.css"),
+            assets::uplot_css,
+        ),
         route(Method::GET, WS, ws::upgrade),
         route(Method::GET, &format!("{API}/state"), rest::list_state),
         route(Method::GET, &state, rest::get_state),
