@@ -207,7 +207,7 @@ pub async fn state_at(app: Arc<App>, topic: Topic, at: &str) -> Result<Response,
                 out.extend_from_slice(b"\",\"state\":");
                 out.extend_from_slice(change.state.as_deref().unwrap_or(b"null"));
                 out.push(b'}');
-                Ok(out)
+                Ok((change.rev, out))
             }
             At::Absent => Err(HubError::new(
                 ErrorCode::NotFound,
@@ -223,13 +223,19 @@ pub async fn state_at(app: Arc<App>, topic: Topic, at: &str) -> Result<Response,
         }
     })
     .await?;
-    Ok(json_response(StatusCode::OK, at))
+    let (rev, body) = at;
+    let mut response = json_response(StatusCode::OK, body);
+    // The rev of the state answered, as `GET /api/state/{topic}` gives it.
+    if let Ok(etag) = format!("\"{rev}\"").parse() {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
 }
 
 /// Runs a store query off the async threads.
-async fn blocking(
-    f: impl FnOnce() -> Result<Vec<u8>, HubError> + Send + 'static,
-) -> Result<Vec<u8>, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HubError> + Send + 'static,
+) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(ApiError),
         Err(e) => Err(ApiError::new(

@@ -114,7 +114,8 @@ pub async fn get_state(
     Metrics::add(&app.metrics.http_requests, 1);
     let topic = parse_topic(&topic)?;
     app.check(&caller, Action::Read, &topic)?;
-    if let Some(at) = &query.at {
+    // An empty `at=` asks for nothing in the past, like no `at`.
+    if let Some(at) = query.at.as_deref().filter(|at| !at.is_empty()) {
         return crate::history::state_at(app, topic, at).await;
     }
     let Some(state) = app.hub.get(&topic) else {
