@@ -163,27 +163,35 @@ async fn series(
         let steps = app
             .hub
             .history_series(&topic, &pointer, from_ms, to_ms, step_ms)?;
-        let points: Vec<Value> = steps
-            .iter()
-            .map(|s| {
-                json!({
-                    "t": s.t,
-                    "min": number(s.min),
-                    "max": number(s.max),
-                    "avg": number(s.avg),
-                    "last": number(s.last),
-                    "changes": s.changes,
-                })
-            })
-            .collect();
-        let answer = json!({
-            "topic": topic.as_str(),
-            "field": pointer,
-            "step_ms": step_ms,
-            "points": points,
-        });
-        let mut out = Vec::new();
-        push_json(&mut out, &answer);
+        // Written straight into the answer: a fine series has tens of thousands of points.
+        let mut out = Vec::with_capacity(96 + steps.len() * 80);
+        out.extend_from_slice(b"{\"topic\":");
+        push_json(&mut out, &json!(topic.as_str()));
+        out.extend_from_slice(b",\"field\":");
+        push_json(&mut out, &json!(pointer));
+        out.extend_from_slice(b",\"step_ms\":");
+        out.extend_from_slice(itoa::Buffer::new().format(step_ms).as_bytes());
+        out.extend_from_slice(b",\"points\":[");
+        for (i, step) in steps.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"t\":");
+            out.extend_from_slice(itoa::Buffer::new().format(step.t).as_bytes());
+            for (name, v) in [
+                (&b",\"min\":"[..], step.min),
+                (b",\"max\":", step.max),
+                (b",\"avg\":", step.avg),
+                (b",\"last\":", step.last),
+            ] {
+                out.extend_from_slice(name);
+                push_number(&mut out, v);
+            }
+            out.extend_from_slice(b",\"changes\":");
+            out.extend_from_slice(itoa::Buffer::new().format(step.changes).as_bytes());
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
         Ok(out)
     })
     .await?;
@@ -246,12 +254,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// A figure as JSON: whole numbers as integers (a battery at 80 reads `80`, not `80.0`).
-fn number(v: f64) -> Value {
+fn push_number(out: &mut Vec<u8>, v: f64) {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: every integer below is exact
     if v.fract() == 0.0 && v.abs() < EXACT {
-        json!(v as i64)
+        out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
     } else {
-        json!(v)
+        // Finite (the store records only finite numbers); serde_json writes the shortest form.
+        push_json(out, &json!(v));
     }
 }
 
@@ -414,7 +423,13 @@ mod tests {
 
     #[test]
     fn whole_figures_are_integers_in_json() {
-        assert_eq!(number(80.0), json!(80));
-        assert_eq!(number(-60.5), json!(-60.5));
+        let written = |v: f64| {
+            let mut out = Vec::new();
+            push_number(&mut out, v);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(written(80.0), "80");
+        assert_eq!(written(-60.5), "-60.5");
+        assert_eq!(written(0.1 + 0.2), "0.30000000000000004");
     }
 }
