@@ -136,6 +136,12 @@ pub async fn run(
         "  the state at a moment in the middle: {:>7.1} / {:>7.1}",
         ms.0, ms.1
     );
+    let held = history_bytes(&http, &server.base_url).await?;
+    println!(
+        "  history held: {:.1} MB ({:.0} bytes per change: entries, keys and field points, as the hub counts them)",
+        held as f64 / 1e6,
+        held as f64 / QUERY_CHANGES as f64
+    );
     if let Some(data) = server.data_dir() {
         // The file's length, not what is stored: see docs/history.md for the entry sizes.
         let bytes = dir_bytes(data);
@@ -215,6 +221,24 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<(f64, serde_json::Valu
     }
     let value = serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
     Ok((ms, value))
+}
+
+/// The hub's `statecast_history_bytes` gauge.
+async fn history_bytes(http: &reqwest::Client, base: &str) -> Result<u64, String> {
+    let url = format!("{base}/metrics");
+    let text = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("statecast_history_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .ok_or_else(|| format!("{url}: no statecast_history_bytes"))
 }
 
 fn rfc3339_ms(text: &str) -> Result<u64, String> {

@@ -112,6 +112,11 @@ pub trait Engine: Send + Sync + 'static {
         false
     }
 
+    /// Bytes the recorded history holds, as counted against its bound (0: none kept).
+    fn history_bytes(&self) -> u64 {
+        0
+    }
+
     /// A range of recorded changes, oldest first, each with the state after it.
     fn changes(&self, _query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
         Err(no_history())
@@ -157,6 +162,10 @@ impl<E: Engine> Engine for Arc<E> {
 
     fn keeps_history(&self) -> bool {
         (**self).keeps_history()
+    }
+
+    fn history_bytes(&self) -> u64 {
+        (**self).history_bytes()
     }
 
     fn changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {

@@ -136,6 +136,11 @@ impl Scrape {
                 hub.stale_count() as u64,
             ),
             (
+                "statecast_history_bytes",
+                "Bytes the durable history holds, as counted against history_max_bytes.",
+                hub.history_bytes(),
+            ),
+            (
                 "statecast_uptime_seconds",
                 "Seconds since the hub started.",
                 uptime_s,

@@ -43,6 +43,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -101,6 +102,9 @@ pub struct RedbEngine {
     path: PathBuf,
     /// What all topics' history may hold (see `history.rs`).
     history_max_bytes: u64,
+    /// What it holds (`meta`'s `"history_bytes"`, as last committed; only the commit
+    /// thread changes it).
+    history_bytes: AtomicU64,
 }
 
 /// The open database, and whether it must be opened again before its next write.
@@ -108,8 +112,6 @@ struct Handle {
     /// `None` only after a re-open failed.
     db: Option<Database>,
     reopen: bool,
-    /// Bytes the history holds (`meta`'s `"history_bytes"`, as last committed).
-    history_bytes: u64,
 }
 
 impl fmt::Debug for RedbEngine {
@@ -173,11 +175,11 @@ impl RedbEngine {
             db: Mutex::new(Handle {
                 db: Some(db),
                 reopen: false,
-                history_bytes: 0,
             }),
             open_db,
             path,
             history_max_bytes: history::DEFAULT_MAX_BYTES,
+            history_bytes: AtomicU64::new(0),
         };
         engine.init()?;
         Ok(engine)
@@ -240,7 +242,7 @@ impl RedbEngine {
 
     /// Reads what the history holds from `meta` into the handle.
     fn load_history_bytes(&self) -> Result<(), EngineError> {
-        let mut handle = self.lock();
+        let handle = self.lock();
         let txn = self
             .opened(&handle)?
             .begin_read()
@@ -253,7 +255,7 @@ impl RedbEngine {
             .map_err(|e| self.error("cannot read the history's size", e))?
             .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
             .map_or(0, u64::from_le_bytes);
-        handle.history_bytes = bytes;
+        self.history_bytes.store(bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -677,6 +679,10 @@ impl Engine for RedbEngine {
         true
     }
 
+    fn history_bytes(&self) -> u64 {
+        self.history_bytes.load(Ordering::Relaxed)
+    }
+
     fn changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
         history_read::changes(&self.read()?, query).map_err(|e| self.error("history", e))
     }
@@ -706,11 +712,11 @@ impl Engine for RedbEngine {
         if handle.reopen {
             self.reopen(&mut handle)?;
         }
-        let result = self.write(self.opened(&handle)?, records, seq, handle.history_bytes);
+        let before = self.history_bytes.load(Ordering::Relaxed);
+        let result = self.write(self.opened(&handle)?, records, seq, before);
         // Whatever failed, redb may refuse every later write until it is opened again.
         handle.reopen = result.is_err();
-        let total = result?;
-        handle.history_bytes = total;
+        self.history_bytes.store(result?, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -83,6 +83,15 @@ impl Hub {
         ))
     }
 
+    /// Bytes the durable history holds, as counted against `history_max_bytes` (0 when
+    /// none is kept, and over a shared log).
+    pub fn history_bytes(&self) -> u64 {
+        match &self.shared.storage {
+            Storage::Local(side) => side.engine.history_bytes(),
+            Storage::Shared(_) => 0,
+        }
+    }
+
     /// The engine that answers for `topic`'s history, and the oldest time it may answer
     /// about (Unix ms); `not_found` when none is kept.
     fn history_of(&self, topic: &Topic) -> Result<(&dyn Engine, u64), HubError> {
