@@ -83,9 +83,11 @@ async function nextStep() {
 async function checkDrawn(browser, plot, drawn, name) {
   const png = await plot.locator(".u-over").screenshot({ path: join(OUTPUT, name) });
   const image = await decodePng(browser, png);
-  assert.ok(drawn.length > 0, "points drawn");
-  for (const [x, y] of drawn) {
-    if (x < 0 || y < 0 || x > image.width || y > image.height) continue;
+  // A point on the plot's left or right edge is not checked: a steep segment ending there
+  // is clipped to a faint sliver (seen: the newest point of a sparkline, at x = width - 1).
+  const inside = drawn.filter(([x, y]) => x >= 1.5 && x <= image.width - 1.5 && y >= 0 && y <= image.height);
+  assert.ok(inside.length > 0, `${name}: points drawn inside the plot (${JSON.stringify(drawn)})`);
+  for (const [x, y] of inside) {
     let hit = false;
     for (let dx = -3; dx <= 3 && !hit; dx++) {
       for (let dy = -3; dy <= 3 && !hit; dy++) {
