@@ -1,7 +1,7 @@
-//! The durable history in the store: every recorded change, written in the same write
-//! transaction as the state it leads to (so nothing acknowledged is missing from it, and
-//! nothing refused is in it), and dropped again once it is older than its topic keeps it
-//! or the history outgrows `history_max_bytes`.
+//! The durable history in the store: every recorded change, by topic, and dropped again
+//! once it is older than its topic keeps it or the history outgrows `history_max_bytes`.
+//! A commit writes its changes to the pending log (`history_pending.rs`), in the same
+//! transaction as the states they lead to; they come here from there, many at a time.
 //!
 //! # Layout
 //!
@@ -24,8 +24,9 @@
 //! * what the history holds in all, as counted by the entries and points written, is kept
 //!   in the store's `meta` table (`"history_bytes"`), beside `seq`.
 //!
-//! Retention runs in every commit, a bounded number of deletions at a time
-//! ([`SWEEP_BUDGET`]), so it never pauses writers. The newest change older than the
+//! Retention runs each time changes come from the log, in the same transaction, a bounded
+//! number of deletions at a time (twice the changes moved, at least [`SWEEP_BUDGET`]), so
+//! it keeps pace with writes and never pauses them for long. The newest change older than the
 //! cut-off is kept: it says what the topic was at the cut-off.
 //!
 //! Times are the hub's, made monotonic per topic (a clock stepping back is recorded as no
@@ -33,9 +34,9 @@
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde_json::Value;
-use statecast_core::engine::Record;
-use statecast_core::history::numeric_leaves;
 use statecast_core::merge;
+
+use crate::history_pending::PendingChange;
 
 pub(crate) const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
 pub(crate) const FIELDS: TableDefinition<(&str, &str, u64, u64), &[u8]> =
@@ -49,7 +50,7 @@ pub(crate) const FULL_EVERY: u64 = 64;
 /// Points per field block: small, as every new point rewrites its block.
 pub(crate) const BLOCK_POINTS: usize = 32;
 const POINT_LEN: usize = 16;
-/// Deletions per commit at most, for retention.
+/// Deletions per sweep at least, for retention.
 const SWEEP_BUDGET: usize = 512;
 /// What an entry costs beyond its bytes (its key and the B-tree's share), for the budget.
 const ENTRY_OVERHEAD: u64 = 24;
@@ -195,24 +196,24 @@ impl<'t> Recorder<'t> {
         self.total
     }
 
-    /// Records one change; `old` is the state before it (serialized), if any.
-    pub(crate) fn record(&mut self, record: &Record<'_>, old: Option<&[u8]>) -> StoreResult<()> {
-        let topic = record.topic;
+    /// Records one change, moved from the pending log (`history_pending.rs`).
+    pub(crate) fn record(&mut self, change: &PendingChange<'_>) -> StoreResult<()> {
+        let topic = change.topic;
         let stored = self.meta(topic)?;
-        let time_ms = stored.map_or(record.time_ms, |m| record.time_ms.max(m.last_ms));
+        let time_ms = stored.map_or(change.time_ms, |m| change.time_ms.max(m.last_ms));
         let mut meta = stored.unwrap_or(TopicMeta {
-            first_rev: record.rev,
+            first_rev: change.rev,
             first_ms: time_ms,
             // Recorded from after the topic's creation: what came before is not known.
-            truncated: record.rev != 1,
+            truncated: change.rev != 1,
             ..TopicMeta::default()
         });
-        let (kind, bytes) = match (record.state, record.patch) {
+        let (kind, bytes) = match (change.state, change.patch) {
             (None, _) => (KIND_REMOVED, &[][..]),
             (Some(_), Some(patch))
                 if stored.is_some()
-                    && meta.last_rev + 1 == record.rev
-                    && !record.rev.is_multiple_of(FULL_EVERY) =>
+                    && meta.last_rev + 1 == change.rev
+                    && !change.rev.is_multiple_of(FULL_EVERY) =>
             {
                 (KIND_PATCH, patch)
             }
@@ -221,17 +222,19 @@ impl<'t> Recorder<'t> {
         let mut buf = std::mem::take(&mut self.buf);
         encode_entry(time_ms, kind, bytes, &mut buf);
         self.entries
-            .insert((topic, record.rev), buf.as_slice())
+            .insert((topic, change.rev), buf.as_slice())
             .map_err(err("cannot write a history entry"))?;
         self.total += buf.len() as u64 + ENTRY_OVERHEAD;
         self.buf = buf;
-        self.total += self.record_fields(topic, record, old, time_ms)?;
+        for &(pointer, value) in &change.fields {
+            self.total += self.append_point(topic, pointer, change.rev, time_ms, value)?;
+        }
 
         let before = stored;
-        if meta.first_rev != record.rev && meta.second_ms == 0 {
+        if meta.first_rev != change.rev && meta.second_ms == 0 {
             meta.second_ms = time_ms;
         }
-        meta.keep_ms = record.keep_ms;
+        meta.keep_ms = change.keep_ms;
         // The row changes only when its bounds or retention do, not with every change.
         if before.is_none_or(|b| b.stored() != meta.stored()) {
             self.reindex(topic, before.as_ref(), &meta)?;
@@ -240,43 +243,11 @@ impl<'t> Recorder<'t> {
         Ok(())
     }
 
-    /// Appends a point to each numeric field that changed; returns the bytes added.
-    fn record_fields(
-        &mut self,
-        topic: &str,
-        record: &Record<'_>,
-        old: Option<&[u8]>,
-        time_ms: u64,
-    ) -> StoreResult<u64> {
-        let parse = |b: Option<&[u8]>| {
-            b.and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                .map(|v| numeric_leaves(&v))
-                .unwrap_or_default()
-        };
-        let before = parse(old);
-        let after = parse(record.state);
-        let mut added = 0;
-        for (pointer, value) in &after {
-            let same = before
-                .iter()
-                .any(|(p, v)| p == pointer && v.to_bits() == value.to_bits());
-            if !same {
-                added += self.append_point(topic, pointer, record, time_ms, *value)?;
-            }
-        }
-        for (pointer, _) in &before {
-            if !after.iter().any(|(p, _)| p == pointer) {
-                added += self.append_point(topic, pointer, record, time_ms, f64::NAN)?;
-            }
-        }
-        Ok(added)
-    }
-
     fn append_point(
         &mut self,
         topic: &str,
         pointer: &str,
-        record: &Record<'_>,
+        rev: u64,
         time_ms: u64,
         value: f64,
     ) -> StoreResult<u64> {
@@ -300,7 +271,7 @@ impl<'t> Recorder<'t> {
             }
             _ => {
                 self.fields
-                    .insert((topic, pointer, time_ms, record.rev), point.as_slice())
+                    .insert((topic, pointer, time_ms, rev), point.as_slice())
                     .map_err(err("cannot write a field block"))?;
             }
         }
@@ -308,9 +279,9 @@ impl<'t> Recorder<'t> {
     }
 
     /// Drops changes past retention and, over `max_bytes`, the oldest ones: at most
-    /// [`SWEEP_BUDGET`] deletions.
-    pub(crate) fn sweep(&mut self, now_ms: u64, max_bytes: u64) -> StoreResult<()> {
-        let mut budget = SWEEP_BUDGET;
+    /// `budget` deletions, and at least [`SWEEP_BUDGET`].
+    pub(crate) fn sweep(&mut self, now_ms: u64, max_bytes: u64, budget: usize) -> StoreResult<()> {
+        let mut budget = budget.max(SWEEP_BUDGET);
         while budget > 0 {
             let due = self
                 .expiry

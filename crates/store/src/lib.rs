@@ -45,7 +45,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -55,6 +55,7 @@ use statecast_core::engine::{Engine, EngineError, Loaded, Record, StoredTopic, T
 use statecast_core::history::{At, ChangesQuery, Page, Point};
 
 mod history;
+mod history_pending;
 mod history_read;
 
 pub use history::DEFAULT_MAX_BYTES as DEFAULT_HISTORY_MAX_BYTES;
@@ -107,11 +108,15 @@ pub struct RedbEngine {
     history_bytes: AtomicU64,
 }
 
-/// The open database, and whether it must be opened again before its next write.
+/// The open database, whether it must be opened again before its next write, and what
+/// the history's pending log holds.
 struct Handle {
     /// `None` only after a re-open failed.
     db: Option<Database>,
     reopen: bool,
+    log: history_pending::LogState,
+    /// Since when the log has held changes.
+    log_since: Option<Instant>,
 }
 
 impl fmt::Debug for RedbEngine {
@@ -175,6 +180,8 @@ impl RedbEngine {
             db: Mutex::new(Handle {
                 db: Some(db),
                 reopen: false,
+                log: history_pending::LogState::default(),
+                log_since: None,
             }),
             open_db,
             path,
@@ -211,7 +218,7 @@ impl RedbEngine {
 
     /// Creates the tables and the epoch if this is a new file. Leaves an existing epoch alone.
     fn init(&self) -> Result<(), EngineError> {
-        let handle = self.lock();
+        let mut handle = self.lock();
         let db = self.opened(&handle)?;
         let mut txn = db
             .begin_write()
@@ -236,15 +243,14 @@ impl RedbEngine {
         }
         txn.commit()
             .map_err(|e| self.error("cannot commit initialization", e))?;
-        drop(handle);
-        self.load_history_bytes()
+        self.load_counts(&mut handle)
     }
 
-    /// Reads what the history holds from `meta` into the handle.
-    fn load_history_bytes(&self) -> Result<(), EngineError> {
-        let handle = self.lock();
+    /// Reads what the history holds (from `meta`) and what its pending log holds: at open,
+    /// and after a re-open, which loses the moves that no commit had made durable yet.
+    fn load_counts(&self, handle: &mut Handle) -> Result<(), EngineError> {
         let txn = self
-            .opened(&handle)?
+            .opened(handle)?
             .begin_read()
             .map_err(|e| self.error("cannot begin read transaction", e))?;
         let meta = txn
@@ -256,6 +262,8 @@ impl RedbEngine {
             .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
             .map_or(0, u64::from_le_bytes);
         self.history_bytes.store(bytes, Ordering::Relaxed);
+        handle.log = history_pending::LogState::read(&txn).map_err(|e| self.error("history", e))?;
+        handle.log_since = (handle.log.count > 0).then(Instant::now);
         Ok(())
     }
 
@@ -274,19 +282,19 @@ impl RedbEngine {
         let db = (self.open_db)()?;
         handle.db = Some(db);
         handle.reopen = false;
-        Ok(())
+        self.load_counts(handle)
     }
 
-    /// Writes `records` and `seq` in one write transaction (see [`Engine::commit`]).
-    /// Returns what the history holds afterwards (`history_bytes` before it).
+    /// Writes `records` and `seq` in one write transaction (see [`Engine::commit`]), the
+    /// history's changes to its pending log from key `next_key` on. Returns how many.
     fn write(
         &self,
         db: &Database,
         records: &[Record<'_>],
         seq: u64,
-        history_bytes: u64,
+        next_key: u64,
     ) -> Result<u64, EngineError> {
-        let mut total = history_bytes;
+        let mut logged = 0;
         let mut txn = db
             .begin_write()
             .map_err(|e| self.error("cannot begin write transaction", e))?;
@@ -296,34 +304,31 @@ impl RedbEngine {
             let mut table = txn
                 .open_table(TOPICS)
                 .map_err(|e| self.error("cannot open topics table", e))?;
-            let mut recorder = match records.iter().any(|r| r.keep_ms > 0) {
+            let mut log = match records.iter().any(|r| r.keep_ms > 0) {
                 true => Some(
-                    history::Recorder::open(&txn, total).map_err(|e| self.error("history", e))?,
+                    txn.open_table(history_pending::PENDING)
+                        .map_err(|e| self.error("cannot open the history's log", e))?,
                 ),
                 false => None,
             };
-            let mut buf = Vec::new();
+            let (mut buf, mut row) = (Vec::new(), Vec::new());
             for record in records {
                 buf.clear();
                 encode(record.rev, record.seq, record.state, &mut buf);
                 let old = table.insert(record.topic, buf.as_slice()).map_err(|e| {
                     self.error(&format!("cannot write topic {:?}", record.topic), e)
                 })?;
-                if let Some(recorder) = recorder.as_mut().filter(|_| record.keep_ms > 0) {
-                    let old = old
-                        .as_ref()
-                        .and_then(|g| state_of(g.value()))
-                        .map(<[u8]>::to_vec);
-                    recorder
-                        .record(record, old.as_deref())
-                        .map_err(|e| self.error("history", e))?;
+                if let Some(log) = log.as_mut().filter(|_| record.keep_ms > 0) {
+                    history_pending::encode(
+                        record,
+                        old.as_ref().and_then(|g| state_of(g.value())),
+                        &mut row,
+                    );
+                    drop(old);
+                    log.insert(next_key + logged, row.as_slice())
+                        .map_err(|e| self.error("cannot write the history's log", e))?;
+                    logged += 1;
                 }
-            }
-            if let Some(mut recorder) = recorder {
-                recorder
-                    .sweep(now_ms(), self.history_max_bytes)
-                    .map_err(|e| self.error("history", e))?;
-                total = recorder.total();
             }
             let mut times = txn
                 .open_table(TIMES)
@@ -343,15 +348,60 @@ impl RedbEngine {
                 .map_err(|e| self.error("cannot open meta table", e))?;
             meta.insert(META_SEQ, seq.to_le_bytes().as_slice())
                 .map_err(|e| self.error("cannot write seq", e))?;
-            if total != history_bytes {
-                // Beside `seq`, in a page this commit writes anyway.
-                meta.insert(META_HISTORY_BYTES, total.to_le_bytes().as_slice())
-                    .map_err(|e| self.error("cannot write the history's size", e))?;
-            }
         }
         // Dropping an uncommitted transaction aborts it, so an error above writes nothing.
         txn.commit().map_err(|e| self.error("cannot commit", e))?;
-        Ok(total)
+        Ok(logged)
+    }
+
+    /// Moves up to `max` changes from the history's pending log into its tables (see
+    /// `history_pending.rs`), in one transaction that the next commit makes durable.
+    fn flush(&self, handle: &mut Handle, max: u64) -> Result<(), EngineError> {
+        if handle.reopen {
+            self.reopen(handle)?;
+        }
+        if handle.log.count == 0 {
+            return Ok(());
+        }
+        let total = self.history_bytes.load(Ordering::Relaxed);
+        let result = self.write_index(self.opened(handle)?, total, max);
+        handle.reopen = result.is_err();
+        let (moved, total) = result?;
+        self.history_bytes.store(total, Ordering::Relaxed);
+        handle.log.count = handle.log.count.saturating_sub(moved);
+        if handle.log.count == 0 {
+            handle.log_since = None;
+        }
+        Ok(())
+    }
+
+    fn write_index(&self, db: &Database, total: u64, max: u64) -> Result<(u64, u64), EngineError> {
+        let mut txn = db
+            .begin_write()
+            .map_err(|e| self.error("cannot begin write transaction", e))?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| self.error("cannot set durability", e))?;
+        let (moved, after) =
+            history_pending::index(&txn, total, max, now_ms(), self.history_max_bytes)
+                .map_err(|e| self.error("history", e))?;
+        if after != total {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| self.error("cannot open meta table", e))?;
+            meta.insert(META_HISTORY_BYTES, after.to_le_bytes().as_slice())
+                .map_err(|e| self.error("cannot write the history's size", e))?;
+        }
+        txn.commit().map_err(|e| self.error("cannot commit", e))?;
+        Ok((moved, after))
+    }
+
+    /// Moves the whole pending log, so that a read sees every acknowledged change.
+    fn flush_all(&self) -> Result<(), EngineError> {
+        let mut handle = self.lock();
+        while handle.log.count > 0 {
+            self.flush(&mut handle, history_pending::INDEX_BATCH)?;
+        }
+        Ok(())
     }
 
     fn write_touches(&self, db: &Database, touches: &[Touch<'_>]) -> Result<(), EngineError> {
@@ -684,10 +734,12 @@ impl Engine for RedbEngine {
     }
 
     fn changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        self.flush_all()?;
         history_read::changes(&self.read()?, query).map_err(|e| self.error("history", e))
     }
 
     fn state_at(&self, topic: &str, kept_since_ms: u64, at_ms: u64) -> Result<At, EngineError> {
+        self.flush_all()?;
         history_read::state_at(&self.read()?, topic, kept_since_ms, at_ms)
             .map_err(|e| self.error("history", e))
     }
@@ -700,6 +752,7 @@ impl Engine for RedbEngine {
         from_ms: u64,
         to_ms: u64,
     ) -> Result<Vec<Point>, EngineError> {
+        self.flush_all()?;
         history_read::field_points(&self.read()?, topic, pointer, from_ms, to_ms)
             .map_err(|e| self.error("history", e))
     }
@@ -712,12 +765,36 @@ impl Engine for RedbEngine {
         if handle.reopen {
             self.reopen(&mut handle)?;
         }
-        let before = self.history_bytes.load(Ordering::Relaxed);
-        let result = self.write(self.opened(&handle)?, records, seq, before);
+        let result = self.write(self.opened(&handle)?, records, seq, handle.log.next_key);
         // Whatever failed, redb may refuse every later write until it is opened again.
         handle.reopen = result.is_err();
-        self.history_bytes.store(result?, Ordering::Relaxed);
+        let logged = result?;
+        if logged > 0 {
+            handle.log.next_key += logged;
+            handle.log.count += logged;
+            handle.log_since.get_or_insert_with(Instant::now);
+        }
         Ok(())
+    }
+
+    fn maintain(&self, idle: bool) -> Option<Duration> {
+        let mut handle = self.lock();
+        let waited = handle.log_since.map(|t| t.elapsed())?;
+        let due = handle.log.count >= history_pending::INDEX_BATCH
+            || (idle && waited >= history_pending::LINGER);
+        if due
+            && self
+                .flush(&mut handle, history_pending::INDEX_BATCH)
+                .is_err()
+        {
+            // The next commit re-opens the store and says why, if it still fails.
+            return Some(history_pending::LINGER);
+        }
+        match handle.log_since.map(|t| t.elapsed()) {
+            None => None,
+            Some(_) if handle.log.count >= history_pending::INDEX_BATCH => Some(Duration::ZERO),
+            Some(waited) => Some(history_pending::LINGER.saturating_sub(waited)),
+        }
     }
 }
 
