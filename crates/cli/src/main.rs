@@ -412,10 +412,16 @@ fn open_store(settings: &Settings) -> Result<RedbEngine, String> {
     let (engine, moved) =
         RedbEngine::open_setting_aside(&settings.data_dir).map_err(|e| e.to_string())?;
     let engine = engine.with_history_max_bytes(max);
-    if let Some(moved) = moved {
+    for moved in moved {
         tracing::warn!(
-            "{} was not a store: moved it aside to {} and started with an empty store",
-            engine.path().display(),
+            "{} was not a store: moved it aside to {} and started with an empty one",
+            // `<file>.broken-<time>`: the file it was.
+            moved
+                .display()
+                .to_string()
+                .split(".broken-")
+                .next()
+                .unwrap_or_default(),
             moved.display()
         );
     }

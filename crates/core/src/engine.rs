@@ -106,14 +106,6 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Work the engine keeps off the write path (the embedded store moves its history's
-    /// pending log into place): the commit thread calls it after each batch, with `idle`
-    /// when no write waits, and again once the returned delay is over if no write comes
-    /// first (`None`: nothing waits). Whatever fails, the next commit reports.
-    fn maintain(&self, _idle: bool) -> Option<Duration> {
-        None
-    }
-
     /// Whether this engine records history ([`Record::keep_ms`]) and answers the queries
     /// below; one that does not answers them with an error.
     fn keeps_history(&self) -> bool {
@@ -166,10 +158,6 @@ impl<E: Engine> Engine for Arc<E> {
 
     fn touch(&self, touches: &[Touch<'_>]) -> Result<(), EngineError> {
         (**self).touch(touches)
-    }
-
-    fn maintain(&self, idle: bool) -> Option<Duration> {
-        (**self).maintain(idle)
     }
 
     fn keeps_history(&self) -> bool {

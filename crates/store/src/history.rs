@@ -607,3 +607,48 @@ pub(crate) fn rebuild(
         .map(Some)
         .map_err(|e| format!("cannot serialize a state: {e}"))
 }
+
+/// Copies every history table that `from` has into `to` (a store from before the history
+/// had a file of its own: see `history_db.rs`).
+pub(crate) fn copy_tables(from: &redb::ReadTransaction, to: &WriteTransaction) -> StoreResult<()> {
+    copy(from, to, ENTRIES)?;
+    copy(from, to, FIELDS)?;
+    copy(from, to, TOPICS)?;
+    copy(from, to, EXPIRY)?;
+    copy(from, to, OLDEST)
+}
+
+/// Deletes every history table from `txn`'s database.
+pub(crate) fn delete_tables(txn: &WriteTransaction) -> StoreResult<()> {
+    let delete = |name: &str, r: Result<bool, redb::TableError>| {
+        r.map(|_| ())
+            .map_err(|e| format!("cannot delete {name}: {e}"))
+    };
+    delete("history", txn.delete_table(ENTRIES))?;
+    delete("history_fields", txn.delete_table(FIELDS))?;
+    delete("history_topics", txn.delete_table(TOPICS))?;
+    delete("history_expiry", txn.delete_table(EXPIRY))?;
+    delete("history_oldest", txn.delete_table(OLDEST))
+}
+
+fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &redb::ReadTransaction,
+    to: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> StoreResult<()> {
+    let source = match from.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(format!("cannot open a history table: {e}")),
+    };
+    let mut target = to
+        .open_table(def)
+        .map_err(|e| format!("cannot open a history table: {e}"))?;
+    for row in source.iter().map_err(err("cannot read a history table"))? {
+        let (k, v) = row.map_err(err("cannot read a history table"))?;
+        target
+            .insert(k.value(), v.value())
+            .map_err(err("cannot write a history table"))?;
+    }
+    Ok(())
+}

@@ -9,13 +9,10 @@
 //! third. Appended under one growing key, a commit's changes fill the log's last page or
 //! two. Moved in bulk, a topic's pages are rewritten once per many of its changes.
 //!
-//! The rule: every read of the history moves the whole log first ([`crate::RedbEngine`]'s
-//! reads call `flush`), so a reader sees every acknowledged change, and the reading code
-//! knows only the history's tables. The commit thread moves it between batches: a batch of
-//! [`INDEX_BATCH`] as soon as that many wait, and the rest once the hub has been idle for
-//! [`LINGER`] (see `Engine::maintain`). A move is one write transaction without its own
-//! fsync (redb's `Durability::None`): the next commit makes it durable, and a crash before
-//! that leaves the changes in the log, to be moved again.
+//! The rule: every read of the history moves the whole log first, so a reader sees every
+//! acknowledged change, and the reading code knows only the history's tables. When else it
+//! is moved, and how a move stays exactly-once across a crash: `history_mover.rs` and
+//! `history_db.rs`.
 //!
 //! # Row
 //!
@@ -25,22 +22,12 @@
 //! the field holds no number now). The fields are found at commit time, where the state
 //! before the change is at hand.
 
-use std::time::Duration;
-
-use redb::{ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition};
 use serde_json::Value;
 use statecast_core::engine::Record;
 use statecast_core::history::numeric_leaves;
 
-use crate::history::Recorder;
-
 pub(crate) const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("history_pending");
-
-/// Changes moved at once as soon as this many wait: enough that a topic's pages are
-/// rewritten once per dozens of its changes, few enough that a move takes milliseconds.
-pub(crate) const INDEX_BATCH: u64 = 2048;
-/// How long changes may wait once the hub is idle.
-pub(crate) const LINGER: Duration = Duration::from_millis(500);
 
 const NONE: u32 = u32::MAX;
 
@@ -174,13 +161,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// What the log holds, as the engine keeps it in memory between transactions.
-#[derive(Debug, Clone, Copy, Default)]
+/// Where the log stands in the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct LogState {
-    /// The key of the next row.
-    pub next_key: u64,
-    /// Rows waiting to be moved.
-    pub count: u64,
+    /// The key of its first row (0 when empty).
+    pub first: u64,
+    /// The key after its last row (0 when empty).
+    pub end: u64,
 }
 
 impl LogState {
@@ -193,45 +180,10 @@ impl LogState {
             Err(e) => return Err(format!("cannot open the history's log: {e}")),
         };
         let e = |e: redb::StorageError| format!("cannot read the history's log: {e}");
-        let count = table.len().map_err(e)?;
-        let next_key = redb::ReadableTable::last(&table)
-            .map_err(e)?
-            .map_or(0, |(k, _)| k.value() + 1);
-        Ok(LogState { next_key, count })
+        let first = table.first().map_err(e)?.map_or(0, |(k, _)| k.value());
+        let end = table.last().map_err(e)?.map_or(0, |(k, _)| k.value() + 1);
+        Ok(LogState { first, end })
     }
-}
-
-/// Moves up to `max` of the oldest rows of the log into the history's tables in `txn`,
-/// then lets retention drop what it may (at least as much as was moved, so it keeps pace
-/// with writes). Returns how many rows it moved and what the history holds afterwards.
-pub(crate) fn index(
-    txn: &WriteTransaction,
-    total: u64,
-    max: u64,
-    now_ms: u64,
-    max_bytes: u64,
-) -> Result<(u64, u64), String> {
-    let mut log = txn
-        .open_table(PENDING)
-        .map_err(|e| format!("cannot open the history's log: {e}"))?;
-    let mut recorder = Recorder::open(txn, total)?;
-    let mut moved = 0;
-    let mut row = Vec::new();
-    while moved < max {
-        let popped = log
-            .pop_first()
-            .map_err(|e| format!("cannot read the history's log: {e}"))?;
-        let Some((_, value)) = popped else { break };
-        row.clear();
-        row.extend_from_slice(value.value());
-        drop(value);
-        let change = decode(&row).ok_or("a row of the history's log is damaged")?;
-        recorder.record(&change)?;
-        moved += 1;
-    }
-    let budget = usize::try_from(moved.saturating_mul(2)).unwrap_or(usize::MAX);
-    recorder.sweep(now_ms, max_bytes, budget)?;
-    Ok((moved, recorder.total()))
 }
 
 #[cfg(test)]
@@ -317,21 +269,6 @@ mod tests {
         engine.commit(&[record], rev).expect("commits");
     }
 
-    fn revs(engine: &crate::RedbEngine) -> Vec<u64> {
-        use statecast_core::engine::Engine;
-        use statecast_core::history::{ChangesQuery, Start};
-        let page = engine
-            .changes(&ChangesQuery {
-                topic: "t",
-                kept_since_ms: 0,
-                start: Start::Rev(0),
-                to_ms: u64::MAX,
-                limit: 1000,
-            })
-            .expect("reads");
-        page.changes.iter().map(|c| c.rev).collect()
-    }
-
     #[test]
     fn a_read_sees_every_committed_change_and_a_move_no_commit_made_durable_is_redone_once() {
         let dir = tempfile::TempDir::new().unwrap();
@@ -340,30 +277,30 @@ mod tests {
             commit_rev(&engine, rev);
         }
         // Still in the log: the read moves them first.
-        assert_eq!(revs(&engine), [1, 2, 3]);
+        assert_eq!(crate::tests::history_revs(&engine), [1, 2, 3]);
         commit_rev(&engine, 4);
         // Closed with rev 4 in the log, and maybe the move of 1-3 never made durable.
         drop(engine);
         let engine = crate::RedbEngine::open(dir.path()).unwrap();
-        assert_eq!(revs(&engine), [1, 2, 3, 4]);
+        assert_eq!(crate::tests::history_revs(&engine), [1, 2, 3, 4]);
         drop(engine);
         let engine = crate::RedbEngine::open(dir.path()).unwrap();
-        assert_eq!(revs(&engine), [1, 2, 3, 4]);
+        assert_eq!(crate::tests::history_revs(&engine), [1, 2, 3, 4]);
     }
 
     #[test]
-    fn the_commit_thread_is_asked_back_while_changes_wait_and_not_once_they_are_moved() {
+    fn a_change_moved_by_the_thread_is_deleted_from_the_log_and_not_moved_twice() {
         use statecast_core::engine::Engine;
         let dir = tempfile::TempDir::new().unwrap();
         let engine = crate::RedbEngine::open(dir.path()).unwrap();
-        assert_eq!(engine.maintain(true), None);
         commit_rev(&engine, 1);
-        // Not yet due: a busy hub is left alone, an idle one asked back within LINGER.
-        let wait = engine.maintain(false).expect("asked back");
-        assert!(wait <= LINGER, "{wait:?}");
-        assert_eq!(engine.history_bytes(), 0);
-        assert_eq!(revs(&engine), [1]);
+        assert_eq!(crate::tests::history_revs(&engine), [1]);
         assert!(engine.history_bytes() > 0);
-        assert_eq!(engine.maintain(true), None);
+        drop(engine);
+        // Reopened: the history's `moved` says rev 1 is done, whether or not the state's
+        // file still has its row.
+        let engine = crate::RedbEngine::open(dir.path()).unwrap();
+        commit_rev(&engine, 2);
+        assert_eq!(crate::tests::history_revs(&engine), [1, 2]);
     }
 }

@@ -1,5 +1,6 @@
 //! statecast's embedded durable store: an [`Engine`] that keeps topic state, revs, sequence
-//! numbers and tombstones in a single [redb] file, `<data dir>/statecast.redb`.
+//! numbers and tombstones in a [redb] file, `<data dir>/statecast.redb`, and the durable
+//! history in another, `<data dir>/history.redb` (`history_db.rs` says why two).
 //!
 //! The hub loads everything once at start-up ([`Engine::load`]) and then hands each batch of
 //! changes to [`Engine::commit`], which writes the whole batch in one redb write transaction
@@ -8,14 +9,14 @@
 //!
 //! # Layout
 //!
-//! Three tables for the state (and the history's, described in `history.rs`):
+//! Three tables for the state, and the history's pending log (`history_pending.rs`; the
+//! history's own tables are in `history.redb`, described in `history.rs`):
 //!
 //! * `topics`: topic name (`&str`) → encoded record (`&[u8]`), one row per topic, tombstones
 //!   included (a removed topic keeps its rev so revs never go back).
 //! * `meta`: `"seq"` → the highest committed sequence number (8 bytes, little-endian `u64`)
 //!   and `"epoch"` → a random 16-hex-digit string (UTF-8) written on first open and never
-//!   changed, which identifies this store's history; `"history_bytes"` → what the durable
-//!   history holds (8 bytes LE, see `history.rs`).
+//!   changed, which identifies this store's history.
 //! * `times`: topic name → when its last change was made and when it was last written,
 //!   changed or not (two `u64` LE Unix milliseconds, 16 bytes). A store written before
 //!   times were kept has no such table or row: those topics' times are 0, not known.
@@ -43,9 +44,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -55,10 +56,16 @@ use statecast_core::engine::{Engine, EngineError, Loaded, Record, StoredTopic, T
 use statecast_core::history::{At, ChangesQuery, Page, Point};
 
 mod history;
+mod history_db;
+mod history_mover;
 mod history_pending;
 mod history_read;
 
+use history_db::HistoryDb;
+use history_mover::Mover;
+
 pub use history::DEFAULT_MAX_BYTES as DEFAULT_HISTORY_MAX_BYTES;
+pub use history_db::FILE_NAME as HISTORY_FILE_NAME;
 
 /// The name of the database file inside the data directory.
 pub const FILE_NAME: &str = "statecast.redb";
@@ -73,6 +80,7 @@ const TIMES: TableDefinition<&str, &[u8]> = TableDefinition::new("times");
 
 const META_SEQ: &str = "seq";
 const META_EPOCH: &str = "epoch";
+/// What the history held, in a store from before `history.redb` (see `history_db.rs`).
 const META_HISTORY_BYTES: &str = "history_bytes";
 
 /// Length of the fixed part of an encoded record: rev, seq and kind.
@@ -83,10 +91,13 @@ const KIND_STATE: u8 = 1;
 /// Opens the database again, after a failed write.
 type OpenDb = Box<dyn Fn() -> Result<Database, EngineError> + Send + Sync>;
 
-/// The embedded durable store: an [`Engine`] backed by one redb file in a data directory.
+/// The embedded durable store: an [`Engine`] backed by two redb files in a data directory,
+/// `statecast.redb` (the state) and `history.redb` (the history, see `history_db.rs`), and
+/// a thread that records the history (`history_mover.rs`).
 ///
-/// Holds redb's file lock for as long as it lives, so only one process (and one
-/// `RedbEngine`) can have a data directory open at a time. Dropping it closes the file.
+/// Holds redb's file locks for as long as it lives, so only one process (and one
+/// `RedbEngine`) can have a data directory open at a time. Dropping it stops its thread and
+/// closes the files.
 ///
 /// # After a failed commit
 ///
@@ -96,128 +107,159 @@ type OpenDb = Box<dyn Fn() -> Result<Database, EngineError> + Send + Sync>;
 /// commit (nothing acknowledged is lost; the refused batch is not there). If the disk is
 /// still full the re-open fails, that commit fails with the reason, and the next one tries
 /// again. How often commits are attempted meanwhile is the hub's choice (it backs off).
+/// The history's file is re-opened the same way by the next move.
 pub struct RedbEngine {
+    inner: Arc<Inner>,
+    mover: Option<JoinHandle<()>>,
+}
+
+/// What the engine and its mover thread share.
+struct Inner {
     db: Mutex<Handle>,
     open_db: OpenDb,
     /// The database file, for error messages.
     path: PathBuf,
-    /// What all topics' history may hold (see `history.rs`).
-    history_max_bytes: u64,
-    /// What it holds (`meta`'s `"history_bytes"`, as last committed; only the commit
-    /// thread changes it).
-    history_bytes: AtomicU64,
+    history: HistoryDb,
+    mover: Mover,
 }
 
-/// The open database, whether it must be opened again before its next write, and what
-/// the history's pending log holds.
+/// The open state database, and whether it must be opened again before its next write.
 struct Handle {
     /// `None` only after a re-open failed.
     db: Option<Database>,
     reopen: bool,
-    log: history_pending::LogState,
-    /// Since when the log has held changes.
-    log_since: Option<Instant>,
+    /// The key of the next row of the history's pending log.
+    next_key: u64,
 }
 
 impl fmt::Debug for RedbEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedbEngine")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
 }
 
+impl Drop for RedbEngine {
+    fn drop(&mut self) {
+        self.inner.mover.stop();
+        if let Some(thread) = self.mover.take() {
+            // It ends after the move it may be in; a panic there has nothing left to say.
+            let _ = thread.join();
+        }
+    }
+}
+
 impl RedbEngine {
-    /// Opens the store in `dir`, creating the directory and `dir/statecast.redb` if needed.
+    /// Opens the store in `dir`, creating the directory and `dir/statecast.redb` (and
+    /// `dir/history.redb`) if needed.
     ///
     /// On first open this also creates the tables and a fresh random epoch. Fails with an
     /// error saying the data directory is in use if another statecast process (or another
     /// `RedbEngine` in this one) has it open, with an error naming the file and what to do
-    /// if the file exists but is empty or not a store (see [`RedbEngine::open_setting_aside`]),
+    /// if a file exists but is empty or not a store (see [`RedbEngine::open_setting_aside`]),
     /// and with an error naming the path for anything else (permissions, an incompatible
     /// file, ...).
     pub fn open(dir: &Path) -> Result<RedbEngine, EngineError> {
         let path = data_file(dir)?;
         match open_store(dir, &path)? {
-            Opened::Store(db) => RedbEngine::start(db, dir, path),
+            Opened::Store(db) => Ok(RedbEngine::start(db, dir, path, false)?.0),
             Opened::Broken(why) => Err(broken_error(&path, &why)),
         }
     }
 
     /// Like [`RedbEngine::open`], but a file that is empty or not a store is first moved
-    /// aside to `statecast.redb.broken-<UTC time>` in the same directory (never deleted)
-    /// and an empty store is started instead. Returns where the file went, if it was moved.
-    /// A good store is opened as it is.
-    pub fn open_setting_aside(dir: &Path) -> Result<(RedbEngine, Option<PathBuf>), EngineError> {
+    /// aside to `<file>.broken-<UTC time>` in the same directory (never deleted) and an
+    /// empty one is started instead. Returns where the files went, if any was moved. A good
+    /// store is opened as it is.
+    pub fn open_setting_aside(dir: &Path) -> Result<(RedbEngine, Vec<PathBuf>), EngineError> {
         let path = data_file(dir)?;
-        if let Opened::Store(db) = open_store(dir, &path)? {
-            return Ok((RedbEngine::start(db, dir, path)?, None));
-        }
-        let aside = aside_name(&path);
-        std::fs::rename(&path, &aside).map_err(|e| {
-            EngineError(format!(
-                "cannot move {} aside to {}: {e}",
-                path.display(),
-                aside.display()
-            ))
-        })?;
-        Ok((RedbEngine::open(dir)?, Some(aside)))
+        let mut moved = Vec::new();
+        let db = match open_store(dir, &path)? {
+            Opened::Store(db) => db,
+            Opened::Broken(_) => {
+                moved.push(set_aside(&path)?);
+                match open_store(dir, &path)? {
+                    Opened::Store(db) => db,
+                    Opened::Broken(why) => return Err(broken_error(&path, &why)),
+                }
+            }
+        };
+        let (engine, history_aside) = RedbEngine::start(db, dir, path, true)?;
+        moved.extend(history_aside);
+        Ok((engine, moved))
     }
 
     /// Over an opened database: creates what a new store lacks.
-    fn start(db: Database, dir: &Path, path: PathBuf) -> Result<RedbEngine, EngineError> {
+    fn start(
+        db: Database,
+        dir: &Path,
+        path: PathBuf,
+        set_aside: bool,
+    ) -> Result<(RedbEngine, Option<PathBuf>), EngineError> {
         let (dir, file) = (dir.to_owned(), path.clone());
         let open_db: OpenDb = Box::new(move || match open_store(&dir, &file)? {
             Opened::Store(db) => Ok(db),
             Opened::Broken(why) => Err(broken_error(&file, &why)),
         });
-        RedbEngine::over(db, open_db, path)
+        let history_dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+        RedbEngine::over(db, open_db, path, &history_dir, set_aside)
     }
 
-    /// Over an opened database, which `open_db` opens again when needed.
-    fn over(db: Database, open_db: OpenDb, path: PathBuf) -> Result<RedbEngine, EngineError> {
-        let engine = RedbEngine {
+    /// Over an opened database, which `open_db` opens again when needed, with the history's
+    /// file in `history_dir`.
+    fn over(
+        db: Database,
+        open_db: OpenDb,
+        path: PathBuf,
+        history_dir: &Path,
+        set_aside: bool,
+    ) -> Result<(RedbEngine, Option<PathBuf>), EngineError> {
+        let opened = HistoryDb::open(history_dir, set_aside)?;
+        let mut inner = Inner {
             db: Mutex::new(Handle {
                 db: Some(db),
                 reopen: false,
-                log: history_pending::LogState::default(),
-                log_since: None,
+                next_key: 0,
             }),
             open_db,
             path,
-            history_max_bytes: history::DEFAULT_MAX_BYTES,
-            history_bytes: AtomicU64::new(0),
+            history: opened.db,
+            mover: Mover::new(0, 0),
         };
-        engine.init()?;
-        Ok(engine)
+        inner.init(opened.moved)?;
+        let inner = Arc::new(inner);
+        let thread = history_mover::spawn(inner.clone())
+            .map_err(|e| EngineError(format!("cannot start the history's thread: {e}")))?;
+        let engine = RedbEngine {
+            inner,
+            mover: Some(thread),
+        };
+        Ok((engine, opened.aside))
     }
 
     /// Bounds what all topics' history holds, in bytes: over it, the oldest changes go
     /// first (`history_max_bytes`; default [`DEFAULT_HISTORY_MAX_BYTES`]).
-    pub fn with_history_max_bytes(mut self, max: u64) -> RedbEngine {
-        self.history_max_bytes = max;
+    pub fn with_history_max_bytes(self, max: u64) -> RedbEngine {
+        self.inner.history.set_max_bytes(max);
         self
-    }
-
-    /// Begins a read transaction, holding the handle's lock only for that.
-    fn read(&self) -> Result<redb::ReadTransaction, EngineError> {
-        let handle = self.lock();
-        self.opened(&handle)?
-            .begin_read()
-            .map_err(|e| self.error("cannot begin read transaction", e))
     }
 
     /// The database file this engine has open (`<dir>/statecast.redb`).
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
+}
 
+impl Inner {
     fn lock(&self) -> MutexGuard<'_, Handle> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Creates the tables and the epoch if this is a new file. Leaves an existing epoch alone.
-    fn init(&self) -> Result<(), EngineError> {
+    /// Creates the tables and the epoch if this is a new file (leaves an existing epoch
+    /// alone), takes over history tables of a store from before `history.redb`, and finds
+    /// where the history's pending log stands, given the history's `moved`.
+    fn init(&mut self, moved: u64) -> Result<(), EngineError> {
         let mut handle = self.lock();
         let db = self.opened(&handle)?;
         let mut txn = db
@@ -243,28 +285,24 @@ impl RedbEngine {
         }
         txn.commit()
             .map_err(|e| self.error("cannot commit initialization", e))?;
-        self.load_counts(&mut handle)
+        self.history.take_over(db)?;
+        let log = self.read_log(&handle)?;
+        // Rows below the history's `moved` were moved already (see `history_db.rs`).
+        let moved = moved.max(log.first);
+        handle.next_key = log.end.max(moved);
+        let end = handle.next_key;
+        drop(handle);
+        self.mover = Mover::new(moved, end);
+        Ok(())
     }
 
-    /// Reads what the history holds (from `meta`) and what its pending log holds: at open,
-    /// and after a re-open, which loses the moves that no commit had made durable yet.
-    fn load_counts(&self, handle: &mut Handle) -> Result<(), EngineError> {
+    /// Where the pending log stands in the file.
+    fn read_log(&self, handle: &Handle) -> Result<history_pending::LogState, EngineError> {
         let txn = self
             .opened(handle)?
             .begin_read()
             .map_err(|e| self.error("cannot begin read transaction", e))?;
-        let meta = txn
-            .open_table(META)
-            .map_err(|e| self.error("cannot open meta table", e))?;
-        let bytes = meta
-            .get(META_HISTORY_BYTES)
-            .map_err(|e| self.error("cannot read the history's size", e))?
-            .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
-            .map_or(0, u64::from_le_bytes);
-        self.history_bytes.store(bytes, Ordering::Relaxed);
-        handle.log = history_pending::LogState::read(&txn).map_err(|e| self.error("history", e))?;
-        handle.log_since = (handle.log.count > 0).then(Instant::now);
-        Ok(())
+        history_pending::LogState::read(&txn).map_err(|e| self.error("history", e))
     }
 
     /// The open database; an error if the last re-open failed.
@@ -282,7 +320,11 @@ impl RedbEngine {
         let db = (self.open_db)()?;
         handle.db = Some(db);
         handle.reopen = false;
-        self.load_counts(handle)
+        // The file is back at its last durable commit: its log's end with it.
+        let log = self.read_log(handle)?;
+        handle.next_key = log.end.max(self.mover.moved());
+        self.mover.reset_end(handle.next_key);
+        Ok(())
     }
 
     /// Writes `records` and `seq` in one write transaction (see [`Engine::commit`]), the
@@ -354,53 +396,74 @@ impl RedbEngine {
         Ok(logged)
     }
 
-    /// Moves up to `max` changes from the history's pending log into its tables (see
-    /// `history_pending.rs`), in one transaction that the next commit makes durable.
-    fn flush(&self, handle: &mut Handle, max: u64) -> Result<(), EngineError> {
-        if handle.reopen {
-            self.reopen(handle)?;
+    /// Moves up to `max` changes from the pending log into the history's file (see
+    /// `history_db.rs`); returns how many. One move runs at a time.
+    fn move_history(&self, max: u64) -> Result<u64, EngineError> {
+        let _one = self.mover.moving();
+        let from = self.mover.moved();
+        let (rows, end) = self.pending_rows(from, max)?;
+        if rows.is_empty() {
+            return Ok(0);
         }
-        if handle.log.count == 0 {
-            return Ok(());
-        }
-        let total = self.history_bytes.load(Ordering::Relaxed);
-        let result = self.write_index(self.opened(handle)?, total, max);
-        handle.reopen = result.is_err();
-        let (moved, total) = result?;
-        self.history_bytes.store(total, Ordering::Relaxed);
-        handle.log.count = handle.log.count.saturating_sub(moved);
-        if handle.log.count == 0 {
-            handle.log_since = None;
-        }
-        Ok(())
+        self.history.record(&rows, end, now_ms())?;
+        self.mover.did_move(end);
+        self.drop_moved(end);
+        Ok(rows.len() as u64)
     }
 
-    fn write_index(&self, db: &Database, total: u64, max: u64) -> Result<(u64, u64), EngineError> {
-        let mut txn = db
-            .begin_write()
-            .map_err(|e| self.error("cannot begin write transaction", e))?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| self.error("cannot set durability", e))?;
-        let (moved, after) =
-            history_pending::index(&txn, total, max, now_ms(), self.history_max_bytes)
-                .map_err(|e| self.error("history", e))?;
-        if after != total {
-            let mut meta = txn
-                .open_table(META)
-                .map_err(|e| self.error("cannot open meta table", e))?;
-            meta.insert(META_HISTORY_BYTES, after.to_le_bytes().as_slice())
-                .map_err(|e| self.error("cannot write the history's size", e))?;
+    /// Up to `max` rows of the log from key `from` on, and the key after the last.
+    fn pending_rows(&self, from: u64, max: u64) -> Result<(Vec<Vec<u8>>, u64), EngineError> {
+        let txn = {
+            let handle = self.lock();
+            self.opened(&handle)?
+                .begin_read()
+                .map_err(|e| self.error("cannot begin read transaction", e))?
+        };
+        let e = |e: redb::StorageError| self.error("cannot read the history's log", e);
+        let log = match txn.open_table(history_pending::PENDING) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), from)),
+            Err(err) => return Err(self.error("cannot open the history's log", err)),
+        };
+        let mut rows = Vec::new();
+        let mut end = from;
+        for row in log.range(from..).map_err(e)? {
+            if rows.len() as u64 >= max {
+                break;
+            }
+            let (key, value) = row.map_err(e)?;
+            rows.push(value.value().to_vec());
+            end = key.value() + 1;
         }
-        txn.commit().map_err(|e| self.error("cannot commit", e))?;
-        Ok((moved, after))
+        Ok((rows, end))
+    }
+
+    /// Deletes the log's rows below `moved`, in a transaction the next commit makes durable.
+    /// A failure leaves them for the next move to delete.
+    fn drop_moved(&self, moved: u64) {
+        let mut handle = self.lock();
+        let Some(db) = handle.db.as_ref().filter(|_| !handle.reopen) else {
+            return;
+        };
+        let result = (|| -> Result<(), String> {
+            let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+            txn.set_durability(Durability::None)
+                .map_err(|e| e.to_string())?;
+            {
+                let mut log = txn
+                    .open_table(history_pending::PENDING)
+                    .map_err(|e| e.to_string())?;
+                log.retain_in(..moved, |_, _| false)
+                    .map_err(|e| e.to_string())?;
+            }
+            txn.commit().map_err(|e| e.to_string())
+        })();
+        handle.reopen = result.is_err();
     }
 
     /// Moves the whole pending log, so that a read sees every acknowledged change.
-    fn flush_all(&self) -> Result<(), EngineError> {
-        let mut handle = self.lock();
-        while handle.log.count > 0 {
-            self.flush(&mut handle, history_pending::INDEX_BATCH)?;
-        }
+    fn move_all(&self) -> Result<(), EngineError> {
+        while self.move_history(history_mover::MOVE_BATCH)? > 0 {}
         Ok(())
     }
 
@@ -441,6 +504,110 @@ impl RedbEngine {
     /// An error about this store's file: `"{what} in {path}: {err}"`.
     fn error(&self, what: &str, err: impl fmt::Display) -> EngineError {
         EngineError(format!("{what} in {}: {err}", self.path.display()))
+    }
+
+    /// Reads every topic (tombstones included), the highest committed seq and the epoch.
+    fn load(&self) -> Result<Loaded, EngineError> {
+        let handle = self.lock();
+        let txn = self
+            .opened(&handle)?
+            .begin_read()
+            .map_err(|e| self.error("cannot begin read transaction", e))?;
+
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| self.error("cannot open meta table", e))?;
+        let seq = match meta
+            .get(META_SEQ)
+            .map_err(|e| self.error("cannot read seq", e))?
+        {
+            None => 0,
+            Some(guard) => {
+                let bytes = guard.value();
+                let arr: [u8; 8] = bytes.try_into().map_err(|_| {
+                    self.error(
+                        "corrupt meta value",
+                        format_args!("seq is {} bytes, expected 8", bytes.len()),
+                    )
+                })?;
+                u64::from_le_bytes(arr)
+            }
+        };
+        let epoch = match meta
+            .get(META_EPOCH)
+            .map_err(|e| self.error("cannot read epoch", e))?
+        {
+            None => return Err(self.error("corrupt store", "the epoch is missing")),
+            Some(guard) => String::from_utf8(guard.value().to_vec())
+                .map_err(|e| self.error("corrupt meta value", format_args!("epoch: {e}")))?,
+        };
+
+        let table = txn
+            .open_table(TOPICS)
+            .map_err(|e| self.error("cannot open topics table", e))?;
+        let len = table
+            .len()
+            .map_err(|e| self.error("cannot read topics", e))?;
+        let mut topics = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        for row in table
+            .iter()
+            .map_err(|e| self.error("cannot read topics", e))?
+        {
+            let (key, value) = row.map_err(|e| self.error("cannot read topics", e))?;
+            let topic = key.value().to_owned();
+            let (rev, seq, state) = decode(value.value())
+                .map_err(|e| self.error(&format!("corrupt record for topic {topic:?}"), e))?;
+            topics.push(StoredTopic {
+                topic,
+                rev,
+                seq,
+                state,
+                changed_ms: 0,
+                written_ms: 0,
+            });
+        }
+        // A store from before times has no `times` table: its topics' times stay 0.
+        match txn.open_table(TIMES) {
+            Ok(times) => {
+                for stored in &mut topics {
+                    let Some(row) = times
+                        .get(stored.topic.as_str())
+                        .map_err(|e| self.error("cannot read times", e))?
+                    else {
+                        continue;
+                    };
+                    let bytes: [u8; 16] = row.value().try_into().map_err(|_| {
+                        self.error(
+                            &format!("corrupt times of topic {:?}", stored.topic),
+                            format_args!("{} bytes, expected 16", row.value().len()),
+                        )
+                    })?;
+                    let (changed, written) = bytes.split_at(8);
+                    stored.changed_ms = u64::from_le_bytes(changed.try_into().unwrap_or_default());
+                    stored.written_ms = u64::from_le_bytes(written.try_into().unwrap_or_default());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.error("cannot open times table", e)),
+        }
+
+        Ok(Loaded {
+            topics,
+            seq,
+            epoch,
+            recent: Vec::new(),
+        })
+    }
+
+    /// Rewrites the written time of each touched topic (its changed time stays), durably.
+    fn touch(&self, touches: &[Touch<'_>]) -> Result<(), EngineError> {
+        let mut handle = self.lock();
+        if handle.reopen {
+            self.reopen(&mut handle)?;
+        }
+        let result = self.write_touches(self.opened(&handle)?, touches);
+        handle.reopen = result.is_err();
+        result
     }
 }
 
@@ -508,8 +675,34 @@ fn broken_error(path: &Path, why: &str) -> EngineError {
          with --reset-broken-store to move it aside (to {}.broken-<time>) and begin with \
          an empty store",
         path.display(),
-        FILE_NAME
+        path.file_name()
+            .map_or(FILE_NAME.into(), |n| n.to_string_lossy())
     ))
+}
+
+/// Moves a broken file aside (see [`aside_name`]); where it went.
+fn set_aside(path: &Path) -> Result<PathBuf, EngineError> {
+    let aside = aside_name(path);
+    std::fs::rename(path, &aside).map_err(|e| {
+        EngineError(format!(
+            "cannot move {} aside to {}: {e}",
+            path.display(),
+            aside.display()
+        ))
+    })?;
+    Ok(aside)
+}
+
+/// What `meta` says the history held, in a store from before `history.redb`.
+fn history_bytes_before(txn: &redb::ReadTransaction) -> Result<u64, String> {
+    let meta = txn
+        .open_table(META)
+        .map_err(|e| format!("cannot open meta table: {e}"))?;
+    Ok(meta
+        .get(META_HISTORY_BYTES)
+        .map_err(|e| format!("cannot read the history's size: {e}"))?
+        .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
+        .map_or(0, u64::from_le_bytes))
 }
 
 /// Where a broken file is moved: `<file>.broken-<UTC time>`, with a number added if that
@@ -621,108 +814,12 @@ fn split_u64(bytes: &[u8]) -> (u64, &[u8]) {
 }
 
 impl Engine for RedbEngine {
-    /// Reads every topic (tombstones included), the highest committed seq and the epoch.
     fn load(&self) -> Result<Loaded, EngineError> {
-        let handle = self.lock();
-        let txn = self
-            .opened(&handle)?
-            .begin_read()
-            .map_err(|e| self.error("cannot begin read transaction", e))?;
-
-        let meta = txn
-            .open_table(META)
-            .map_err(|e| self.error("cannot open meta table", e))?;
-        let seq = match meta
-            .get(META_SEQ)
-            .map_err(|e| self.error("cannot read seq", e))?
-        {
-            None => 0,
-            Some(guard) => {
-                let bytes = guard.value();
-                let arr: [u8; 8] = bytes.try_into().map_err(|_| {
-                    self.error(
-                        "corrupt meta value",
-                        format_args!("seq is {} bytes, expected 8", bytes.len()),
-                    )
-                })?;
-                u64::from_le_bytes(arr)
-            }
-        };
-        let epoch = match meta
-            .get(META_EPOCH)
-            .map_err(|e| self.error("cannot read epoch", e))?
-        {
-            None => return Err(self.error("corrupt store", "the epoch is missing")),
-            Some(guard) => String::from_utf8(guard.value().to_vec())
-                .map_err(|e| self.error("corrupt meta value", format_args!("epoch: {e}")))?,
-        };
-
-        let table = txn
-            .open_table(TOPICS)
-            .map_err(|e| self.error("cannot open topics table", e))?;
-        let len = table
-            .len()
-            .map_err(|e| self.error("cannot read topics", e))?;
-        let mut topics = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        for row in table
-            .iter()
-            .map_err(|e| self.error("cannot read topics", e))?
-        {
-            let (key, value) = row.map_err(|e| self.error("cannot read topics", e))?;
-            let topic = key.value().to_owned();
-            let (rev, seq, state) = decode(value.value())
-                .map_err(|e| self.error(&format!("corrupt record for topic {topic:?}"), e))?;
-            topics.push(StoredTopic {
-                topic,
-                rev,
-                seq,
-                state,
-                changed_ms: 0,
-                written_ms: 0,
-            });
-        }
-        // A store from before times has no `times` table: its topics' times stay 0.
-        match txn.open_table(TIMES) {
-            Ok(times) => {
-                for stored in &mut topics {
-                    let Some(row) = times
-                        .get(stored.topic.as_str())
-                        .map_err(|e| self.error("cannot read times", e))?
-                    else {
-                        continue;
-                    };
-                    let bytes: [u8; 16] = row.value().try_into().map_err(|_| {
-                        self.error(
-                            &format!("corrupt times of topic {:?}", stored.topic),
-                            format_args!("{} bytes, expected 16", row.value().len()),
-                        )
-                    })?;
-                    let (changed, written) = bytes.split_at(8);
-                    stored.changed_ms = u64::from_le_bytes(changed.try_into().unwrap_or_default());
-                    stored.written_ms = u64::from_le_bytes(written.try_into().unwrap_or_default());
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(self.error("cannot open times table", e)),
-        }
-
-        Ok(Loaded {
-            topics,
-            seq,
-            epoch,
-            recent: Vec::new(),
-        })
+        self.inner.load()
     }
 
-    /// Rewrites the written time of each touched topic (its changed time stays), durably.
     fn touch(&self, touches: &[Touch<'_>]) -> Result<(), EngineError> {
-        let mut handle = self.lock();
-        if handle.reopen {
-            self.reopen(&mut handle)?;
-        }
-        let result = self.write_touches(self.opened(&handle)?, touches);
-        handle.reopen = result.is_err();
-        result
+        self.inner.touch(touches)
     }
 
     fn keeps_history(&self) -> bool {
@@ -730,18 +827,19 @@ impl Engine for RedbEngine {
     }
 
     fn history_bytes(&self) -> u64 {
-        self.history_bytes.load(Ordering::Relaxed)
+        self.inner.history.bytes()
     }
 
     fn changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
-        self.flush_all()?;
-        history_read::changes(&self.read()?, query).map_err(|e| self.error("history", e))
+        self.inner.move_all()?;
+        history_read::changes(&self.inner.history.read()?, query)
+            .map_err(|e| self.inner.error("history", e))
     }
 
     fn state_at(&self, topic: &str, kept_since_ms: u64, at_ms: u64) -> Result<At, EngineError> {
-        self.flush_all()?;
-        history_read::state_at(&self.read()?, topic, kept_since_ms, at_ms)
-            .map_err(|e| self.error("history", e))
+        self.inner.move_all()?;
+        history_read::state_at(&self.inner.history.read()?, topic, kept_since_ms, at_ms)
+            .map_err(|e| self.inner.error("history", e))
     }
 
     fn field_points(
@@ -752,456 +850,32 @@ impl Engine for RedbEngine {
         from_ms: u64,
         to_ms: u64,
     ) -> Result<Vec<Point>, EngineError> {
-        self.flush_all()?;
-        history_read::field_points(&self.read()?, topic, pointer, from_ms, to_ms)
-            .map_err(|e| self.error("history", e))
+        self.inner.move_all()?;
+        history_read::field_points(&self.inner.history.read()?, topic, pointer, from_ms, to_ms)
+            .map_err(|e| self.inner.error("history", e))
     }
 
     /// Writes `records` and `seq` in one write transaction with immediate durability: on
     /// `Ok` all of it is on disk, on `Err` none of it is. After a failed commit, first opens
-    /// the database again (see [`RedbEngine`]).
+    /// the database again (see [`RedbEngine`]). The history's changes go to its pending log
+    /// in the same transaction; the mover thread is told.
     fn commit(&self, records: &[Record<'_>], seq: u64) -> Result<(), EngineError> {
-        let mut handle = self.lock();
+        let inner = &self.inner;
+        let mut handle = inner.lock();
         if handle.reopen {
-            self.reopen(&mut handle)?;
+            inner.reopen(&mut handle)?;
         }
-        let result = self.write(self.opened(&handle)?, records, seq, handle.log.next_key);
+        let result = inner.write(inner.opened(&handle)?, records, seq, handle.next_key);
         // Whatever failed, redb may refuse every later write until it is opened again.
         handle.reopen = result.is_err();
         let logged = result?;
         if logged > 0 {
-            handle.log.next_key += logged;
-            handle.log.count += logged;
-            handle.log_since.get_or_insert_with(Instant::now);
+            handle.next_key += logged;
+            inner.mover.logged(handle.next_key);
         }
         Ok(())
-    }
-
-    fn maintain(&self, idle: bool) -> Option<Duration> {
-        let mut handle = self.lock();
-        let waited = handle.log_since.map(|t| t.elapsed())?;
-        let due = handle.log.count >= history_pending::INDEX_BATCH
-            || (idle && waited >= history_pending::LINGER);
-        if due
-            && self
-                .flush(&mut handle, history_pending::INDEX_BATCH)
-                .is_err()
-        {
-            // The next commit re-opens the store and says why, if it still fails.
-            return Some(history_pending::LINGER);
-        }
-        match handle.log_since.map(|t| t.elapsed()) {
-            None => None,
-            Some(_) if handle.log.count >= history_pending::INDEX_BATCH => Some(Duration::ZERO),
-            Some(waited) => Some(history_pending::LINGER.saturating_sub(waited)),
-        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use tempfile::TempDir;
-
-    fn rec<'a>(topic: &'a str, rev: u64, seq: u64, state: Option<&'a [u8]>) -> Record<'a> {
-        Record {
-            topic,
-            rev,
-            seq,
-            state,
-            time_ms: 0,
-            patch: None,
-            keep_ms: 0,
-        }
-    }
-
-    fn sorted(mut loaded: Loaded) -> Loaded {
-        loaded.topics.sort_by(|a, b| a.topic.cmp(&b.topic));
-        loaded
-    }
-
-    #[test]
-    fn fresh_store_is_empty_with_an_epoch() {
-        let dir = TempDir::new().unwrap();
-        let engine = RedbEngine::open(&dir.path().join("new").join("nested")).unwrap();
-        let loaded = engine.load().unwrap();
-        assert!(loaded.topics.is_empty());
-        assert_eq!(loaded.seq, 0);
-        assert_eq!(loaded.epoch.len(), 16);
-        assert!(loaded.epoch.chars().all(|c| c.is_ascii_hexdigit()));
-        assert!(engine.path().ends_with(FILE_NAME));
-    }
-
-    #[test]
-    fn times_survive_a_reopen_and_a_touch_moves_only_the_written_time() {
-        let dir = TempDir::new().unwrap();
-        {
-            let engine = RedbEngine::open(dir.path()).unwrap();
-            let change = Record {
-                time_ms: 1_000,
-                ..rec("a", 1, 1, Some(b"1"))
-            };
-            engine.commit(&[change], 1).unwrap();
-            engine
-                .touch(&[Touch {
-                    topic: "a",
-                    written_ms: 5_000,
-                }])
-                .unwrap();
-        }
-        let loaded = RedbEngine::open(dir.path()).unwrap().load().unwrap();
-        let a = &loaded.topics[0];
-        assert_eq!((a.changed_ms, a.written_ms), (1_000, 5_000));
-    }
-
-    #[test]
-    fn a_store_from_before_times_loads_with_times_unknown() {
-        let dir = TempDir::new().unwrap();
-        drop(RedbEngine::open(dir.path()).unwrap());
-        // Written as the previous version did: a topics row, no times table.
-        {
-            let db = Database::open(dir.path().join(FILE_NAME)).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut topics = txn.open_table(TOPICS).unwrap();
-                let mut buf = Vec::new();
-                encode(3, 7, Some(br#"{"x":1}"#), &mut buf);
-                topics.insert("old", buf.as_slice()).unwrap();
-            }
-            txn.commit().unwrap();
-        }
-        let loaded = RedbEngine::open(dir.path()).unwrap().load().unwrap();
-        let old = &loaded.topics[0];
-        assert_eq!((old.rev, old.changed_ms, old.written_ms), (3, 0, 0));
-    }
-
-    #[test]
-    fn round_trip_across_reopen() {
-        let dir = TempDir::new().unwrap();
-        let epoch = {
-            let engine = RedbEngine::open(dir.path()).unwrap();
-            engine
-                .commit(
-                    &[
-                        rec("a", 1, 1, Some(br#"{"x":1}"#)),
-                        rec("b", 1, 2, Some(b"[1,2,3]")),
-                    ],
-                    2,
-                )
-                .unwrap();
-            engine
-                .commit(&[rec("b", 2, 3, None), rec("c", 7, 3, Some(b"\"s\""))], 3)
-                .unwrap();
-            engine.load().unwrap().epoch
-        };
-
-        let engine = RedbEngine::open(dir.path()).unwrap();
-        let loaded = sorted(engine.load().unwrap());
-        assert_eq!(
-            loaded,
-            Loaded {
-                topics: vec![
-                    StoredTopic {
-                        topic: "a".into(),
-                        rev: 1,
-                        seq: 1,
-                        state: Some(br#"{"x":1}"#.to_vec()),
-                        changed_ms: 0,
-                        written_ms: 0,
-                    },
-                    StoredTopic {
-                        topic: "b".into(),
-                        rev: 2,
-                        seq: 3,
-                        state: None,
-                        changed_ms: 0,
-                        written_ms: 0,
-                    },
-                    StoredTopic {
-                        topic: "c".into(),
-                        rev: 7,
-                        seq: 3,
-                        state: Some(b"\"s\"".to_vec()),
-                        changed_ms: 0,
-                        written_ms: 0,
-                    },
-                ],
-                seq: 3,
-                epoch,
-                recent: Vec::new(),
-            }
-        );
-    }
-
-    #[test]
-    fn epoch_is_stable_across_reopen_and_differs_between_stores() {
-        let dir = TempDir::new().unwrap();
-        let first = RedbEngine::open(dir.path()).unwrap().load().unwrap().epoch;
-        let second = RedbEngine::open(dir.path()).unwrap().load().unwrap().epoch;
-        assert_eq!(first, second);
-
-        let other = TempDir::new().unwrap();
-        let third = RedbEngine::open(other.path())
-            .unwrap()
-            .load()
-            .unwrap()
-            .epoch;
-        assert_ne!(first, third);
-    }
-
-    #[test]
-    fn overwrite_replaces_a_topic() {
-        let dir = TempDir::new().unwrap();
-        let engine = RedbEngine::open(dir.path()).unwrap();
-        engine.commit(&[rec("t", 1, 1, Some(b"1"))], 1).unwrap();
-        engine.commit(&[rec("t", 2, 2, Some(b"{}"))], 2).unwrap();
-        engine.commit(&[rec("t", 3, 3, None)], 3).unwrap();
-        engine.commit(&[rec("t", 4, 4, Some(b"true"))], 4).unwrap();
-        let loaded = engine.load().unwrap();
-        assert_eq!(
-            loaded.topics,
-            vec![StoredTopic {
-                topic: "t".into(),
-                rev: 4,
-                seq: 4,
-                state: Some(b"true".to_vec()),
-                changed_ms: 0,
-                written_ms: 0,
-            }]
-        );
-        assert_eq!(loaded.seq, 4);
-    }
-
-    #[test]
-    fn empty_commit_stores_seq() {
-        let dir = TempDir::new().unwrap();
-        {
-            let engine = RedbEngine::open(dir.path()).unwrap();
-            engine.commit(&[], 42).unwrap();
-        }
-        let loaded = RedbEngine::open(dir.path()).unwrap().load().unwrap();
-        assert!(loaded.topics.is_empty());
-        assert_eq!(loaded.seq, 42);
-    }
-
-    #[test]
-    fn second_open_reports_directory_in_use() {
-        let dir = TempDir::new().unwrap();
-        let first = RedbEngine::open(dir.path()).unwrap();
-        let err = RedbEngine::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("in use by another statecast process"), "{err}");
-        assert!(err.contains(&dir.path().display().to_string()), "{err}");
-        drop(first);
-        // Released on drop.
-        RedbEngine::open(dir.path()).unwrap();
-    }
-
-    #[test]
-    fn batch_of_1000_commits_atomically() {
-        let dir = TempDir::new().unwrap();
-        let names: Vec<String> = (0..1000).map(|i| format!("topic/{i:04}")).collect();
-        let states: Vec<String> = (0..1000).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
-        let records: Vec<Record<'_>> = names
-            .iter()
-            .zip(&states)
-            .enumerate()
-            .map(|(i, (n, s))| rec(n, 1, i as u64 + 1, Some(s.as_bytes())))
-            .collect();
-        {
-            let engine = RedbEngine::open(dir.path()).unwrap();
-            engine.commit(&records, 1000).unwrap();
-        }
-        let loaded = sorted(RedbEngine::open(dir.path()).unwrap().load().unwrap());
-        assert_eq!(loaded.seq, 1000);
-        assert_eq!(loaded.topics.len(), 1000);
-        for (i, t) in loaded.topics.iter().enumerate() {
-            assert_eq!(t.topic, names[i]);
-            assert_eq!(t.seq, i as u64 + 1);
-            assert_eq!(t.state.as_deref(), Some(states[i].as_bytes()));
-        }
-    }
-
-    #[test]
-    fn corrupt_record_is_an_error_naming_the_topic() {
-        for bad in [
-            &b"short"[..],
-            &[0u8; 18][..],                             // tombstone with trailing byte
-            &[[0u8; 16].as_slice(), &[7]].concat()[..], // unknown kind
-            &[[0u8; 16].as_slice(), &[1], b"{not json"].concat()[..],
-        ] {
-            let dir = TempDir::new().unwrap();
-            {
-                let engine = RedbEngine::open(dir.path()).unwrap();
-                let handle = engine.lock();
-                let txn = engine.opened(&handle).unwrap().begin_write().unwrap();
-                txn.open_table(TOPICS)
-                    .unwrap()
-                    .insert("bad/topic", bad)
-                    .unwrap();
-                txn.commit().unwrap();
-            }
-            let engine = RedbEngine::open(dir.path()).unwrap();
-            let err = engine.load().unwrap_err().to_string();
-            assert!(err.contains("\"bad/topic\""), "{err}");
-            assert!(err.contains(FILE_NAME), "{err}");
-        }
-    }
-
-    #[test]
-    fn open_on_a_file_names_the_path() {
-        let dir = TempDir::new().unwrap();
-        let not_a_dir = dir.path().join("file");
-        std::fs::write(&not_a_dir, b"x").unwrap();
-        let err = RedbEngine::open(&not_a_dir).unwrap_err().to_string();
-        assert!(err.contains(&not_a_dir.display().to_string()), "{err}");
-    }
-
-    #[test]
-    fn garbage_file_is_an_error_naming_the_path() {
-        let dir = TempDir::new().unwrap();
-        std::fs::write(dir.path().join(FILE_NAME), vec![0xAB; 8192]).unwrap();
-        let err = RedbEngine::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains(FILE_NAME), "{err}");
-    }
-
-    /// A backend whose writes fail with ENOSPC while `full` is set, over memory that
-    /// outlives it (so the database can be opened again on the same bytes).
-    #[derive(Debug)]
-    struct DiskThatFills {
-        bytes: Arc<redb::backends::InMemoryBackend>,
-        full: Arc<AtomicBool>,
-    }
-
-    impl redb::StorageBackend for DiskThatFills {
-        fn len(&self) -> Result<u64, std::io::Error> {
-            self.bytes.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-            self.bytes.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-            self.space()?;
-            self.bytes.set_len(len)
-        }
-        fn sync_data(&self) -> Result<(), std::io::Error> {
-            self.bytes.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-            self.space()?;
-            self.bytes.write(offset, data)
-        }
-    }
-
-    impl DiskThatFills {
-        fn space(&self) -> Result<(), std::io::Error> {
-            match self.full.load(Ordering::SeqCst) {
-                true => Err(std::io::Error::from_raw_os_error(28)), // ENOSPC
-                false => Ok(()),
-            }
-        }
-    }
-
-    /// An engine over [`DiskThatFills`], and the switch that fills its disk.
-    fn engine_on_a_disk_that_fills() -> (RedbEngine, Arc<AtomicBool>) {
-        let bytes = Arc::new(redb::backends::InMemoryBackend::new());
-        let full = Arc::new(AtomicBool::new(false));
-        let open = {
-            let (bytes, full) = (Arc::clone(&bytes), Arc::clone(&full));
-            move || {
-                Database::builder()
-                    .set_check_integrity_on_open(true)
-                    .create_with_backend(DiskThatFills {
-                        bytes: Arc::clone(&bytes),
-                        full: Arc::clone(&full),
-                    })
-                    .map_err(|e| EngineError(e.to_string()))
-            }
-        };
-        let db = open().unwrap();
-        let engine = RedbEngine::over(db, Box::new(open), PathBuf::from("memory")).unwrap();
-        (engine, full)
-    }
-
-    #[test]
-    fn after_a_full_disk_the_store_takes_writes_again_and_keeps_only_what_was_durable() {
-        let (engine, full) = engine_on_a_disk_that_fills();
-        engine.commit(&[rec("kept", 1, 1, Some(b"1"))], 1).unwrap();
-
-        full.store(true, Ordering::SeqCst);
-        let err = engine
-            .commit(&[rec("refused", 1, 2, Some(b"2"))], 2)
-            .unwrap_err();
-        assert!(err.to_string().contains("os error 28"), "{err}");
-        // Still full: the re-open (or the write after it) fails too, with the reason.
-        let err = engine
-            .commit(&[rec("refused", 1, 3, Some(b"3"))], 3)
-            .unwrap_err();
-        assert!(err.to_string().contains("os error 28"), "{err}");
-
-        full.store(false, Ordering::SeqCst);
-        engine.commit(&[rec("after", 1, 4, Some(b"4"))], 4).unwrap();
-        engine.commit(&[rec("kept", 2, 5, Some(b"5"))], 5).unwrap();
-        let loaded = sorted(engine.load().unwrap());
-        let topics: Vec<_> = loaded
-            .topics
-            .iter()
-            .map(|t| (t.topic.as_str(), t.rev, t.state.as_deref()))
-            .collect();
-        assert_eq!(
-            topics,
-            [("after", 1, Some(&b"4"[..])), ("kept", 2, Some(&b"5"[..]))]
-        );
-        assert_eq!(loaded.seq, 5);
-    }
-
-    #[test]
-    fn an_empty_file_is_refused_naming_it_and_what_to_do() {
-        let dir = TempDir::new().unwrap();
-        let file = dir.path().join(FILE_NAME);
-        std::fs::write(&file, b"").unwrap();
-        let err = RedbEngine::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains(&file.display().to_string()), "{err}");
-        assert!(err.contains("empty"), "{err}");
-        assert!(err.contains("--reset-broken-store"), "{err}");
-        // Left as it was.
-        assert_eq!(std::fs::metadata(&file).unwrap().len(), 0);
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_store_is_refused_naming_what_to_do() {
-        let dir = TempDir::new().unwrap();
-        std::fs::write(dir.path().join(FILE_NAME), vec![0xAB; 8192]).unwrap();
-        let err = RedbEngine::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("is not a statecast store"), "{err}");
-        assert!(err.contains("--reset-broken-store"), "{err}");
-    }
-
-    #[test]
-    fn setting_aside_moves_a_broken_file_and_starts_empty() {
-        for broken in [&b""[..], &[0xAB; 8192][..]] {
-            let dir = TempDir::new().unwrap();
-            std::fs::write(dir.path().join(FILE_NAME), broken).unwrap();
-            let (engine, moved) = RedbEngine::open_setting_aside(dir.path()).unwrap();
-            let moved = moved.expect("moved aside");
-            let name = moved.file_name().unwrap().to_string_lossy().into_owned();
-            assert!(name.starts_with("statecast.redb.broken-"), "{name}");
-            assert_eq!(std::fs::read(&moved).unwrap(), broken);
-            assert!(engine.load().unwrap().topics.is_empty());
-        }
-    }
-
-    #[test]
-    fn setting_aside_leaves_a_good_store_alone() {
-        let dir = TempDir::new().unwrap();
-        RedbEngine::open(dir.path())
-            .unwrap()
-            .commit(&[rec("t", 1, 1, Some(b"1"))], 1)
-            .unwrap();
-        let (engine, moved) = RedbEngine::open_setting_aside(dir.path()).unwrap();
-        assert_eq!(moved, None);
-        assert_eq!(engine.load().unwrap().topics.len(), 1);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-}
+mod tests;

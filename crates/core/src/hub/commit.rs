@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Shared;
 use super::StoreStatus;
@@ -95,27 +95,14 @@ const MAX_BATCH: usize = 4096;
 
 /// Waits for queued writes and takes up to [`MAX_BATCH`] of them; `None` once the hub stops
 /// and nothing is left. Also says whether the hub is quiet: one write, nothing queued
-/// behind it. With `wake`, waits at most that long: an empty batch then says the time is up.
-pub(super) fn take_batch(shared: &Shared, wake: Option<Duration>) -> Option<(Vec<Pending>, bool)> {
-    let deadline = wake.map(|d| Instant::now() + d);
+/// behind it.
+pub(super) fn take_batch(shared: &Shared) -> Option<(Vec<Pending>, bool)> {
     let mut writes = shared.lock_writes();
     while writes.pending.is_empty() && !writes.stopping {
-        let Some(deadline) = deadline else {
-            writes = shared
-                .commit_wanted
-                .wait(writes)
-                .unwrap_or_else(|e| e.into_inner());
-            continue;
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Some((Vec::new(), false));
-        }
         writes = shared
             .commit_wanted
-            .wait_timeout(writes, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+            .wait(writes)
+            .unwrap_or_else(|e| e.into_inner());
     }
     let quiet = writes.pending.len() == 1;
     let n = writes.pending.len().min(MAX_BATCH);
@@ -134,13 +121,7 @@ fn keep_ms(shared: &Shared, topic: &str, keeps_history: bool) -> u64 {
 /// The commit thread over the hub's own engine, until the hub stops.
 pub(super) fn commit_loop(shared: &Shared, side: &LocalSide) {
     let keeps_history = side.engine.keeps_history();
-    // When the engine's deferred work is due (see `Engine::maintain`).
-    let mut wake = None;
-    while let Some((batch, quiet)) = take_batch(shared, wake) {
-        if batch.is_empty() {
-            wake = side.engine.maintain(true);
-            continue;
-        }
+    while let Some((batch, quiet)) = take_batch(shared) {
         let records: Vec<Record<'_>> = batch
             .iter()
             .filter_map(|p| match &p.what {
@@ -202,8 +183,6 @@ pub(super) fn commit_loop(shared: &Shared, side: &LocalSide) {
             }
             Err(e) => fail(shared, batch, &e.to_string()),
         }
-        let idle = shared.lock_writes().pending.is_empty();
-        wake = side.engine.maintain(idle);
     }
     // Stopping: every written time not yet stored, so a clean restart knows them all.
     let touches: Vec<DueTouch> = {

@@ -95,7 +95,7 @@ impl LogSide {
 
 /// The commit thread over a shared log, until the hub stops.
 pub(super) fn commit_loop(shared: &Shared, side: &LogSide) {
-    while let Some((batch, _)) = take_batch(shared, None) {
+    while let Some((batch, _)) = take_batch(shared) {
         run_batch(shared, side, batch);
     }
 }
