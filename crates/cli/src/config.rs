@@ -23,6 +23,7 @@
 
 mod defs;
 pub mod docs;
+pub mod entities;
 mod setting;
 mod topics;
 
@@ -101,6 +102,10 @@ pub struct Settings {
     pub socketio: Mappings,
     /// `[[topics]]` as written; compiled into `hub.policies` once the file is read.
     pub topics: Vec<topics::TopicsEntry>,
+    /// `[[entity]]` as written; checked into `entities` once the file is read.
+    pub entity_tables: Vec<toml::Table>,
+    /// The entity descriptions the hub writes at start (see `config/entities.rs`).
+    pub entities: Vec<entities::EntityEntry>,
 }
 
 impl Default for Settings {
@@ -132,6 +137,8 @@ impl Default for Settings {
             cluster_stream_len: cluster.stream_len,
             socketio: server.socketio,
             topics: Vec::new(),
+            entity_tables: Vec::new(),
+            entities: Vec::new(),
         }
     }
 }
@@ -145,6 +152,8 @@ impl Settings {
             read_file(path, &mut settings)?;
             let base = path.parent().unwrap_or(Path::new("."));
             settings.hub.policies = topics::compile(&settings.topics, base)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?;
+            settings.entities = entities::compile(&settings.entity_tables)
                 .map_err(|e| format!("config file {}: {e}", path.display()))?;
         }
         for setting in SETTINGS {

@@ -276,7 +276,7 @@ fn serve(settings: Settings) -> Result<(), String> {
             settings.listen
         ));
     }
-    let server_config = ServerConfig {
+    let mut server_config = ServerConfig {
         heartbeat_ms: settings.heartbeat_ms,
         max_frame_bytes: settings.max_frame_bytes,
         auth: std::sync::Arc::new(auth),
@@ -289,6 +289,9 @@ fn serve(settings: Settings) -> Result<(), String> {
         socketio: settings.socketio.clone(),
         ..ServerConfig::default()
     };
+    server_config
+        .reserved
+        .extend(config::entities::reserved(&settings.entities));
     let scheme = if settings.tls().is_some() {
         "https"
     } else {
@@ -308,6 +311,12 @@ fn serve(settings: Settings) -> Result<(), String> {
         let handlers = demo
             .as_ref()
             .map_or_else(Handlers::new, demo::Demo::handlers);
+        let (written, deleted) = config::entities::apply(&hub, &settings.entities).await?;
+        if written + deleted > 0 {
+            tracing::info!(
+                "entities: {written} from the config file written to _entities/, {deleted} it no longer has deleted"
+            );
+        }
         let bridge = Arc::new(Bridge::start(&hub, bridge_config, handlers)?);
         if let Some(engine) = &cluster {
             let relay = CommandRelay::start(Arc::clone(engine), &bridge).await?;

@@ -55,6 +55,7 @@
 
 pub mod backoff;
 pub mod engine;
+pub mod entity;
 pub mod error;
 pub mod history;
 pub mod hub;

@@ -221,6 +221,16 @@ pub static SETTINGS: &[Setting] = &[
         }),
     ),
     Setting::file_only(
+        "entity",
+        "",
+        "[[entity]]: entity descriptions the hub writes to `_entities/<key>` at start: `key` \
+         plus the description's fields (see docs/entities.md); only the hub writes those topics",
+        Field::Section(|s, value| {
+            s.entity_tables = typed(value)?;
+            Ok(())
+        }),
+    ),
+    Setting::file_only(
         "route",
         "",
         "[[route]]: where commands for a target go",

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{Hub, HubConfig, Outcome, Storage, Write, stale};
+use crate::entity;
 use crate::error::{ErrorCode, HubError};
 use crate::merge::{self, Diff};
 use crate::message;
@@ -168,9 +169,7 @@ impl Hub {
                 let json = to_json(&state);
                 check_size(json.len(), max, "state")?;
                 // A whole new state is checked outside the lock; a patch's result, below.
-                if let Some(schema) = self.shared.config.policies.schema(topic.as_str()) {
-                    schema.check(topic.as_str(), &state)?;
-                }
+                check_state(&self.shared.config, &topic, &state)?;
                 (topic, Op::Set(state, json), if_rev)
             }
             Write::Patch {
@@ -389,9 +388,7 @@ pub(super) fn prepare(
             if state.is_null() {
                 return Err(null_state());
             }
-            if let Some(schema) = config.policies.schema(topic.as_str()) {
-                schema.check(topic.as_str(), &state)?;
-            }
+            check_state(config, &topic, &state)?;
             let diff = match &current {
                 Some(old) => merge::diff(old, &state),
                 None => Diff::Replace,
@@ -471,6 +468,18 @@ fn check_size(len: usize, max: usize, what: &str) -> Result<(), HubError> {
             ErrorCode::TooLarge,
             format!("the {what} is {len} bytes serialized, at most {max} allowed"),
         ));
+    }
+    Ok(())
+}
+
+/// Refuses a `state` of `topic` that its policy's schema refuses, or that is not a valid
+/// entity description when `topic` holds one (`crate::entity`).
+fn check_state(config: &HubConfig, topic: &Topic, state: &Value) -> Result<(), HubError> {
+    if let Some(schema) = config.policies.schema(topic.as_str()) {
+        schema.check(topic.as_str(), state)?;
+    }
+    if entity::is_entity_topic(topic.as_str()) {
+        entity::check(topic.as_str(), state)?;
     }
     Ok(())
 }
