@@ -117,6 +117,18 @@ export interface StateAt {
 }
 
 /** The error a write promise rejects with. */
+/** An entity, as `hub.entities()` lists it. */
+export interface Entity {
+  /** Its key: the description is the state of `_entities/<key>`. */
+  key: string;
+  /** The description: `platform`, `topic`, `value`, `command`, ... (docs/entities.md). */
+  description: { [key: string]: Json };
+  /** The value at its pointer in its topic's state; undefined while not mirrored. */
+  value: Json | undefined;
+  /** Its topic is mirrored and not stale. */
+  available: boolean;
+}
+
 export interface StatecastError extends Error {
   /**
    * The hub's error code (`invalid_topic`, `no_route`, `not_found`, ...), or
@@ -193,6 +205,22 @@ export interface Hub {
   staleSince(topic: string): string | undefined;
   /** The topics currently mirrored. */
   topics(): string[];
+
+  /**
+   * The entities whose descriptions are mirrored (subscribe to `_entities/#`, and to their
+   * topics for their values), sorted by key: each with its description, its current value
+   * (the value at its `value` pointer, a media player's `state`; undefined while its topic
+   * is not mirrored) and whether it is available (its topic mirrored and not stale). See
+   * docs/entities.md.
+   */
+  entities(): Entity[];
+  /**
+   * Operates an entity: sends its `command` (or another command field of its description,
+   * such as a media player's `pause` or a light's `brightness_command`) with every
+   * `"{value}"` in its args replaced by `value`. Rejects as `command` does, or with a
+   * TypeError when the entity or that command is not known.
+   */
+  operate(key: string, value?: Json, control?: string): Promise<Result>;
 
   /** Replaces a topic's state. Over WebSocket when open, else `PUT /api/state/{topic}`. */
   set(topic: string, state: Json): Promise<Result>;

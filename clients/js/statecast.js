@@ -107,6 +107,30 @@ function queryString(params) {
 /** The most changes one history request may ask for (the hub's cap). */
 const HISTORY_PAGE_MAX = 100000;
 
+// Entities: descriptions held by the topics `_entities/<key>` (see docs/entities.md).
+const ENTITY_PREFIX = '_entities/';
+
+/** The value at JSON pointer `pointer` in `state`, or undefined. */
+function pointerValue(state, pointer) {
+  if (pointer === '') return state;
+  let value = state;
+  for (const raw of pointer.split('/').slice(1)) {
+    if (value === null || typeof value !== 'object') return undefined;
+    value = value[raw.replaceAll('~1', '/').replaceAll('~0', '~')];
+  }
+  return value;
+}
+
+/** A command's args with every string "{value}" replaced by `value` (a JSON value). */
+function fillValue(args, value) {
+  if (args === '{value}') return value;
+  if (Array.isArray(args)) return args.map((a) => fillValue(a, value));
+  if (args !== null && typeof args === 'object') {
+    return Object.fromEntries(Object.entries(args).map(([k, v]) => [k, fillValue(v, value)]));
+  }
+  return args;
+}
+
 const OPEN = 1;
 
 /**
@@ -740,6 +764,35 @@ export function connect(url, options = {}) {
         { name, args },
         true,
       );
+    },
+
+    entities() {
+      const found = [];
+      for (const [topic, local] of mirror) {
+        if (!topic.startsWith(ENTITY_PREFIX)) continue;
+        const description = local.state;
+        if (description === null || typeof description !== 'object' || Array.isArray(description)) continue;
+        const shown = typeof description.topic === 'string' ? mirror.get(description.topic) : undefined;
+        const pointer = description.platform === 'media_player' ? description.state : description.value;
+        found.push({
+          key: topic.slice(ENTITY_PREFIX.length),
+          description,
+          value: shown && typeof pointer === 'string' ? pointerValue(shown.state, pointer) : undefined,
+          available: shown !== undefined && !shown.stale,
+        });
+      }
+      return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    },
+
+    operate(key, value, control = 'command') {
+      const local = mirror.get(ENTITY_PREFIX + key);
+      const command = local && local.state && typeof local.state === 'object' ? local.state[control] : undefined;
+      if (!command || typeof command.target !== 'string' || typeof command.name !== 'string') {
+        return Promise.reject(
+          new TypeError(`statecast: entity ${key} has no ${control} (subscribe to _entities/# first)`),
+        );
+      }
+      return this.command(command.target, command.name, fillValue(command.args ?? {}, value));
     },
 
     async history(topic, { from, to, fields, limit } = {}) {

@@ -21,6 +21,7 @@ history changes and series points), ``_errors`` (one exception class per error c
 """
 
 from ._client import Callback, Hub, Subscription, connect
+from ._entities import Entity
 from ._errors import (
     BadRequestError,
     ClosedError,
@@ -46,7 +47,7 @@ from ._errors import (
 )
 from ._history import StepArg, TimeArg
 from ._json import JSON, apply_merge_patch, match_topic
-from ._sync import command, delete, event, get, get_all, history, patch, series, set, state_at
+from ._sync import command, delete, entities, event, get, get_all, history, patch, series, set, state_at
 from ._types import (
     Change,
     Event,
@@ -72,6 +73,7 @@ __all__ = [
     "ClosedError",
     "ConflictError",
     "DisconnectedError",
+    "Entity",
     "Event",
     "ForbiddenError",
     "GoneError",
@@ -109,6 +111,7 @@ __all__ = [
     "command",
     "connect",
     "delete",
+    "entities",
     "event",
     "get",
     "get_all",

@@ -34,7 +34,8 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
-from . import _history, _http, _sync, _types
+from . import _entities, _history, _http, _sync, _types
+from ._entities import Entity
 from ._errors import ClosedError, DisconnectedError, StatecastError, error_from
 from ._history import StepArg, TimeArg
 from ._json import JSON, apply_merge_patch, match_topic
@@ -400,6 +401,28 @@ class Hub:
     def states(self, pattern: str = "#") -> dict[str, JSON]:
         """``{topic: state}`` of the mirrored topics matching ``pattern``, sorted by topic."""
         return {t: self._mirror[t].state for t in self.topics(pattern)}
+
+    def entities(self) -> list[Entity]:
+        """The entities whose descriptions the client holds (subscribe to ``_entities/#``,
+        and to their topics for their values), sorted by key. See :class:`Entity`."""
+
+        def state(topic: str) -> tuple[bool, JSON, bool]:
+            local = self._mirror.get(topic)
+            return (local is not None, local.state if local else None, bool(local and local.stale))
+
+        return _entities.entities(self.states(_entities.PREFIX + "+"), state)
+
+    async def operate(self, key: str, value: JSON = None, control: str = "command") -> JSON:
+        """Operates an entity: sends its ``command`` (or another command field of its
+        description, such as a media player's ``pause``) with every ``"{value}"`` in its args
+        replaced by ``value``, and returns the answer as :meth:`command` does. Raises
+        ``KeyError`` when the client holds no such entity or command."""
+        local = self._mirror.get(_entities.PREFIX + key)
+        found = _entities.command_of(local.state if local else None, control)
+        if found is None:
+            raise KeyError(f"entity {key!r} has no {control} (subscribe to _entities/# first)")
+        target, name, args = found
+        return await self.command(target, name, _entities.fill_value(args, value))
 
     async def set(self, topic: str, state: JSON) -> WriteResult:
         """Replaces the topic's state."""

@@ -11,7 +11,7 @@ import os
 import urllib.parse
 from collections.abc import Sequence
 
-from . import _history, _http
+from . import _entities, _history, _http
 from ._history import StepArg, TimeArg
 from ._json import JSON
 from ._types import History, SeriesPoint, TopicState, WriteResult, topic_state
@@ -205,3 +205,21 @@ def state_at(
     Raises :class:`NotFoundError` if it did not exist then, :class:`GoneError` if ``at`` is
     older than the history the hub keeps."""
     return _history.state_at(_base(url), topic, at, token=token, timeout=timeout)
+
+
+def entities(*, url: str | None = None, token: str | None = None, timeout: float = 10.0) -> list[_entities.Entity]:
+    """Every entity the hub holds (the topics ``_entities/<key>``), sorted by key, each with
+    the current value at its pointer and whether its topic exists and is fresh: two REST
+    requests, the descriptions and the topics they show.
+
+    >>> [(e.key, e.value) for e in statecast.entities()]  # doctest: +SKIP
+    [('mic_1_battery', 312)]
+    """
+    described = {t.topic: t.state for t in get_all(_entities.PREFIX + "+", url=url, token=token, timeout=timeout)}
+    shown = {t.topic: t for t in get_all("#", url=url, token=token, timeout=timeout)}
+
+    def state(topic: str) -> tuple[bool, JSON, bool]:
+        found = shown.get(topic)
+        return (found is not None, found.state if found else None, bool(found and found.stale))
+
+    return _entities.entities(described, state)
