@@ -1,6 +1,6 @@
 //! Files the hub serves itself: the dashboard at `/`, the JavaScript client at
-//! `/statecast.js` and, under `/assets/`, the dashboard's history charts (`charts.js`) and
-//! their chart library, embedded in the binary so there is nothing to install or build.
+//! `/statecast.js` and, under `/assets/`, the dashboard's history charts (`charts.js`),
+//! its entities (`entities.js`) and the chart library, embedded in the binary so there is nothing to install or build.
 //!
 //! The charts are uPlot (`assets/uplot/`, MIT, its LICENSE beside it): 50 kB minified with
 //! no dependencies, drawn on a canvas so that hundreds of sparklines and a week of points
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 const CLIENT_JS: &str = include_str!("../../../clients/js/statecast.js");
 const CHARTS_JS: &str = include_str!("../assets/charts.js");
+const ENTITIES_JS: &str = include_str!("../assets/entities.js");
 const UPLOT_JS: &str = include_str!("../assets/uplot/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../assets/uplot/uPlot.min.css");
 
@@ -45,6 +46,10 @@ pub async fn client_js() -> Response {
 
 pub async fn charts_js() -> Response {
     file("text/javascript; charset=utf-8", CHARTS_JS)
+}
+
+pub async fn entities_js() -> Response {
+    file("text/javascript; charset=utf-8", ENTITIES_JS)
 }
 
 pub async fn uplot_js() -> Response {

@@ -17,7 +17,7 @@ const API: &str = "/api";
 const WS: &str = "/ws";
 const METRICS: &str = "/metrics";
 const CLIENT_JS: &str = "/statecast.js";
-/// The dashboard's own files (its charts and their library).
+/// The dashboard's own files (its charts, its entities, the chart library).
 const ASSETS: &str = "/assets";
 
 /// Every route is one of these or under one of them (besides the dashboard at `/`).
@@ -60,6 +60,11 @@ fn table() -> Vec<Route> {
             Method::GET,
             &format!("{ASSETS}/charts.js"),
             assets::charts_js,
+        ),
+        route(
+            Method::GET,
+            &format!("{ASSETS}/entities.js"),
+            assets::entities_js,
         ),
         route(
             Method::GET,
