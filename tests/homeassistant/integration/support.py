@@ -1,0 +1,168 @@
+"""Real parts for the integration's tests: the statecast hub binary in a subprocess (an
+ephemeral port, its own data dir, stopped by its PID), a device's HTTP API that the hub's
+`http` command route calls, REST helpers, and bounded waits.
+
+No thread is started here (Home Assistant's test harness fails a test that leaves one):
+the hub's log goes to a file, and the device server runs on the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[3]
+BIN = Path(os.environ.get("STATECAST_BIN") or REPO / "target" / "debug" / "statecast")
+_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+class Hub:
+    """``statecast serve`` with its own data dir and config file. The first start takes an
+    ephemeral port; a restart keeps it. Only the process started here is signalled."""
+
+    def __init__(self, tmp: Path, config: str = "") -> None:
+        self.tmp = tmp
+        self.data_dir = tmp / "data"
+        self.config = tmp / "statecast.toml"
+        self.config.write_text(config)
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 20.0) -> None:
+        if not BIN.exists():
+            raise RuntimeError(f"no hub binary at {BIN}: run `cargo build -p statecast` or set STATECAST_BIN")
+        deadline = time.monotonic() + timeout
+        while True:
+            self.starts += 1
+            log = self.tmp / f"hub-{self.starts}.log"
+            cmd = [
+                str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}",
+                "--data-dir", str(self.data_dir), "--config", str(self.config),
+            ]
+            with log.open("wb") as out:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out)
+            while time.monotonic() < deadline:
+                if m := _LISTENING.search(log.read_text(errors="replace")):
+                    self.port = int(m.group(1))
+                    self.proc = proc
+                    return
+                if proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.02)  # polling the log for the start line
+            if proc.poll() is None:
+                proc.kill()
+            await wait_exit(proc, 10)
+            if time.monotonic() >= deadline:
+                raise RuntimeError("the hub did not start:\n" + log.read_text(errors="replace")[-2000:])
+            # e.g. the port of a restart is still held: try again
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            if not await wait_exit(proc, 10):
+                proc.kill()
+                await wait_exit(proc, 10)
+
+    async def kill(self) -> None:
+        """kill -9"""
+        await self.stop(signal.SIGKILL)
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Waits for the process to end without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+class Device:
+    """A device's HTTP API for the hub's `http` route: records each request's path and
+    JSON body; answers 200 ``{"done": true}``, or 409 ``{"error": "busy"}`` for a command
+    named ``fail``."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.received.append({"path": request.path, "body": body})
+        if request.path.endswith("/fail"):
+            return web.json_response({"error": "busy"}, status=409)
+        return web.json_response({"done": True})
+
+    def route(self) -> str:
+        """The `[[route]]` that sends every command to this device as
+        `POST /cmd/<target>/<name>` with body `{"name", "args"}`."""
+        return f'[[route]]\ntarget = "#"\ntype = "http"\nurl = "http://127.0.0.1:{self.port}/cmd/{{target}}/{{name}}"\n'
+
+
+async def rest(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One JSON request to the hub, independent of the integration under test."""
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, base + path, json=body) as res:
+            text = await res.text()
+            return res.status, (json.loads(text) if text else None)
+
+
+async def put(hub: Hub, topic: str, state: Any) -> int:
+    status, answer = await rest(hub.url, "PUT", f"/api/state/{topic}", state)
+    assert status == 200, answer
+    return int(answer["rev"])
+
+
+async def delete(hub: Hub, topic: str) -> None:
+    status, answer = await rest(hub.url, "DELETE", f"/api/state/{topic}")
+    assert status == 200, answer
+
+
+async def wait_until(
+    cond: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 15.0, interval: float = 0.01
+) -> None:
+    """Waits until ``cond()`` is true, checking every ``interval``; fails after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = cond()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
