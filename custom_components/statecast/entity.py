@@ -211,4 +211,6 @@ class StatecastEntity(Entity):
         try:
             return await self.manager.hub.command(command["target"], str(command.get("name", "")), args)
         except HubError as err:
-            raise HomeAssistantError(f"statecast command {command.get('name')} to {command['target']} failed: {err}") from err
+            raise HomeAssistantError(
+                f"statecast command {command.get('name')} to {command['target']} failed: {err}"
+            ) from err

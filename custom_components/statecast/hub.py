@@ -107,6 +107,7 @@ class HubClient:
         self.auth_failed = False
         self.last_error: str | None = None
         self.connects = 0
+        self.received: dict[str, int] = {}  # WebSocket messages by type, for diagnostics
         self.welcome: dict[str, Any] | None = None
         self._closing = False
         self._sends: set[asyncio.Future[None]] = set()
@@ -168,10 +169,10 @@ class HubClient:
                 _LOGGER.warning("statecast hub %s refused the token: %s", self.base, err)
                 self._on_status()
                 return  # reauth makes a new client
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, HubError) as err:
+            except (TimeoutError, aiohttp.ClientError, OSError, HubError) as err:
                 self.last_error = str(err) or type(err).__name__
                 synced = False
-            except Exception as err:  # noqa: BLE001 - the connection must outlive any bug
+            except Exception as err:
                 _LOGGER.exception("statecast hub %s: the connection failed", self.base)
                 self.last_error = repr(err)
                 synced = False
@@ -204,7 +205,9 @@ class HubClient:
             self._ws = ws
             sub_id = next(self._ids)
             patterns = [ENTITIES_PATTERN, *sorted(self._wanted)]
-            await ws.send_json({"type": "subscribe", "id": sub_id, "patterns": patterns, "since": self._since(patterns)})
+            await ws.send_json(
+                {"type": "subscribe", "id": sub_id, "patterns": patterns, "since": self._since(patterns)}
+            )
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     if msg.type == aiohttp.WSMsgType.ERROR:
@@ -236,12 +239,15 @@ class HubClient:
     def _since(self, patterns: Iterable[str]) -> dict[str, int]:
         wanted = set(patterns)
         return {
-            topic: held.rev for topic, held in self.topics.items() if topic in wanted or topic.startswith(ENTITIES_PREFIX)
+            topic: held.rev
+            for topic, held in self.topics.items()
+            if topic in wanted or topic.startswith(ENTITIES_PREFIX)
         }
 
     def _handle(self, data: dict[str, Any]) -> None:
         kind = data.get("type")
         topic = data.get("topic")
+        self.received[str(kind)] = self.received.get(str(kind), 0) + 1
         if kind == "welcome":
             self.welcome = data
         elif kind == "snapshot" and isinstance(topic, str):
@@ -319,7 +325,7 @@ class HubClient:
             ) as res:
                 text = await res.text()
                 status = res.status
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
             raise HubError(f"cannot reach the hub at {self.base}: {err or type(err).__name__}") from err
         try:
             answer = json.loads(text) if text else None
@@ -399,7 +405,7 @@ class HubClient:
             try:
                 await ws.send_json({"type": "command", "id": msg_id, "target": target, "name": name, "args": args})
                 answer = await asyncio.wait_for(future, COMMAND_TIMEOUT)
-            except asyncio.TimeoutError as err:
+            except TimeoutError as err:
                 raise HubError(f"no answer from the hub to {name} within {COMMAND_TIMEOUT:g} s", "timeout") from err
             finally:
                 self._pending.pop(msg_id, None)
@@ -410,9 +416,7 @@ class HubClient:
         status, answer = await self.request("POST", f"/api/commands/{target}", {"name": name, "args": args})
         if status >= 400:
             error = answer.get("error") if isinstance(answer, dict) else None
-            raise HubError(
-                _error_message(answer, status), (error or {}).get("code", "internal"), error
-            )
+            raise HubError(_error_message(answer, status), (error or {}).get("code", "internal"), error)
         return answer
 
     async def health(self) -> dict[str, Any]:

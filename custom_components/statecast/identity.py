@@ -38,7 +38,7 @@ async def async_check_hub(session: aiohttp.ClientSession, url: str, token: str |
             if res.status != 200:
                 raise HubError(f"{base} answered {res.status} to a read of _entities/#")
         epoch = await _epoch(session, base, headers)
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as err:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as err:
         raise HubError(f"cannot reach a statecast hub at {base}: {err or type(err).__name__}") from err
     if epoch:
         return f"epoch:{epoch}"

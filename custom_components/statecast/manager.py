@@ -102,9 +102,7 @@ class EntityManager:
                 described = True
                 self._description_changed(topic[len(ENTITIES_PREFIX) :])
         if described:
-            self.hub.set_wanted(
-                {d["topic"] for d in self.descriptions.values() if isinstance(d.get("topic"), str)}
-            )
+            self.hub.set_wanted({d["topic"] for d in self.descriptions.values() if isinstance(d.get("topic"), str)})
         for topic in topics:
             for update in list(self._listeners.get(topic, ())):
                 update()
@@ -178,6 +176,7 @@ class EntityManager:
             "auth_failed": self.hub.auth_failed,
             "last_error": self.hub.last_error,
             "connects": self.hub.connects,
+            "received": dict(self.hub.received),
             "poll_interval": self.hub.poll_interval,
             "welcome": self.hub.welcome,
             "entities": {

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-from support import Device, Hub
 
 from custom_components.statecast.const import CONF_POLL_INTERVAL, DOMAIN
+
+from support import Device, Hub
 
 STALE_CONFIG = '[[topics]]\nmatch = "fade/#"\nstale_after = "1s"\n'
 
@@ -42,10 +43,12 @@ async def hub(tmp_path: Path, device: Device, hub_config: str) -> AsyncIterator[
     await process.stop()
 
 
-async def setup_entry(hass: HomeAssistant, hub: Hub, token: str | None = None, poll: int = 10) -> MockConfigEntry:
+async def setup_entry(
+    hass: HomeAssistant, hub: Hub, token: str | None = None, poll: int = 10, url: str | None = None
+) -> MockConfigEntry:
     entry = MockConfigEntry(
         domain=DOMAIN,
-        data={"url": hub.url, "token": token},
+        data={"url": url or hub.url, "token": token},
         options={CONF_POLL_INTERVAL: poll},
         unique_id=f"url:127.0.0.1:{hub.port}",
     )

@@ -51,8 +51,14 @@ class Hub:
             self.starts += 1
             log = self.tmp / f"hub-{self.starts}.log"
             cmd = [
-                str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}",
-                "--data-dir", str(self.data_dir), "--config", str(self.config),
+                str(BIN),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--data-dir",
+                str(self.data_dir),
+                "--config",
+                str(self.config),
             ]
             with log.open("wb") as out:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out)
@@ -166,3 +172,99 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def state_of(hass: Any, entity_id: str) -> str | None:
+    """The entity's state in Home Assistant's state machine, None when it has none."""
+    state = hass.states.get(entity_id)
+    return None if state is None else state.state
+
+
+async def wait_state(hass: Any, entity_id: str, want: str | None) -> None:
+    await wait_until(
+        lambda: state_of(hass, entity_id) == want, f"{entity_id} to be {want} (is {state_of(hass, entity_id)})"
+    )
+
+
+class Proxy:
+    """A TCP proxy in front of the hub on the test's event loop, one request per connection.
+    With ``block_ws`` it
+    answers WebSocket upgrades 503 (REST still passes), as a network that lets no
+    WebSocket through; ``drop_ws()`` cuts the open WebSocket connections."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.block_ws = False
+        self.ws_refused = 0
+        self.rest_requests = 0
+        self._ws_writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self.drop_ws()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def drop_ws(self) -> None:
+        for writer in self._ws_writers:
+            writer.transport.abort()
+        self._ws_writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._proxy(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.transport.abort()
+            self._tasks.discard(task)
+
+    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        is_ws = b"upgrade: websocket" in head.lower()
+        if is_ws and self.block_ws:
+            self.ws_refused += 1
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            return
+        if not is_ws:
+            # one request per connection, so that each is seen here (a kept-alive
+            # connection would carry the next request, or an upgrade, unseen)
+            self.rest_requests += 1
+            lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+            head = b"\r\n".join(lines[:-2] + [b"Connection: close", b"", b""])
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        if is_ws:
+            self._ws_writers += [writer, up_writer]
+        up_writer.write(head)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+
+        pipes = [asyncio.ensure_future(pipe(reader, up_writer)), asyncio.ensure_future(pipe(up_reader, writer))]
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for p in pipes:
+                p.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            up_writer.transport.abort()

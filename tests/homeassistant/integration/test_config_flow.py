@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from homeassistant import config_entries, data_entry_flow
 from homeassistant.core import HomeAssistant
-from support import Hub, put, wait_until
 
 from custom_components.statecast.const import CONF_POLL_INTERVAL, DOMAIN
 
 from conftest import setup_entry, unload
+from support import Hub, put, wait_until
 
 AUTH = """
 [auth]
@@ -66,7 +66,7 @@ async def test_no_hub_there_cannot_connect(hass: HomeAssistant, hub: Hub) -> Non
     assert result["errors"] == {"base": "cannot_connect"}
 
 
-async def test_something_else_there_cannot_connect(hass: HomeAssistant, device) -> None:  # noqa: ANN001
+async def test_something_else_there_cannot_connect(hass: HomeAssistant, device) -> None:
     result = await start_flow(hass, f"http://127.0.0.1:{device.port}")
     assert result["errors"] == {"base": "cannot_connect"}
 
