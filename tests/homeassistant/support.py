@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STATECAST_BIN") or REPO / "target" / "debug" / "statecast")
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 

@@ -1,0 +1,37 @@
+"""The fixtures both suites use (imported by integration/conftest.py and e2e/conftest.py):
+a device server and a hub of the test's own whose `http` route calls it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from support import Device, Hub
+
+# fade/# turns stale after 1 s without a write
+STALE_CONFIG = '[[topics]]\nmatch = "fade/#"\nstale_after = "1s"\n'
+
+
+@pytest.fixture
+async def device() -> AsyncIterator[Device]:
+    dev = Device()
+    await dev.start()
+    yield dev
+    await dev.close()
+
+
+@pytest.fixture
+def hub_config() -> str:
+    """More of the hub's config file (a test parametrizes it)."""
+    return ""
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, device: Device, hub_config: str) -> AsyncIterator[Hub]:
+    """A hub of its own: the device's command route, a stale policy for `fade/#`."""
+    process = Hub(tmp_path, device.route() + STALE_CONFIG + hub_config)
+    await process.start()
+    yield process
+    await process.stop()
