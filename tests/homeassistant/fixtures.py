@@ -35,3 +35,11 @@ async def hub(tmp_path: Path, device: Device, hub_config: str) -> AsyncIterator[
     await process.start()
     yield process
     await process.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Totals in the form the repository's .ci/run adds up (as Node's test runner prints);
+    each conftest.py imports this hook."""
+    stats = terminalreporter.stats
+    terminalreporter.write_line(f"# pass {len(stats.get('passed', []))}")
+    terminalreporter.write_line(f"# fail {len(stats.get('failed', [])) + len(stats.get('error', []))}")

@@ -2,11 +2,4 @@
 
 from __future__ import annotations
 
-from fixtures import device, hub, hub_config  # noqa: F401 (fixtures)
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    """Totals in the form the repository's .ci/run adds up."""
-    stats = terminalreporter.stats
-    terminalreporter.write_line(f"# pass {len(stats.get('passed', []))}")
-    terminalreporter.write_line(f"# fail {len(stats.get('failed', [])) + len(stats.get('error', []))}")
+from fixtures import device, hub, hub_config, pytest_terminal_summary  # noqa: F401 (fixtures, hook)

@@ -4,7 +4,7 @@ test harness set up for custom integrations and local sockets, an entry set up a
 from __future__ import annotations
 
 import pytest
-from fixtures import device, hub, hub_config  # noqa: F401 (fixtures)
+from fixtures import device, hub, hub_config, pytest_terminal_summary  # noqa: F401 (fixtures, hook)
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
