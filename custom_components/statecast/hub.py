@@ -360,9 +360,9 @@ class HubClient:
             return
         if self.connected:
             return  # the WebSocket came back meanwhile and is newer
-        self._set_status(reachable=True)
         if changed:
             self._on_change(changed)
+        self._set_status(reachable=True)
 
     async def _poll(self) -> set[str]:
         answers: dict[str, dict[str, Any]] = {}

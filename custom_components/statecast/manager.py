@@ -58,6 +58,7 @@ class EntityManager:
             self._status_changed,
         )
         self._reauth_started = False
+        self._pruned = False
 
     def start(self) -> None:
         self.hub.start(
@@ -90,6 +91,9 @@ class EntityManager:
         if self.hub.auth_failed and not self._reauth_started:
             self._reauth_started = True
             self.entry.async_start_reauth(self.hass)
+        if self.hub.reachable and not self._pruned:
+            self._pruned = True
+            self._prune()
         for updates in list(self._listeners.values()):
             for update in list(updates):
                 update()
@@ -143,6 +147,19 @@ class EntityManager:
         registry.async_remove(entity_id)  # the entity leaves the state machine too
         if entry is not None and entry.device_id is not None:
             self._remove_device_if_empty(entry.device_id)
+
+    @callback
+    def _prune(self) -> None:
+        """Once the hub's descriptions are known (the first sync or poll): removes this
+        entry's entities whose description went while Home Assistant was not watching."""
+        registry = er.async_get(self.hass)
+        for entity in er.async_entries_for_config_entry(registry, self.entry.entry_id):
+            key = (entity.unique_id or "").removeprefix(f"{DOMAIN}_")
+            desc = self.descriptions.get(key)
+            if desc is None or desc.get("platform") != entity.domain:
+                registry.async_remove(entity.entity_id)
+                if entity.device_id is not None:
+                    self._remove_device_if_empty(entity.device_id)
 
     @callback
     def _remove_device_if_empty(self, device_id: str) -> None:

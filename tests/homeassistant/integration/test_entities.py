@@ -158,3 +158,20 @@ async def test_a_stale_or_missing_topic_makes_its_entity_unavailable(hass: HomeA
     await delete(hub, "nowhere/x")
     await wait_state(hass, "switch.absent", STATE_UNAVAILABLE)
     await unload(hass, entry)
+
+
+async def test_entities_whose_description_went_while_unloaded_are_removed(hass: HomeAssistant, hub: Hub) -> None:
+    await write_all(hub)
+    entry = await setup_entry(hass, hub)
+    await wait_all(hass)
+    await unload(hass, entry)
+    await delete(hub, "_entities/receiver1_battery")
+    await delete(hub, "_entities/receiver1_muted")
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_state(hass, "media_player.player1", "playing")
+    entities = er.async_get(hass)
+    assert entities.async_get_entity_id("sensor", DOMAIN, "statecast_receiver1_battery") is None
+    assert entities.async_get_entity_id("binary_sensor", DOMAIN, "statecast_receiver1_muted") is None
+    assert entities.async_get_entity_id("switch", DOMAIN, "statecast_station_light") == "switch.station_light"
+    assert dr.async_get(hass).async_get_device(identifiers={(DOMAIN, "SHURE001")}) is None  # no entity left on it
+    await unload(hass, entry)
