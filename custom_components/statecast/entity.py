@@ -9,6 +9,7 @@ module adds only what its Home Assistant entity type needs.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from .const import DOMAIN, SIGNAL_NEW_ENTITY
 from .hub import HubError
 from .manager import EntityManager
 
+_LOGGER = logging.getLogger(__name__)
 _MISSING = object()
 
 
@@ -196,8 +198,12 @@ class StatecastEntity(Entity):
 
     @callback
     def _topic_changed(self) -> None:
-        if self.hass is not None and self.entity_id is not None:
+        if self.hass is None or self.entity_id is None:
+            return
+        try:
             self.async_write_ha_state()
+        except Exception:  # a value Home Assistant refuses (text for a numeric sensor)
+            _LOGGER.exception("statecast: %s cannot show the state of %s", self.entity_id, self.desc.get("topic"))
 
     # --- commands ---
 

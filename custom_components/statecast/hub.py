@@ -252,7 +252,7 @@ class HubClient:
             self.welcome = data
         elif kind == "snapshot" and isinstance(topic, str):
             self.topics[topic] = Topic(int(data.get("rev", 0)), data.get("state"), bool(data.get("stale")))
-            self._on_change({topic})
+            self._changed({topic})
         elif kind == "patch" and isinstance(topic, str):
             held = self.topics.get(topic)
             rev = int(data.get("rev", 0))
@@ -261,15 +261,15 @@ class HubClient:
                 return
             held.rev = rev
             held.state = apply_merge_patch(held.state, data.get("patch"))
-            self._on_change({topic})
+            self._changed({topic})
         elif kind == "removed" and isinstance(topic, str):
             if self.topics.pop(topic, None) is not None:
-                self._on_change({topic})
+                self._changed({topic})
         elif kind == "stale" and isinstance(topic, str):
             held = self.topics.get(topic)
             if held is not None and held.stale != bool(data.get("stale")):
                 held.stale = bool(data.get("stale"))
-                self._on_change({topic})
+                self._changed({topic})
         elif kind == "result":
             future = self._pending.pop(data.get("id"), None)  # type: ignore[arg-type]
             if future is not None and not future.done():
@@ -278,6 +278,13 @@ class HubClient:
             _LOGGER.debug("statecast hub %s: lagged %s", self.base, data)
         elif kind == "error":
             _LOGGER.warning("statecast hub %s: %s", self.base, data.get("error"))
+
+    def _changed(self, topics: set[str]) -> None:
+        """Tells the owner; a failure there is logged, never the connection's end."""
+        try:
+            self._on_change(topics)
+        except Exception:
+            _LOGGER.exception("statecast hub %s: handling a change of %s failed", self.base, sorted(topics))
 
     def _ask(self, topic: str) -> None:
         if self._ws is not None and not self._ws.closed:
@@ -361,7 +368,7 @@ class HubClient:
         if self.connected:
             return  # the WebSocket came back meanwhile and is newer
         if changed:
-            self._on_change(changed)
+            self._changed(changed)
         self._set_status(reachable=True)
 
     async def _poll(self) -> set[str]:

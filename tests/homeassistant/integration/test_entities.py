@@ -175,3 +175,18 @@ async def test_entities_whose_description_went_while_unloaded_are_removed(hass: 
     assert entities.async_get_entity_id("switch", DOMAIN, "statecast_station_light") == "switch.station_light"
     assert dr.async_get(hass).async_get_device(identifiers={(DOMAIN, "SHURE001")}) is None  # no entity left on it
     await unload(hass, entry)
+
+
+async def test_a_value_home_assistant_refuses_breaks_nothing_else(hass: HomeAssistant, hub: Hub) -> None:
+    await write_all(hub)
+    entry = await setup_entry(hass, hub)
+    await wait_all(hass)
+    client = hass.data[DOMAIN][entry.entry_id].hub
+    # text for a sensor with a state_class: Home Assistant refuses to write it
+    await rest(hub.url, "PATCH", "/api/state/micboard/SHURE001", {"battery": "low"})
+    await put(hub, "audio/player1", {"state": "idle"})
+    await wait_state(hass, "media_player.player1", "idle")
+    assert client.connects == 1  # the connection went on
+    await rest(hub.url, "PATCH", "/api/state/micboard/SHURE001", {"battery": 12})
+    await wait_state(hass, "sensor.receiver1_battery", "12")
+    await unload(hass, entry)
