@@ -193,8 +193,9 @@ class HubClient:
         """Connects, resumes, then handles messages until the socket closes. True if it got
         in sync at least once."""
         try:
-            ws = await self._session.ws_connect(
-                self.ws_url, headers=self._headers(), heartbeat=30, max_msg_size=0, timeout=REQUEST_TIMEOUT
+            ws = await asyncio.wait_for(
+                self._session.ws_connect(self.ws_url, headers=self._headers(), heartbeat=30, max_msg_size=0),
+                REQUEST_TIMEOUT,
             )
         except aiohttp.WSServerHandshakeError as err:
             if err.status in (401, 403):
