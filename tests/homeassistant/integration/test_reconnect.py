@@ -83,3 +83,15 @@ async def test_without_the_websocket_the_rest_poll_keeps_entities_live(
     await put(hub, "room/hall", {"t": 20})
     await wait_until(lambda: state_of(hass, "sensor.hall_t") == "20", "a pushed change")
     await unload(hass, entry)
+
+
+async def test_a_hub_that_is_down_at_start_is_waited_for(hass: HomeAssistant, hub: Hub) -> None:
+    await write_all(hub)
+    await hub.stop()
+    entry = await setup_entry(hass, hub)  # loads all the same, and keeps trying
+    client = hass.data[DOMAIN][entry.entry_id].hub
+    assert not client.reachable
+    await hub.start()
+    await wait_all(hass)
+    assert client.connected
+    await unload(hass, entry)
