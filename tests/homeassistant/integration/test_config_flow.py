@@ -44,6 +44,8 @@ async def test_a_hub_is_added_once_with_its_epoch_as_unique_id(hass: HomeAssista
     again = await start_flow(hass, f"localhost:{hub.port}/")
     assert again["type"] == data_entry_flow.FlowResultType.ABORT
     assert again["reason"] == "already_configured"
+    await hass.async_block_till_done()  # the entry reloads with the URL it was given now
+    assert entry.data["url"] == f"http://localhost:{hub.port}"
     await unload(hass, entry)
 
 
@@ -55,6 +57,7 @@ async def test_an_empty_hub_is_known_by_its_address(hass: HomeAssistant, hub: Hu
     assert entry.data["url"] == hub.url
     again = await start_flow(hass, hub.url)
     assert again["type"] == data_entry_flow.FlowResultType.ABORT
+    await hass.async_block_till_done()
     await unload(hass, entry)
 
 
