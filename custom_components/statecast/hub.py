@@ -438,10 +438,7 @@ def _error_message(answer: Any, status: int) -> str:
     error = answer.get("error") if isinstance(answer, dict) else None
     if isinstance(error, dict):
         text = f"{error.get('code', 'error')}: {error.get('message', '')}"
-        if "status" in error:
-            text += f" (the device answered {error['status']}"
-            if error.get("body") is not None:
-                text += f": {json.dumps(error['body'])}"
-            text += ")"
+        if error.get("body") is not None:
+            text += f" (the device's answer: {json.dumps(error['body'])})"
         return text
     return f"the hub answered {status}" + (f": {answer}" if answer else "")

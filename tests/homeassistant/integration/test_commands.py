@@ -107,7 +107,8 @@ async def failing(hass: HomeAssistant, hub: Hub) -> None:
 async def test_a_refused_command_is_a_home_assistant_error(hass: HomeAssistant, hub: Hub, device: Device) -> None:
     entry = await setup_entry(hass, hub)
     await failing(hass, hub)
-    with pytest.raises(HomeAssistantError, match="upstream.*409"):
+    refused = r'upstream: the device answered 409 Conflict \(the device\'s answer: \{"error": "busy"\}\)'
+    with pytest.raises(HomeAssistantError, match=refused):
         await hass.services.async_call("switch", "turn_on", {"entity_id": "switch.failing"}, blocking=True)
     assert device.received[-1] == {"path": "/cmd/dev/x/fail", "body": {"name": "fail", "args": {"on": True}}}
     with pytest.raises(HomeAssistantError, match="invalid_topic|bad_request"):
