@@ -8,6 +8,8 @@ prints p50/p99/max of two spans:
 
 - write -> state machine: from just before the hub's REST PUT is sent to the
   `last_updated` time Home Assistant stamps on the new state (both on this machine's clock)
+- write -> hub's answer: the REST PUT's round trip alone, for comparison: the hub's own share
+  (it answers once the write is stored)
 - write -> subscriber: to the `state_changed` event arriving at this script over Home
   Assistant's WebSocket API (what a dashboard would see; the first span plus one hop)
 
@@ -56,9 +58,10 @@ def summary(name: str, values_ms: list[float]) -> str:
     )
 
 
-async def measure(ha: HomeAssistant, hub: Hub, writes: int) -> tuple[list[float], list[float]]:
+async def measure(ha: HomeAssistant, hub: Hub, writes: int) -> tuple[list[float], list[float], list[float]]:
     to_machine: list[float] = []
     to_subscriber: list[float] = []
+    answered: list[float] = []
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ha.url + "/api/websocket") as ws:
             await ws.receive_json()
@@ -70,6 +73,7 @@ async def measure(ha: HomeAssistant, hub: Hub, writes: int) -> tuple[list[float]
                 sent = time.time()
                 async with session.put(f"{hub.url}/api/state/bench/value", json={"v": i}) as res:
                     assert res.status == 200, await res.text()
+                answered.append((time.time() - sent) * 1000)
                 while True:
                     msg = await asyncio.wait_for(ws.receive_json(), 10)
                     data = msg.get("event", {}).get("data", {})
@@ -81,7 +85,7 @@ async def measure(ha: HomeAssistant, hub: Hub, writes: int) -> tuple[list[float]
                 to_machine.append((updated - sent) * 1000)
                 to_subscriber.append((arrived - sent) * 1000)
                 await asyncio.sleep(0.01)  # pacing between writes, not synchronisation
-    return to_machine, to_subscriber
+    return answered, to_machine, to_subscriber
 
 
 async def main() -> None:
@@ -108,11 +112,12 @@ async def main() -> None:
             status, done = await ha.api("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"url": hub.url})
             assert status == 200 and done["type"] == "create_entry", done
             await support.wait_until(lambda: _is(ha, ENTITY, "0"), "the bench entity", timeout=30)
-            to_machine, to_subscriber = await measure(ha, hub, args.writes)
+            answered, to_machine, to_subscriber = await measure(ha, hub, args.writes)
         finally:
             await ha.stop()
             await hub.stop()
     print(f"Home Assistant {ha.version()}, hub {args.bin}, {args.writes} writes, one at a time")
+    print(summary("write -> hub's answer", answered))
     print(summary("write -> state machine", to_machine))
     print(summary("write -> WS subscriber", to_subscriber))
 
