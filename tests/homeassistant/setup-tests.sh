@@ -9,10 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 version=2024.1.6
-plugin=0.13.91  # the plugin's release for 2024.1.5; see requirements-test.txt
 venv="${STATECAST_HA_TEST_VENV:-target/homeassistant-test-venv}"
 stamp="$venv/.statecast-installed"
-want="homeassistant==$version plugin==$plugin $(sha256sum tests/homeassistant/requirements-test.txt | cut -c1-16)"
+want="homeassistant==$version $(cat tests/homeassistant/requirements-test.txt tests/homeassistant/requirements-plugin.txt | sha256sum | cut -c1-16)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
@@ -31,5 +30,5 @@ rm -rf "$venv"
   -c tests/homeassistant/constraints.txt "homeassistant==$version" \
   -r tests/homeassistant/requirements-test.txt
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps \
-  "pytest-homeassistant-custom-component==$plugin"
+  -r tests/homeassistant/requirements-plugin.txt
 echo "$want" > "$stamp"
