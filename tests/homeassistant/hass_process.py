@@ -81,14 +81,14 @@ class HomeAssistant:
         async with aiohttp.ClientSession() as session:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"hass exited ({self.proc.returncode}) while starting:\n{self.log()}")
+                    raise RuntimeError(f"hass exited ({self.proc.returncode}) while starting:\n{self.log(6000)}")
                 try:
                     async with session.get(self.url + "/api/", timeout=aiohttp.ClientTimeout(total=5)):
                         return  # any answer (401 without a token): it is up
                 except (TimeoutError, aiohttp.ClientError, OSError):
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Home Assistant did not listen within {START_LIMIT} s:\n{self.log()}")
+                    raise RuntimeError(f"Home Assistant did not listen within {START_LIMIT} s:\n{self.log(6000)}")
                 await asyncio.sleep(0.05)  # polling for the port
 
     async def _log_in(self) -> str:
@@ -153,12 +153,14 @@ class HomeAssistant:
             proc.kill()
             await wait_exit(proc, 10)
 
-    def log(self) -> str:
+    def log(self, tail: int | None = None) -> str:
+        """What hass printed and its log file (each only its last `tail` characters)."""
         parts = []
         for name in ("hass.out", "home-assistant.log"):
             path = self.dir / name
             if path.exists():
-                parts.append(f"--- {name} ---\n{path.read_text(errors='replace')[-6000:]}")
+                text = path.read_text(errors="replace")
+                parts.append(f"--- {name} ---\n{text[-tail:] if tail else text}")
         return "\n".join(parts)
 
 

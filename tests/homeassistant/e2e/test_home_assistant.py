@@ -126,4 +126,4 @@ async def test_home_assistant_shows_and_operates_statecast_entities(
     await rest(hub.url, "PATCH", "/api/state/micboard/SHURE001", {"battery": 63})
     await wait_ha_state(ha, "sensor.receiver1_battery", "63")
     await wait_ha_state(ha, "media_player.player1", "playing")
-    assert "ERROR (MainThread) [custom_components.statecast" not in ha.log(), ha.log()
+    assert "ERROR (MainThread) [custom_components.statecast" not in ha.log(), ha.log(6000)
