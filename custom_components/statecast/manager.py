@@ -11,6 +11,7 @@ that topic; a change of the hub's reachability to all of them.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +31,15 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 
-def valid_description(desc: Any) -> bool:
+KEY = re.compile(r"[a-z0-9_]{1,64}")
+
+
+def valid_description(key: str, desc: Any) -> bool:
     """What the integration needs of a description to make an entity of it (the hub
-    validates the rest on write)."""
+    validates the rest on write): a key that can be an entity id's object id, a platform."""
     return (
-        isinstance(desc, dict)
+        KEY.fullmatch(key) is not None
+        and isinstance(desc, dict)
         and desc.get("platform") in PLATFORMS
         and (isinstance(desc.get("topic"), str) or desc.get("platform") == "button")
     )
@@ -115,7 +120,7 @@ class EntityManager:
     def _description_changed(self, key: str) -> None:
         held = self.hub.topics.get(ENTITIES_PREFIX + key)
         desc = held.state if held is not None else None
-        if desc is not None and not valid_description(desc):
+        if desc is not None and not valid_description(key, desc):
             _LOGGER.warning("statecast: ignoring the entity description _entities/%s: %s", key, desc)
             desc = None
         old = self.descriptions.get(key)

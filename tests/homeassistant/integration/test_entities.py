@@ -190,3 +190,23 @@ async def test_a_value_home_assistant_refuses_breaks_nothing_else(hass: HomeAssi
     await rest(hub.url, "PATCH", "/api/state/micboard/SHURE001", {"battery": 12})
     await wait_state(hass, "sensor.receiver1_battery", "12")
     await unload(hass, entry)
+
+
+async def test_a_description_with_a_bad_key_or_platform_makes_no_entity(hass: HomeAssistant, hub: Hub) -> None:
+    await put(hub, "room/x", {"t": 1})
+    # a hub that validates descriptions refuses these already; one that does not stores them
+    bad = {"Bad-Key": "sensor", "two/levels": "sensor", "odd": "vacuum"}
+    for key, platform in bad.items():
+        await rest(
+            hub.url,
+            "PUT",
+            f"/api/state/_entities/{key}",
+            {"platform": platform, "name": key, "topic": "room/x", "value": "/t"},
+        )
+    await put(hub, "_entities/good", {"platform": "sensor", "name": "Good", "topic": "room/x", "value": "/t"})
+    entry = await setup_entry(hass, hub)
+    await wait_state(hass, "sensor.good", "1")
+    assert sorted(e.entity_id for e in er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)) == [
+        "sensor.good"
+    ]
+    await unload(hass, entry)
