@@ -12,6 +12,8 @@ from support import Device, Hub
 
 # fade/# turns stale after 1 s without a write
 STALE_CONFIG = '[[topics]]\nmatch = "fade/#"\nstale_after = "1s"\n'
+# commands to dead/# go to a port where nothing listens (before the device's route for #)
+DEAD_ROUTE = '[[route]]\ntarget = "dead/#"\ntype = "http"\nurl = "http://127.0.0.1:9/{name}"\n'
 
 
 @pytest.fixture
@@ -30,8 +32,9 @@ def hub_config() -> str:
 
 @pytest.fixture
 async def hub(tmp_path: Path, device: Device, hub_config: str) -> AsyncIterator[Hub]:
-    """A hub of its own: the device's command route, a stale policy for `fade/#`."""
-    process = Hub(tmp_path, device.route() + STALE_CONFIG + hub_config)
+    """A hub of its own: the device's command route (and a dead one for `dead/#`), a stale
+    policy for `fade/#`."""
+    process = Hub(tmp_path, DEAD_ROUTE + device.route() + STALE_CONFIG + hub_config)
     await process.start()
     yield process
     await process.stop()

@@ -97,10 +97,12 @@ async def failing(hass: HomeAssistant, hub: Hub) -> None:
             "command": cmd("dev/x", "fail", {"on": "{value}"}),
         },
     )
-    await put(hub, "_entities/unrouted", {"platform": "button", "name": "Unrouted", "command": cmd("bad target", "x")})
+    await put(
+        hub, "_entities/unreachable", {"platform": "button", "name": "Unreachable", "command": cmd("dead/x", "x")}
+    )
     await wait_until(
-        lambda: state_of(hass, "switch.failing") == "off" and state_of(hass, "button.unrouted") == "unknown",
-        "the failing switch and the unrouted button",
+        lambda: state_of(hass, "switch.failing") == "off" and state_of(hass, "button.unreachable") == "unknown",
+        "the failing switch and the unreachable button",
     )
 
 
@@ -111,8 +113,8 @@ async def test_a_refused_command_is_a_home_assistant_error(hass: HomeAssistant, 
     with pytest.raises(HomeAssistantError, match=refused):
         await hass.services.async_call("switch", "turn_on", {"entity_id": "switch.failing"}, blocking=True)
     assert device.received[-1] == {"path": "/cmd/dev/x/fail", "body": {"name": "fail", "args": {"on": True}}}
-    with pytest.raises(HomeAssistantError, match="invalid_topic|bad_request"):
-        await hass.services.async_call("button", "press", {"entity_id": "button.unrouted"}, blocking=True)
+    with pytest.raises(HomeAssistantError, match="upstream: device unreachable"):
+        await hass.services.async_call("button", "press", {"entity_id": "button.unreachable"}, blocking=True)
     await unload(hass, entry)
 
 
