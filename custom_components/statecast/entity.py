@@ -146,7 +146,7 @@ class StatecastEntity(Entity):
         self._apply_description()
         if self.hass is None:
             return
-        self.manager.update_device(desc)
+        self.manager.update_device(self.entity_id, desc)
         if desc.get("topic") != old_topic and self._unlisten is not None:
             self._unlisten()
             self._unlisten = self.manager.listen(desc.get("topic"), self._topic_changed)

@@ -176,19 +176,31 @@ class EntityManager:
             devices.async_update_device(device_id, remove_config_entry_id=self.entry.entry_id)
 
     @callback
-    def update_device(self, desc: dict[str, Any]) -> None:
-        """A changed description's device: name, manufacturer, model updated in place."""
+    def update_device(self, entity_id: str | None, desc: dict[str, Any]) -> None:
+        """A changed description's device: its name, manufacturer and model updated in
+        place; a device of another id takes the entity (the one left empty goes)."""
         device = desc.get("device")
-        if not isinstance(device, dict) or "id" not in device:
-            return
-        dr.async_get(self.hass).async_get_or_create(
-            config_entry_id=self.entry.entry_id,
-            identifiers={(DOMAIN, str(device["id"]))},
-            name=device.get("name"),
-            manufacturer=device.get("manufacturer"),
-            model=device.get("model"),
-            sw_version=device.get("sw_version"),
-        )
+        device_id = None
+        if isinstance(device, dict) and "id" in device:
+            device_id = (
+                dr.async_get(self.hass)
+                .async_get_or_create(
+                    config_entry_id=self.entry.entry_id,
+                    identifiers={(DOMAIN, str(device["id"]))},
+                    name=device.get("name") or str(device["id"]),
+                    manufacturer=device.get("manufacturer"),
+                    model=device.get("model"),
+                    sw_version=device.get("sw_version"),
+                )
+                .id
+            )
+        registry = er.async_get(self.hass)
+        entry = registry.async_get(entity_id) if entity_id else None
+        if entry is not None and entry.device_id != device_id:
+            old = entry.device_id
+            registry.async_update_entity(entry.entity_id, device_id=device_id)
+            if old is not None:
+                self._remove_device_if_empty(old)
 
     def diagnostics(self) -> dict[str, Any]:
         return {

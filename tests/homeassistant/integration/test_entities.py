@@ -122,6 +122,16 @@ async def test_entities_and_devices_appear_change_and_disappear_with_their_topic
         "the device renamed",
     )
 
+    # another device: the entity moves, the device left empty goes
+    await put(hub, "_entities/kitchen_t", {**changed, "device": {"id": "hall", "name": "Hall sensor"}})
+    await wait_until(
+        lambda: devices.async_get_device(identifiers={(DOMAIN, "kitchen")}) is None, "the empty device removed"
+    )
+    hall = devices.async_get_device(identifiers={(DOMAIN, "hall")})
+    assert hall is not None and hall.name == "Hall sensor"
+    kitchen_t = er.async_get(hass).async_get("sensor.kitchen_t")
+    assert kitchen_t is not None and kitchen_t.device_id == hall.id
+
     # another platform for the same key: the entity is replaced
     await put(
         hub,
@@ -137,7 +147,7 @@ async def test_entities_and_devices_appear_change_and_disappear_with_their_topic
     entities = er.async_get(hass)
     assert entities.async_get_entity_id("binary_sensor", DOMAIN, "statecast_kitchen_t") is None
     assert entities.async_get_entity_id("sensor", DOMAIN, "statecast_kitchen_t") is None
-    await wait_until(lambda: devices.async_get_device(identifiers={(DOMAIN, "kitchen")}) is None, "the device removed")
+    await wait_until(lambda: devices.async_get_device(identifiers={(DOMAIN, "hall")}) is None, "the device removed")
     await unload(hass, entry)
 
 
