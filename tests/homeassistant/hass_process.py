@@ -69,8 +69,12 @@ class HomeAssistant:
         out, _ = await added.communicate()
         if added.returncode != 0:
             raise RuntimeError(f"hass --script auth add failed: {out.decode(errors='replace')}")
-        await self.launch()
-        self.token = await self._log_in()
+        try:
+            await self.launch()
+            self.token = await self._log_in()
+        except BaseException:
+            await self.stop()  # a start that failed leaves no process behind
+            raise
 
     async def launch(self) -> None:
         with (self.dir / "hass.out").open("wb") as out:
