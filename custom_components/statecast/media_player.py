@@ -34,6 +34,7 @@ FEATURES = {
     "pause": MediaPlayerEntityFeature.PAUSE,
     "stop": MediaPlayerEntityFeature.STOP,
     "next": MediaPlayerEntityFeature.NEXT_TRACK,
+    "previous": MediaPlayerEntityFeature.PREVIOUS_TRACK,
     "volume_set": MediaPlayerEntityFeature.VOLUME_SET,
 }
 
@@ -89,6 +90,9 @@ class StatecastMediaPlayer(StatecastEntity, MediaPlayerEntity):
 
     async def async_media_next_track(self) -> None:
         await self.send("next")
+
+    async def async_media_previous_track(self) -> None:
+        await self.send("previous")
 
     async def async_set_volume_level(self, volume: float) -> None:
         level = volume * self._volume_max

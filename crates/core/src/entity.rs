@@ -37,10 +37,19 @@ pub const PLATFORMS: [&str; 8] = [
 pub const ORIGIN_CONFIG: &str = "config";
 
 /// Fields every platform has.
-const COMMON: [&str; 6] = ["platform", "name", "topic", "device", "icon", "origin"];
+const COMMON: [&str; 7] = [
+    "platform",
+    "name",
+    "topic",
+    "device",
+    "icon",
+    "attributes",
+    "origin",
+];
 const DEVICE: [&str; 5] = ["id", "name", "manufacturer", "model", "sw_version"];
 const COMMAND: [&str; 3] = ["target", "name", "args"];
 const STATE_CLASSES: [&str; 3] = ["measurement", "total", "total_increasing"];
+const NUMBER_MODES: [&str; 3] = ["auto", "box", "slider"];
 
 /// What a field of a platform holds.
 #[derive(Clone, Copy)]
@@ -51,6 +60,9 @@ enum Kind {
     Command,
     Options,
     StateClass,
+    NumberMode,
+    /// A whole number of at least 0 (a sensor's display precision).
+    Count,
 }
 
 /// A platform's own fields, and which it needs.
@@ -62,6 +74,7 @@ fn fields(platform: &str) -> &'static [(&'static str, Kind, bool)] {
             ("unit", Text, false),
             ("device_class", Text, false),
             ("state_class", StateClass, false),
+            ("precision", Count, false),
         ],
         "binary_sensor" => &[("value", Pointer, true), ("device_class", Text, false)],
         "switch" => &[
@@ -84,6 +97,7 @@ fn fields(platform: &str) -> &'static [(&'static str, Kind, bool)] {
             ("step", Number, false),
             ("unit", Text, false),
             ("device_class", Text, false),
+            ("mode", NumberMode, false),
         ],
         "select" => &[
             ("value", Pointer, true),
@@ -95,9 +109,8 @@ fn fields(platform: &str) -> &'static [(&'static str, Kind, bool)] {
             ("state", Pointer, true),
             ("title", Pointer, false),
             ("artist", Pointer, false),
-            ("album", Pointer, false),
             ("volume", Pointer, false),
-            ("volume_scale", Number, false),
+            ("volume_max", Number, false),
             ("play", Command, false),
             ("pause", Command, false),
             ("stop", Command, false),
@@ -193,6 +206,8 @@ fn violations(state: &Value) -> Vec<(String, String)> {
         }
     };
     match object.get("topic") {
+        // A button shows nothing: it may have no topic (it is available while the hub is).
+        None if platform == Some("button") => {}
         None => out.push((
             "/topic".into(),
             "missing: the topic the entity shows".into(),
@@ -218,6 +233,19 @@ fn violations(state: &Value) -> Vec<(String, String)> {
     }
     if let Some(device) = object.get("device") {
         check_device(device, &mut out);
+    }
+    if let Some(attributes) = object.get("attributes") {
+        match attributes.as_object() {
+            Some(map) => {
+                for (name, pointer) in map {
+                    check_pointer(&format!("/attributes/{}", escape(name)), pointer, &mut out);
+                }
+            }
+            None => out.push((
+                "/attributes".into(),
+                "an object of attribute names and JSON pointers".into(),
+            )),
+        }
     }
     let Some(platform) = platform else {
         return out;
@@ -274,8 +302,8 @@ fn check_platform(platform: &str, object: &Map<String, Value>, out: &mut Vec<(St
             }
         }
         "media_player" => {
-            if number("volume_scale").is_some_and(|s| s <= 0.0) {
-                out.push(("/volume_scale".into(), "a scale is above 0".into()));
+            if number("volume_max").is_some_and(|s| s <= 0.0) {
+                out.push(("/volume_max".into(), "a maximum is above 0".into()));
             }
             if object.contains_key("volume_set") && !object.contains_key("volume") {
                 out.push((
@@ -309,6 +337,21 @@ fn check_kind(pointer: &str, kind: Kind, value: &Value, out: &mut Vec<(String, S
                 }
             }
             _ => out.push((pointer.into(), "a non-empty array of strings".into())),
+        },
+        Kind::Count => {
+            if !value.as_u64().is_some_and(|n| n <= 15) {
+                out.push((
+                    pointer.into(),
+                    format!("{value} is not a whole number from 0 to 15"),
+                ));
+            }
+        }
+        Kind::NumberMode => match value.as_str() {
+            Some(s) if NUMBER_MODES.contains(&s) => {}
+            _ => out.push((
+                pointer.into(),
+                format!("{value} is not a mode: one of {}", NUMBER_MODES.join(", ")),
+            )),
         },
         Kind::StateClass => match value.as_str() {
             Some(s) if STATE_CLASSES.contains(&s) => {}
@@ -538,6 +581,41 @@ mod tests {
         let long = format!("_entities/{}", "a".repeat(MAX_KEY + 1));
         assert_eq!(pointers(&long, json!({})), ["<invalid_topic>"]);
         assert_eq!(key_of("_entities/mic_1_battery"), Some("mic_1_battery"));
+    }
+
+    #[test]
+    fn attributes_precision_mode_and_a_topicless_button_are_known() {
+        assert!(
+            pointers(
+                "_entities/s",
+                json!({"platform":"sensor","topic":"t","value":"/v","precision":1,
+                   "attributes":{"antenna":"/rf/antenna"}})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            pointers(
+                "_entities/s",
+                json!({"platform":"sensor","topic":"t","value":"/v","precision":-1,
+                       "attributes":{"antenna":"rf"}})
+            ),
+            ["/attributes/antenna", "/precision"]
+        );
+        assert_eq!(
+            pointers(
+                "_entities/n",
+                json!({"platform":"number","topic":"t","value":"/v","mode":"dial",
+                       "command":{"target":"t","name":"set"}})
+            ),
+            ["/mode"]
+        );
+        assert!(
+            pointers(
+                "_entities/b",
+                json!({"platform":"button","command":{"target":"t","name":"go"}})
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -154,7 +154,9 @@ async def test_entities_and_devices_appear_change_and_disappear_with_their_topic
 async def test_a_stale_or_missing_topic_makes_its_entity_unavailable(hass: HomeAssistant, hub: Hub) -> None:
     # fade/# turns stale after 1 s without a write (conftest's policy)
     await put(hub, "_entities/fading", {"platform": "sensor", "name": "Fading", "topic": "fade/x", "value": "/v"})
-    await put(hub, "_entities/absent", {"platform": "switch", "name": "Absent", "topic": "nowhere/x", "value": "/on"})
+    absent = {"platform": "switch", "name": "Absent", "topic": "nowhere/x", "value": "/on"}
+    absent["command"] = {"target": "nowhere/x", "name": "switch", "args": {"on": "{value}"}}
+    await put(hub, "_entities/absent", absent)
     entry = await setup_entry(hass, hub)
     await wait_state(hass, "switch.absent", STATE_UNAVAILABLE)
     await put(hub, "fade/x", {"v": 1})
