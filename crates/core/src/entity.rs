@@ -339,7 +339,7 @@ fn check_kind(pointer: &str, kind: Kind, value: &Value, out: &mut Vec<(String, S
             _ => out.push((pointer.into(), "a non-empty array of strings".into())),
         },
         Kind::Count => {
-            if !value.as_u64().is_some_and(|n| n <= 15) {
+            if value.as_u64().is_none_or(|n| n > 15) {
                 out.push((
                     pointer.into(),
                     format!("{value} is not a whole number from 0 to 15"),
