@@ -320,12 +320,16 @@ async fn health_reports_status_clients_topics_uptime_and_version() {
     assert_eq!(body["topics"], 0);
     assert!(body["uptime_s"].is_u64(), "{body}");
     assert_eq!(body["version"], "0.1.0");
+    // The hub's identity: its store's epoch, the same after a restart.
+    let epoch = body["epoch"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(epoch.len(), 16, "{body}");
     let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(
         keys,
         [
             "clients",
+            "epoch",
             "sources",
             "stale_topics",
             "status",

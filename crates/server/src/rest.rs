@@ -297,6 +297,7 @@ pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
         "stale_topics": app.hub.stale_count(),
         "uptime_s": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
+        "epoch": app.hub.epoch(),
     });
     let admin = matches!(app.config.auth.grant(&headers, None), Ok(Some(grant)) if grant.admin);
     if admin {
