@@ -8,7 +8,7 @@
 #   {"snapshot": {"streams": 2, "volume": 60, "muted": false}}
 # the number of streams playing (`pactl list short sink-inputs | wc -l`) and the default
 # sink's volume in % and mute (`pactl get-sink-volume`/`get-sink-mute @DEFAULT_SINK@`);
-# the README shows the same with the real pactl. POSIX sh only.
+# pactl-watch.sh prints the same with the real pactl. POSIX sh only.
 
 streams=1   # one stream plays all along; a second one comes and goes
 volume=60

@@ -189,7 +189,7 @@ class Connection(socketserver.StreamRequestHandler):
                 break
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        method, path = (request_line.split(" ") + ["", ""])[:2]
+        method, path = [*request_line.split(" "), "", ""][:2]
         if method == "GET" and path == "/mopidy/ws" and "websocket" in headers.get("upgrade", "").lower():
             self.websocket(headers)
         elif method == "POST" and path == "/mopidy/rpc":
@@ -219,7 +219,7 @@ class Connection(socketserver.StreamRequestHandler):
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
         )
-        peer = "%s:%d" % self.client_address[:2]
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
         print(f"{self.player.name} client {peer} connected", flush=True)
         self.player.clients.add(self)
         try:
