@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""A simulated Mopidy music server (python3, stdlib only; WebSocket written by hand).
+"""Simulated Mopidy music servers (python3, stdlib only; WebSocket written by hand).
 
     ws://127.0.0.1:PORT/mopidy/ws     JSON-RPC 2.0 requests in, replies and events out
     POST http://127.0.0.1:PORT/mopidy/rpc   the same JSON-RPC requests over HTTP
 
+One player per `--port` (default: the four players of examples/audio-server on 6680 to
+6683; `--port 0` takes a free port), each with its own state. It prints
+`mopidy simulator on ws://127.0.0.1:PORT/mopidy/ws` per player once it listens.
+
 Methods: core.playback.get_state, get_current_track, get_time_position, play, pause,
 resume, stop, next, previous; core.mixer.get_volume, set_volume {"volume": N}.
-Every few seconds the "listener" does something (pause, resume, skip, change the
-volume) and every connected client gets Mopidy's events for it:
-playback_state_changed, track_playback_started/paused/resumed/ended, volume_changed.
+A player starts stopped. Every few seconds its "listener" does something (start a
+track, pause, resume, change the volume, skip, stop), the players a little apart, and
+every connected client gets Mopidy's events for it: playback_state_changed,
+track_playback_started/paused/resumed/ended, volume_changed. `--every 0`: no listener,
+the players change only when a client asks.
 
-Usage: python3 mopidy_sim.py [--port 6680] [--every 5]
+Usage: python3 mopidy_sim.py [--port 6680 --port 6681 ...] [--every 5]
 """
 
 import argparse
@@ -48,10 +54,11 @@ def track_model(i):
 class Player:
     """The playback state, shared by every connection; changes emit Mopidy events."""
 
-    def __init__(self):
+    def __init__(self, name, first_track=0):
+        self.name = name
         self.lock = threading.RLock()
-        self.state = "playing"
-        self.index = 0
+        self.state = "stopped"
+        self.index = first_track % len(TRACKS)
         self.tlid = 1
         self.volume = 60
         self.started = time.monotonic()  # when the current track's position was 0
@@ -62,7 +69,7 @@ class Player:
 
     def broadcast(self, event, **fields):
         message = json.dumps({"event": event, **fields})
-        print(f"event {message[:110]}", flush=True)
+        print(f"{self.name} event {message[:100]}", flush=True)
         for client in list(self.clients):
             client.send_text(message)
 
@@ -148,23 +155,26 @@ class Player:
         return reply if "id" in request else None
 
 
-def listener(player, every):
-    """What someone at the speakers does, one step every `every` seconds."""
+def listener(player, every, delay):
+    """What someone at the speakers does, one step every `every` seconds after `delay`."""
     steps = itertools.cycle([
+        ("core.playback.play", {}),
         ("core.playback.pause", {}),
         ("core.playback.resume", {}),
         ("core.mixer.set_volume", {"volume": 45}),
         ("core.playback.next", {}),
         ("core.mixer.set_volume", {"volume": 60}),
         ("core.playback.next", {}),
+        ("core.playback.stop", {}),
     ])
+    time.sleep(delay)
     for method, params in steps:
         time.sleep(every)
         player.call(method, params)
 
 
 class Connection(socketserver.StreamRequestHandler):
-    player = None  # set in main()
+    player = None  # each player's server has a subclass that sets it (see main())
 
     def setup(self):
         super().setup()
@@ -179,7 +189,7 @@ class Connection(socketserver.StreamRequestHandler):
                 break
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        method, path = (request_line.split(" ") + ["", ""])[:2]
+        method, path = [*request_line.split(" "), "", ""][:2]
         if method == "GET" and path == "/mopidy/ws" and "websocket" in headers.get("upgrade", "").lower():
             self.websocket(headers)
         elif method == "POST" and path == "/mopidy/rpc":
@@ -209,8 +219,8 @@ class Connection(socketserver.StreamRequestHandler):
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
         )
-        peer = "%s:%d" % self.client_address[:2]
-        print(f"client {peer} connected", flush=True)
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        print(f"{self.player.name} client {peer} connected", flush=True)
         self.player.clients.add(self)
         try:
             message, opcode_of_message = b"", None
@@ -235,7 +245,7 @@ class Connection(socketserver.StreamRequestHandler):
                     self.on_text(message.decode("utf-8", "replace"))
         finally:
             self.player.clients.discard(self)
-            print(f"client {peer} disconnected", flush=True)
+            print(f"{self.player.name} client {peer} disconnected", flush=True)
 
     def on_text(self, text):
         try:
@@ -291,16 +301,25 @@ class Server(socketserver.ThreadingTCPServer):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=6680)
+    parser.add_argument("--port", type=int, action="append", help="one player per port (default 6680..6683)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--every", type=float, default=5, help="seconds between listener actions")
+    parser.add_argument("--every", type=float, default=5, help="seconds between listener actions (0: none)")
     args = parser.parse_args()
-    Connection.player = Player()
-    threading.Thread(target=listener, args=(Connection.player, args.every), daemon=True).start()
-    server = Server((args.host, args.port), Connection)
-    print(f"mopidy simulator on ws://{args.host}:{args.port}/mopidy/ws", flush=True)
+    ports = args.port or [6680, 6681, 6682, 6683]
+    servers = []
+    for i, port in enumerate(ports):
+        player = Player(f"player{i + 1}", first_track=i)
+        handler = type(f"Connection{i + 1}", (Connection,), {"player": player})
+        server = Server((args.host, port), handler)
+        servers.append(server)
+        print(f"mopidy simulator on ws://{args.host}:{server.server_address[1]}/mopidy/ws", flush=True)
+        if args.every > 0:
+            delay = args.every * i / len(ports)  # the players a little apart
+            threading.Thread(target=listener, args=(player, args.every, delay), daemon=True).start()
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        server.serve_forever()
+        servers[0].serve_forever()
     except KeyboardInterrupt:
         pass
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from support import REPO, wait_exit
+from support import REPO, Hub, wait_exit, wait_until
 
 VERSION = "2024.1.6"
 VENV = REPO / os.environ.get("STATECAST_HA_VENV", "target/homeassistant-venv")
@@ -166,6 +166,35 @@ class HomeAssistant:
                 text = path.read_text(errors="replace")
                 parts.append(f"--- {name} ---\n{text[-tail:] if tail else text}")
         return "\n".join(parts)
+
+
+async def wait_ha_state(ha: HomeAssistant, entity_id: str, want: str | None, timeout: float = 20) -> dict[str, Any]:
+    """Waits until the entity's state in Home Assistant is `want` (None: no such entity);
+    its state object."""
+    seen: dict[str, Any] = {}
+
+    async def check() -> bool:
+        state = await ha.state(entity_id)
+        seen["state"] = state
+        return (state is None and want is None) or (state is not None and state["state"] == want)
+
+    await wait_until(check, f"{entity_id} to be {want} in Home Assistant (is {seen})", timeout=timeout, interval=0.05)
+    return seen["state"] or {}
+
+
+async def add_entry(ha: HomeAssistant, hub: Hub) -> dict[str, Any]:
+    """The statecast integration added for the hub, through the config-flow REST API."""
+    status, flow = await ha.api("POST", "/api/config/config_entries/flow", {"handler": "statecast"})
+    assert status == 200 and flow["type"] == "form" and flow["step_id"] == "user", flow
+    status, done = await ha.api("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"url": hub.url})
+    assert status == 200 and done["type"] == "create_entry", done
+    return done
+
+
+async def call(ha: HomeAssistant, domain: str, service: str, data: dict[str, Any]) -> int:
+    """A service call through the REST API; its HTTP status."""
+    status, _ = await ha.api("POST", f"/api/services/{domain}/{service}", data)
+    return status
 
 
 async def _json(request: Any) -> Any:

@@ -24,7 +24,13 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "audio-server",
-        &[("mopidy", "websocket"), ("pulse", "exec")],
+        &[
+            ("mopidy1", "websocket"),
+            ("mopidy2", "websocket"),
+            ("mopidy3", "websocket"),
+            ("mopidy4", "websocket"),
+            ("pulse", "exec"),
+        ],
     ),
     ("mqtt-sensors", &[("home-mqtt", "mqtt")]),
     ("homeassistant", &[("home", "homeassistant")]),
@@ -310,12 +316,26 @@ async fn microphones_receivers_stopped_turn_their_mics_stale() {
 async fn audio_server() {
     let (server, _dir) = start_example("audio-server");
     assert_sources(&server, "audio-server").await;
-    assert_routed(
-        &server,
-        "audio/player",
-        json!({"name": "mixer.set_volume", "args": {"volume": 30}}),
-    )
-    .await;
+    for n in 1..=4 {
+        assert_routed(
+            &server,
+            &format!("audio/player{n}"),
+            json!({"name": "mixer.set_volume", "args": {"volume": 30}}),
+        )
+        .await;
+    }
+    // Its [[entity]] tables, written at start: the players and the stream sensors.
+    for key in [
+        "player1",
+        "player2",
+        "player3",
+        "player4",
+        "pulse_streams",
+        "pulse_volume",
+    ] {
+        let resp = server.get(&format!("/api/state/_entities/{key}")).await;
+        assert_eq!(resp.status, 200, "_entities/{key}: {}", resp.text);
+    }
     // The exec source runs fake-pactl.sh, which needs nothing but sh: it comes online.
     let started = Instant::now();
     loop {

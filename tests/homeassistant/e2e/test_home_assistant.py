@@ -6,48 +6,10 @@ with -9 and restarted, all seen through Home Assistant's own APIs."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any
-
-import pytest
 
 from descriptions import write_all
-from hass_process import VENV, VERSION, HomeAssistant
+from hass_process import VERSION, HomeAssistant, add_entry, call, wait_ha_state
 from support import Device, Hub, delete, put, rest, wait_until
-
-
-@pytest.fixture
-async def ha(tmp_path: Path) -> Any:
-    venv = Path(os.environ.get("STATECAST_HA_E2E_VENV") or VENV)
-    process = HomeAssistant(tmp_path / "ha", venv)
-    await process.start()
-    yield process
-    await process.stop()
-
-
-async def wait_ha_state(ha: HomeAssistant, entity_id: str, want: str | None, timeout: float = 20) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    async def check() -> bool:
-        state = await ha.state(entity_id)
-        seen["state"] = state
-        return (state is None and want is None) or (state is not None and state["state"] == want)
-
-    await wait_until(check, f"{entity_id} to be {want} in Home Assistant (is {seen})", timeout=timeout, interval=0.05)
-    return seen["state"] or {}
-
-
-async def add_entry(ha: HomeAssistant, hub: Hub) -> dict[str, Any]:
-    status, flow = await ha.api("POST", "/api/config/config_entries/flow", {"handler": "statecast"})
-    assert status == 200 and flow["type"] == "form" and flow["step_id"] == "user", flow
-    status, done = await ha.api("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"url": hub.url})
-    assert status == 200 and done["type"] == "create_entry", done
-    return done
-
-
-async def call(ha: HomeAssistant, domain: str, service: str, data: dict[str, Any]) -> int:
-    status, _ = await ha.api("POST", f"/api/services/{domain}/{service}", data)
-    return status
 
 
 async def test_home_assistant_shows_and_operates_statecast_entities(
