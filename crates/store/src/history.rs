@@ -32,6 +32,8 @@
 //! Times are the hub's, made monotonic per topic (a clock stepping back is recorded as no
 //! time passing), so a topic's changes are ordered by time as by rev.
 
+use std::collections::{BTreeMap, HashMap};
+
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde_json::Value;
 use statecast_core::merge;
@@ -169,6 +171,14 @@ pub(crate) struct Recorder<'t> {
     /// in the store's `meta` table).
     total: u64,
     buf: Vec<u8>,
+    /// Each topic's meta as this move has left it (its newest change included), so that
+    /// of a topic's changes in one move only the first reads its meta. Not used once the
+    /// sweep begins, which changes metas behind it.
+    metas: HashMap<String, Option<TopicMeta>>,
+    /// Points recorded but not written yet, by (topic, pointer), oldest first: written
+    /// once per move, a block at a time, where writing each one rewrote its block.
+    points: BTreeMap<(String, String), Vec<(u64, u64, f64)>>,
+    sweeping: bool,
 }
 
 type StoreResult<T> = Result<T, String>;
@@ -188,6 +198,9 @@ impl<'t> Recorder<'t> {
             oldest: txn.open_table(OLDEST).map_err(open)?,
             total,
             buf: Vec::new(),
+            metas: HashMap::new(),
+            points: BTreeMap::new(),
+            sweeping: false,
         })
     }
 
@@ -200,6 +213,10 @@ impl<'t> Recorder<'t> {
     pub(crate) fn record(&mut self, change: &PendingChange<'_>) -> StoreResult<()> {
         let topic = change.topic;
         let stored = self.meta(topic)?;
+        // Recorded already (a move redone after a crash took it again): revs only grow.
+        if stored.is_some_and(|m| change.rev <= m.last_rev) {
+            return Ok(());
+        }
         let time_ms = stored.map_or(change.time_ms, |m| change.time_ms.max(m.last_ms));
         let mut meta = stored.unwrap_or(TopicMeta {
             first_rev: change.rev,
@@ -240,6 +257,9 @@ impl<'t> Recorder<'t> {
             self.reindex(topic, before.as_ref(), &meta)?;
             self.put_meta(topic, &meta)?;
         }
+        meta.last_rev = change.rev;
+        meta.last_ms = time_ms;
+        self.metas.insert(topic.to_owned(), Some(meta));
         Ok(())
     }
 
@@ -251,36 +271,59 @@ impl<'t> Recorder<'t> {
         time_ms: u64,
         value: f64,
     ) -> StoreResult<u64> {
-        let last = self
-            .fields
-            .range((topic, pointer, 0, 0)..=(topic, pointer, u64::MAX, u64::MAX))
-            .map_err(err("cannot read a field block"))?
-            .next_back()
-            .transpose()
-            .map_err(err("cannot read a field block"))?
-            .map(|(k, v)| (k.value().2, k.value().3, v.value().to_vec()));
-        let mut point = [0; POINT_LEN];
-        point[..8].copy_from_slice(&time_ms.to_le_bytes());
-        point[8..].copy_from_slice(&value.to_le_bytes());
-        match last {
-            Some((start, first_rev, mut block)) if block.len() < BLOCK_POINTS * POINT_LEN => {
-                block.extend_from_slice(&point);
-                self.fields
-                    .insert((topic, pointer, start, first_rev), block.as_slice())
-                    .map_err(err("cannot write a field block"))?;
+        self.points
+            .entry((topic.to_owned(), pointer.to_owned()))
+            .or_default()
+            .push((time_ms, rev, value));
+        Ok(POINT_LEN as u64)
+    }
+
+    /// Writes the points recorded so far: each field's last block once, filled up, then
+    /// new blocks of [`BLOCK_POINTS`].
+    fn write_points(&mut self) -> StoreResult<()> {
+        const FULL: usize = BLOCK_POINTS * POINT_LEN;
+        for ((topic, pointer), points) in std::mem::take(&mut self.points) {
+            let (topic, pointer) = (topic.as_str(), pointer.as_str());
+            let mut block = self
+                .fields
+                .range((topic, pointer, 0, 0)..=(topic, pointer, u64::MAX, u64::MAX))
+                .map_err(err("cannot read a field block"))?
+                .next_back()
+                .transpose()
+                .map_err(err("cannot read a field block"))?
+                .map(|(k, v)| (k.value().2, k.value().3, v.value().to_vec()))
+                .filter(|(_, _, bytes)| bytes.len() < FULL);
+            for (time_ms, rev, value) in points {
+                let mut point = [0; POINT_LEN];
+                point[..8].copy_from_slice(&time_ms.to_le_bytes());
+                point[8..].copy_from_slice(&value.to_le_bytes());
+                match &mut block {
+                    Some((_, _, bytes)) if bytes.len() < FULL => bytes.extend_from_slice(&point),
+                    _ => {
+                        if let Some((start, first_rev, bytes)) = block.take() {
+                            self.fields
+                                .insert((topic, pointer, start, first_rev), bytes.as_slice())
+                                .map_err(err("cannot write a field block"))?;
+                        }
+                        block = Some((time_ms, rev, point.to_vec()));
+                    }
+                }
             }
-            _ => {
+            if let Some((start, first_rev, bytes)) = block {
                 self.fields
-                    .insert((topic, pointer, time_ms, rev), point.as_slice())
+                    .insert((topic, pointer, start, first_rev), bytes.as_slice())
                     .map_err(err("cannot write a field block"))?;
             }
         }
-        Ok(POINT_LEN as u64)
+        Ok(())
     }
 
     /// Drops changes past retention and, over `max_bytes`, the oldest ones: at most
     /// `budget` deletions, and at least [`SWEEP_BUDGET`].
     pub(crate) fn sweep(&mut self, now_ms: u64, max_bytes: u64, budget: usize) -> StoreResult<()> {
+        self.finish()?;
+        self.sweeping = true;
+        self.metas.clear();
         let mut budget = budget.max(SWEEP_BUDGET);
         while budget > 0 {
             let due = self
@@ -513,13 +556,25 @@ impl<'t> Recorder<'t> {
         Ok(())
     }
 
-    fn meta(&self, topic: &str) -> StoreResult<Option<TopicMeta>> {
+    /// Writes what is held back (the points): before anything reads the tables.
+    pub(crate) fn finish(&mut self) -> StoreResult<()> {
+        self.write_points()
+    }
+
+    fn meta(&mut self, topic: &str) -> StoreResult<Option<TopicMeta>> {
+        if let Some(meta) = self.metas.get(topic) {
+            return Ok(*meta);
+        }
         let meta = self
             .topics
             .get(topic)
             .map_err(err("cannot read the history of a topic"))?
             .and_then(|g| TopicMeta::decode(g.value()));
-        with_last(&self.entries, topic, meta)
+        let meta = with_last(&self.entries, topic, meta)?;
+        if !self.sweeping {
+            self.metas.insert(topic.to_owned(), meta);
+        }
+        Ok(meta)
     }
 
     fn put_meta(&mut self, topic: &str, meta: &TopicMeta) -> StoreResult<()> {

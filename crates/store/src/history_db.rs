@@ -10,11 +10,12 @@
 //!
 //! The rule: a change is in the history once this file's `moved` (the next key of the log
 //! still to move) has passed its key, written in the same transaction as the change itself.
-//! Rows of the log below `moved` are done with; the state's file deletes them afterwards,
-//! and a crash in between leaves them there to be skipped (at open `moved` starts at the
-//! greater of this file's and the log's first key). So a change is recorded once, and none
-//! that was acknowledged goes missing: until it is moved it is in the log, in the same
-//! commit as its state.
+//! Most moves are not synced (redb's `Durability::None`: readers see them, a crash loses
+//! them); one at least every [`crate::history_mover::SYNC_EVERY`] is. The state's file
+//! deletes the log's rows only below the last synced `moved`, so a crash loses no change:
+//! whatever the history's file lost is still in the log, moved again at the next start
+//! (`moved` starts at the greater of this file's and the log's first key), and a change
+//! moved twice is recorded once (`Recorder::record` skips a rev it has).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,6 +150,7 @@ impl HistoryDb {
         rows: &[Vec<u8>],
         moved: u64,
         now_ms: u64,
+        durable: bool,
     ) -> Result<(), EngineError> {
         let mut handle = self.lock();
         if handle.reopen {
@@ -160,7 +162,7 @@ impl HistoryDb {
             .db
             .as_ref()
             .ok_or_else(|| self.error("the history is closed", "re-opening it failed"))?;
-        let result = self.write(db, rows, moved, now_ms);
+        let result = self.write(db, rows, moved, now_ms, durable);
         // Whatever failed, redb may refuse every later write until it is opened again.
         handle.reopen = result.is_err();
         self.bytes.store(result?, Ordering::Relaxed);
@@ -181,12 +183,18 @@ impl HistoryDb {
         rows: &[Vec<u8>],
         moved: u64,
         now_ms: u64,
+        durable: bool,
     ) -> Result<u64, EngineError> {
         let e = |what: &str, err: String| self.error(what, err);
         let mut txn = db
             .begin_write()
             .map_err(|err| self.error("cannot begin write transaction", err))?;
-        txn.set_durability(Durability::Immediate)
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability)
             .map_err(|err| self.error("cannot set durability", err))?;
         let total = {
             let mut recorder =

@@ -19,6 +19,10 @@ pub(crate) const MOVE_BATCH: u64 = 2048;
 /// How long a change waits at most while fewer than [`MOVE_BATCH`] do (and how long the
 /// thread waits before it tries again after a move failed).
 pub(crate) const LINGER: Duration = Duration::from_millis(500);
+/// How often at most a move syncs the history's file: the others are not synced, so the
+/// history's fsyncs do not crowd the disk that the commits sync on (see `history_db.rs`
+/// for why no change is lost).
+pub(crate) const SYNC_EVERY: Duration = Duration::from_secs(2);
 
 /// Where the log stands, shared by the commit thread, the mover and readers.
 pub(crate) struct Mover {
@@ -34,6 +38,11 @@ struct Queue {
     end: u64,
     /// The first key not yet moved.
     moved: u64,
+    /// The first key not yet moved as far as the history's file has synced: the log keeps
+    /// every row from there on.
+    synced: u64,
+    /// When the history's file was last synced.
+    synced_at: Instant,
     /// Since when the oldest change not moved has waited.
     since: Option<Instant>,
     /// After a failed move: not before then.
@@ -53,6 +62,8 @@ impl Mover {
             queue: Mutex::new(Queue {
                 end,
                 moved,
+                synced: moved,
+                synced_at: Instant::now(),
                 since: (end > moved).then(Instant::now),
                 retry_at: None,
                 stop: false,
@@ -103,12 +114,34 @@ impl Mover {
         }
     }
 
-    /// A move went up to (not including) key `moved`.
-    pub(crate) fn did_move(&self, moved: u64) {
+    /// Whether the next move should sync the history's file.
+    pub(crate) fn sync_due(&self) -> bool {
+        self.queue().synced_at.elapsed() >= SYNC_EVERY
+    }
+
+    /// The first key not yet moved as far as the history's file has synced.
+    pub(crate) fn synced(&self) -> u64 {
+        self.queue().synced
+    }
+
+    /// A move went up to (not including) key `moved`, synced or not.
+    pub(crate) fn did_move(&self, moved: u64, synced: bool) {
         let mut queue = self.queue();
         queue.moved = moved.max(queue.moved);
+        if synced {
+            queue.synced = queue.moved;
+            queue.synced_at = Instant::now();
+        }
         queue.retry_at = None;
         queue.since = (queue.waiting() > 0).then(Instant::now);
+    }
+
+    /// A move failed: the history's file is opened again at its last sync, so what was
+    /// moved since is moved again.
+    pub(crate) fn rewind(&self) {
+        let mut queue = self.queue();
+        queue.moved = queue.synced;
+        queue.since.get_or_insert_with(Instant::now);
     }
 
     fn failed(&self) {
@@ -129,8 +162,14 @@ impl Mover {
                 return false;
             }
             let now = Instant::now();
+            let sync_at = (queue.moved > queue.synced).then(|| queue.synced_at + SYNC_EVERY);
             let wait = match queue.since {
-                None => None,
+                // Nothing waits, but moves are not synced yet: a sync is due then.
+                None => match sync_at {
+                    Some(at) if at <= now => return true,
+                    Some(at) => Some(at - now),
+                    None => None,
+                },
                 Some(since) => {
                     let full = queue.waiting() >= MOVE_BATCH;
                     let due = if full { now } else { since + LINGER };
@@ -180,12 +219,26 @@ mod tests {
         let start = Instant::now();
         assert!(mover.wait_due());
         assert!(start.elapsed() < LINGER, "a full batch waits for nothing");
-        mover.did_move(MOVE_BATCH);
+        mover.did_move(MOVE_BATCH, true);
         assert_eq!(mover.waiting(), 0);
         mover.logged(MOVE_BATCH + 1);
         let start = Instant::now();
         assert!(mover.wait_due());
         assert!(start.elapsed() >= LINGER, "one change waits for the linger");
+    }
+
+    #[test]
+    fn an_unsynced_move_is_followed_by_a_sync_and_a_failure_rewinds_to_the_last_sync() {
+        let mover = Mover::new(0, 10);
+        mover.did_move(10, false);
+        assert_eq!((mover.moved(), mover.synced(), mover.waiting()), (10, 0, 0));
+        // Nothing waits, yet a sync is due within SYNC_EVERY.
+        assert!(mover.wait_due());
+        mover.logged(20);
+        mover.rewind();
+        assert_eq!((mover.moved(), mover.waiting()), (0, 20));
+        mover.did_move(20, true);
+        assert_eq!((mover.moved(), mover.synced()), (20, 20));
     }
 
     #[test]
@@ -205,7 +258,7 @@ mod tests {
     fn the_end_read_again_never_falls_below_what_was_moved() {
         let mover = Mover::new(10, 20);
         assert_eq!(mover.waiting(), 10);
-        mover.did_move(20);
+        mover.did_move(20, true);
         // The state's file lost the rows below 20 with its log's last key: keys go on at 20.
         mover.reset_end(0);
         assert_eq!((mover.moved(), mover.waiting()), (20, 0));

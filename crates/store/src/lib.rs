@@ -397,17 +397,24 @@ impl Inner {
     }
 
     /// Moves up to `max` changes from the pending log into the history's file (see
-    /// `history_db.rs`); returns how many. One move runs at a time.
+    /// `history_db.rs`), syncing it when a sync is due (and then deleting what it synced
+    /// from the log); returns how many. One move runs at a time.
     fn move_history(&self, max: u64) -> Result<u64, EngineError> {
         let _one = self.mover.moving();
         let from = self.mover.moved();
         let (rows, end) = self.pending_rows(from, max)?;
-        if rows.is_empty() {
+        let sync = self.mover.sync_due();
+        if rows.is_empty() && !(sync && from > self.mover.synced()) {
             return Ok(0);
         }
-        self.history.record(&rows, end, now_ms())?;
-        self.mover.did_move(end);
-        self.drop_moved(end);
+        if let Err(e) = self.history.record(&rows, end, now_ms(), sync) {
+            self.mover.rewind();
+            return Err(e);
+        }
+        self.mover.did_move(end, sync);
+        if sync {
+            self.drop_moved(end);
+        }
         Ok(rows.len() as u64)
     }
 

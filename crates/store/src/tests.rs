@@ -479,6 +479,7 @@ fn history_kept_in_the_state_file_by_an_older_store_is_taken_over_whole() {
                     })
                     .unwrap();
             }
+            recorder.finish().unwrap();
             recorder.total()
         };
         txn.open_table(META)
