@@ -160,6 +160,9 @@ fn encode_entry(time_ms: u64, kind: u8, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
+/// A point held back until the move writes its field: time, rev, value.
+type HeldPoint = (u64, u64, f64);
+
 /// The history's tables in one write transaction, while a commit records its changes.
 pub(crate) struct Recorder<'t> {
     entries: Table<'t, (&'static str, u64), &'static [u8]>,
@@ -177,7 +180,7 @@ pub(crate) struct Recorder<'t> {
     metas: HashMap<String, Option<TopicMeta>>,
     /// Points recorded but not written yet, by (topic, pointer), oldest first: written
     /// once per move, a block at a time, where writing each one rewrote its block.
-    points: BTreeMap<(String, String), Vec<(u64, u64, f64)>>,
+    points: BTreeMap<(String, String), Vec<HeldPoint>>,
     sweeping: bool,
 }
 
