@@ -47,6 +47,7 @@ fn set<'a>(topic: &'a str, rev: u64, state: &'a str) -> Append<'a> {
         state: Some(state.as_bytes()),
         patch: None,
         time_ms: 1_000,
+        keep_ms: 0,
     }
 }
 
@@ -143,6 +144,7 @@ fn a_removal_keeps_the_rev_and_a_follower_past_a_trim_is_told_to_resync() {
             state: None,
             patch: None,
             time_ms: 2_000,
+            keep_ms: 0,
         }])
         .expect("append");
     assert_eq!(

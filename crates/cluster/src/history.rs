@@ -1,0 +1,569 @@
+//! The shared history in Redis: every change of a topic whose policy keeps history,
+//! recorded by the append script itself (so nothing refused is recorded and nothing
+//! appended is missing), answered alike by every hub (see docs/history.md, "Several hubs").
+//!
+//! # Layout
+//! * `{prefix}:h:<topic>`: a stream per topic. Entry id `<time ms>-<rev>`, so a range by
+//!   time is one `XRANGE`; the time is made monotonic per topic (a clock stepping back, or
+//!   another hub's clock behind, is recorded as no time passing). Fields `k` (kind: `f` the
+//!   full state, `p` the RFC 7396 merge patch from the change before, `d` a removal) and
+//!   `b` (the state or patch). A full state is written at a topic's first recorded change,
+//!   after a gap (a change not recorded), when no patch expresses the change and at every
+//!   rev divisible by [`FULL_EVERY`]: rebuilding any state applies fewer than that many
+//!   patches, and a *base* (a full state or a removal) is never more than that many
+//!   entries back.
+//! * `{prefix}:hfirst`: sorted set, topic → time of its oldest entry (oldest first, for the
+//!   byte bound); `{prefix}:hexp`: topic → time its newest entry passes retention (for the
+//!   sweep of topics no longer written); `{prefix}:hsize`: hash, topic → bytes counted for
+//!   its stream; `{prefix}:htotal`: bytes counted for all.
+//!
+//! # Retention and the bound
+//! Retention is trimmed by `XTRIM MINID`, exactly, to a base: each time a topic writes a
+//! base the script keeps its newest change at or before `time - keep` (what the topic was
+//! at the cut-off) with the base it builds on, and drops what is older; a topic no longer
+//! written is trimmed the same way by [`SWEEP_SCRIPT`] once its newest change is past
+//! retention (every hub runs it from its follow thread, at most every [`SWEEP_EVERY`]).
+//! So up to [`FULL_EVERY`] changes past retention may stay a while; the queries never
+//! answer them (the hub asks from `now - keep` on).
+//!
+//! `history_max_bytes` bounds the bytes counted: each entry counts its body plus
+//! [`ENTRY_OVERHEAD`] (measured: what Redis takes per stream entry beyond it, see
+//! docs/history.md); a trim subtracts the topic's average per entry. Whenever the count is
+//! over the bound after an append (or a sweep), the topic with the oldest entry loses its
+//! oldest chain (a base and the patches on it); a topic with one chain left keeps only
+//! its newest change, rewritten as a full state from the topic's state. At most 64 cuts
+//! per script, so the bound holds approximately: within what one batch adds.
+
+use std::time::Duration;
+
+use redis::{Connection, Value as RedisValue};
+use serde_json::Value;
+use statecast_core::engine::EngineError;
+use statecast_core::history::{At, Change, ChangesQuery, Page, Point, Start, number_at};
+use statecast_core::merge;
+
+use crate::{RedisEngine, stream_items};
+
+/// A full state every this many revs (see the module docs).
+pub(crate) const FULL_EVERY: u64 = 64;
+/// What one stream entry costs beyond its body, for `history_max_bytes`: measured with
+/// `MEMORY USAGE` on streams of 100,000 patches (docs/history.md).
+pub(crate) const ENTRY_OVERHEAD: u64 = 12;
+/// How often a hub sweeps topics no longer written.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Entries one read takes at most.
+const CHUNK: usize = 8192;
+
+/// The Lua both scripts share: recording, trimming and the bound. KEYS[1] rev, KEYS[2]
+/// state (hashes by topic), KEYS[8] `hfirst`, KEYS[9] `hexp`, KEYS[10] `hsize`, KEYS[11]
+/// `htotal`; ARGV[3] the prefix of the topic streams, ARGV[4] `history_max_bytes`.
+const HISTORY_LUA: &str = r"
+local HPREFIX, HMAX = ARGV[3], tonumber(ARGV[4])
+local function n(x) return string.format('%d', x) end
+local function split_id(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function is_base(e) local k = e[2][2] return k == 'f' or k == 'd' end
+local function account(topic, delta)
+  redis.call('HINCRBY', KEYS[10], topic, delta)
+  redis.call('INCRBY', KEYS[11], delta)
+end
+-- Drops the entries before `id` (an entry); they count the topic's average each.
+local function drop_before(topic, key, id)
+  local len = redis.call('XLEN', key)
+  local gone = redis.call('XTRIM', key, 'MINID', id)
+  if gone > 0 then
+    local size = tonumber(redis.call('HGET', KEYS[10], topic) or '0')
+    account(topic, -math.floor(size * gone / len))
+    local first = split_id(id)
+    redis.call('ZADD', KEYS[8], first, topic)
+  end
+end
+-- Keeps the newest change at or before `cutoff`, the base it builds on, and all after.
+local function trim_age(topic, key, cutoff)
+  if cutoff < 0 then return end
+  local older = redis.call('XREVRANGE', key, n(cutoff), '-', 'COUNT', FULL_EVERY + 1)
+  for _, e in ipairs(older) do
+    if is_base(e) then drop_before(topic, key, e[1]) return end
+  end
+end
+local function forget(topic, key)
+  local size = tonumber(redis.call('HGET', KEYS[10], topic) or '0')
+  redis.call('INCRBY', KEYS[11], -size)
+  redis.call('HDEL', KEYS[10], topic)
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[8], topic)
+end
+-- Over the bound: the oldest topic's oldest chain goes; one with a single chain keeps its
+-- newest change only, as a full state.
+local function bound()
+  local skip = 0
+  for _ = 1, 64 do
+    if tonumber(redis.call('GET', KEYS[11]) or '0') <= HMAX then return end
+    local topic = redis.call('ZRANGE', KEYS[8], skip, skip)[1]
+    if not topic then return end
+    local key = HPREFIX .. topic
+    local head = redis.call('XRANGE', key, '-', '+', 'COUNT', FULL_EVERY + 2)
+    local cut
+    for j = 2, #head do
+      if is_base(head[j]) then cut = head[j][1] break end
+    end
+    if cut then
+      drop_before(topic, key, cut)
+    elseif #head == 0 then
+      forget(topic, key)
+    elseif #head == 1 then
+      skip = skip + 1
+    else
+      local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+      local t, rev = split_id(last[1])
+      local state = redis.call('HGET', KEYS[2], topic)
+      local current = tonumber(redis.call('HGET', KEYS[1], topic) or '0')
+      forget(topic, key)
+      if current == rev then
+        local body = state or ''
+        redis.call('XADD', key, last[1], 'k', state and 'f' or 'd', 'b', body)
+        redis.call('ZADD', KEYS[8], t, topic)
+        account(topic, #body + OVERHEAD)
+      end
+    end
+  end
+end
+-- Records one change (kind `s` set or `d` removed) for `keep` ms.
+local function record(topic, kind, rev, body, patch, time, keep)
+  local key = HPREFIX .. topic
+  rev, time, keep = tonumber(rev), tonumber(time), tonumber(keep)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  local gap = true
+  if last then
+    local lt, lr = split_id(last[1])
+    if time < lt then time = lt end
+    if time == lt and rev <= lr then time = lt + 1 end
+    gap = lr ~= rev - 1
+  end
+  local k, b = 'p', patch
+  if kind == 'd' then
+    k, b = 'd', ''
+  elseif gap or patch == '' or rev % FULL_EVERY == 0 then
+    k, b = 'f', body
+  end
+  redis.call('XADD', key, n(time) .. '-' .. n(rev), 'k', k, 'b', b)
+  if not last then redis.call('ZADD', KEYS[8], time, topic) end
+  account(topic, #b + OVERHEAD)
+  redis.call('ZADD', KEYS[9], time + keep, topic)
+  if k ~= 'p' then trim_age(topic, key, time - keep) end
+end
+";
+
+/// `script` after [`HISTORY_LUA`] and the constants it uses.
+pub(crate) fn with_history_lua(script: &str) -> String {
+    format!("local FULL_EVERY, OVERHEAD = {FULL_EVERY}, {ENTRY_OVERHEAD}\n{HISTORY_LUA}{script}")
+}
+
+/// Trims the topics whose newest change is past retention to that change's chain, then
+/// holds the bound. ARGV[1] now (Unix ms); keys and ARGV[3..4] as [`HISTORY_LUA`].
+/// Returns the bytes counted.
+pub(crate) const SWEEP_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', n(now), 'LIMIT', 0, 64)
+for _, topic in ipairs(due) do
+  trim_age(topic, HPREFIX .. topic, now)
+  redis.call('ZREM', KEYS[9], topic)
+end
+bound()
+return tonumber(redis.call('GET', KEYS[11]) or '0')
+";
+
+/// The id of a topic stream's first entry whose rev is at least ARGV[1] (`false`: none): a
+/// binary search over time, as time and rev grow together.
+pub(crate) const FIND_REV_SCRIPT: &str = r"
+local rev = tonumber(ARGV[1])
+local function split_id(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if not last then return false end
+local lo = split_id(first[1])
+local hi, last_rev = split_id(last[1])
+if last_rev < rev then return false end
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  local e = redis.call('XREVRANGE', KEYS[1], string.format('%d', mid), '-', 'COUNT', 1)[1]
+  local _, r = split_id(e[1])
+  if r >= rev then hi = mid else lo = mid + 1 end
+end
+return redis.call('XRANGE', KEYS[1], string.format('%d-%d', lo, rev), '+', 'COUNT', 1)[1][1]
+";
+
+/// One entry of a topic stream.
+struct Raw {
+    time_ms: u64,
+    rev: u64,
+    kind: u8,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn is_base(&self) -> bool {
+        self.kind == b'f' || self.kind == b'd'
+    }
+
+    fn id(&self) -> String {
+        format!("{}-{}", self.time_ms, self.rev)
+    }
+}
+
+/// An `XRANGE`/`XREVRANGE` answer as entries.
+fn raws(value: RedisValue) -> Result<Vec<Raw>, String> {
+    let items = match value {
+        RedisValue::Array(items) => items,
+        RedisValue::Nil => Vec::new(),
+        other => return Err(format!("unexpected range answer {other:?}")),
+    };
+    stream_items(items)?
+        .into_iter()
+        .map(|(id, fields)| {
+            let (time, rev) = id.split_once('-').ok_or("an entry id without '-'")?;
+            let number = |s: &str| s.parse::<u64>().map_err(|e| format!("entry id {id}: {e}"));
+            let (mut kind, mut body) = (None, Vec::new());
+            for pair in fields.chunks(2) {
+                match pair {
+                    [k, v] if k == b"k" => kind = v.first().copied(),
+                    [k, v] if k == b"b" => body.clone_from(v),
+                    _ => {}
+                }
+            }
+            Ok(Raw {
+                time_ms: number(time)?,
+                rev: number(rev)?,
+                kind: kind.ok_or_else(|| format!("entry {id} has no kind"))?,
+                body,
+            })
+        })
+        .collect()
+}
+
+/// A state rebuilt entry by entry (oldest first), from a base on.
+#[derive(Default)]
+struct Walk {
+    /// `None` until a base is applied.
+    state: Option<Option<Value>>,
+    rev: u64,
+}
+
+impl Walk {
+    /// From the newest base of `older` (oldest first) on: what the topic was after them.
+    fn from(older: &[Raw]) -> Result<Walk, String> {
+        let mut walk = Walk::default();
+        if let Some(base) = older.iter().rposition(Raw::is_base) {
+            for raw in &older[base..] {
+                walk.apply(raw)?;
+            }
+        }
+        Ok(walk)
+    }
+
+    fn apply(&mut self, raw: &Raw) -> Result<(), String> {
+        let parse = |b: &[u8]| {
+            serde_json::from_slice::<Value>(b).map_err(|e| format!("a damaged entry: {e}"))
+        };
+        match raw.kind {
+            b'f' => self.state = Some(Some(parse(&raw.body)?)),
+            b'd' => self.state = Some(None),
+            b'p' => {
+                let Some(state) = self.state.as_mut().filter(|_| raw.rev == self.rev + 1) else {
+                    return Err("the history changed while it was read; ask again".into());
+                };
+                merge::apply(state.get_or_insert(Value::Null), &parse(&raw.body)?);
+            }
+            other => return Err(format!("an entry of unknown kind {other}")),
+        }
+        self.rev = raw.rev;
+        Ok(())
+    }
+
+    /// The state now (`None`: removed).
+    fn state(&self) -> Option<&Value> {
+        self.state.as_ref().and_then(Option::as_ref)
+    }
+
+    fn serialized(&self) -> Result<Option<Vec<u8>>, String> {
+        self.state()
+            .map(|s| serde_json::to_vec(s).map_err(|e| format!("cannot serialize: {e}")))
+            .transpose()
+    }
+}
+
+/// A time as a stream id's start (`ms-0`) or end (`ms`: up to `ms-max`).
+fn ms(t: u64) -> String {
+    t.to_string()
+}
+
+impl RedisEngine {
+    fn history_key(&self, topic: &str) -> String {
+        format!("{}{topic}", self.keys.history)
+    }
+
+    /// Runs `f` on a connection of the readers' pool.
+    fn reading<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, String>,
+    ) -> Result<T, EngineError> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut connection = match pooled {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let result = f(&mut connection).map_err(|e| self.error("the history query failed", e))?;
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(connection);
+        Ok(result)
+    }
+
+    /// Entries after `after` (an id, exclusive) up to `to_ms`, at most `count`, oldest first.
+    fn range_after(
+        connection: &mut Connection,
+        key: &str,
+        after: &Raw,
+        to_ms: u64,
+        count: usize,
+    ) -> Result<Vec<Raw>, String> {
+        let value: RedisValue = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(format!("({}", after.id()))
+            .arg(ms(to_ms))
+            .arg("COUNT")
+            .arg(count)
+            .query(connection)
+            .map_err(|e| e.to_string())?;
+        raws(value)
+    }
+
+    pub(crate) fn history_changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        let key = self.history_key(query.topic);
+        self.reading(|connection| {
+            let from_ms = match query.start {
+                Start::Time(t) => t.max(query.kept_since_ms),
+                Start::Rev(_) => query.kept_since_ms,
+            };
+            let mut start = format!("{from_ms}-0");
+            if let Start::Rev(rev) = query.start {
+                let found: Option<String> = self
+                    .find_rev
+                    .key(&key)
+                    .arg(rev)
+                    .invoke(connection)
+                    .map_err(|e| e.to_string())?;
+                match found {
+                    Some(id) if later(&id, &start) => start = id,
+                    Some(_) => {}
+                    None => return Ok(Page::default()),
+                }
+            }
+            let want = query.limit.saturating_add(1);
+            let (older, first): (RedisValue, RedisValue) = redis::pipe()
+                .atomic()
+                .cmd("XREVRANGE")
+                .arg(&key)
+                .arg(format!("({start}"))
+                .arg("-")
+                .arg("COUNT")
+                .arg(FULL_EVERY)
+                .cmd("XRANGE")
+                .arg(&key)
+                .arg(&start)
+                .arg(ms(query.to_ms))
+                .arg("COUNT")
+                .arg(want.min(CHUNK))
+                .query(connection)
+                .map_err(|e| e.to_string())?;
+            let mut older = raws(older)?;
+            older.reverse();
+            let mut walk = Walk::from(&older)?;
+            let mut page = Page::default();
+            let mut chunk = raws(first)?;
+            let mut read = chunk.len();
+            loop {
+                let full = chunk.len() == want.min(CHUNK);
+                for raw in &chunk {
+                    if page.changes.len() >= query.limit {
+                        page.next_rev = Some(raw.rev);
+                        return Ok(page);
+                    }
+                    walk.apply(raw)?;
+                    page.changes.push(Change {
+                        rev: raw.rev,
+                        time_ms: raw.time_ms,
+                        state: walk.serialized()?,
+                    });
+                }
+                let Some(last) = chunk.last().filter(|_| full && read < want) else {
+                    return Ok(page);
+                };
+                chunk = Self::range_after(connection, &key, last, query.to_ms, CHUNK)?;
+                read += chunk.len();
+            }
+        })
+    }
+
+    pub(crate) fn history_state_at(&self, topic: &str, at_ms: u64) -> Result<At, EngineError> {
+        let key = self.history_key(topic);
+        self.reading(|connection| {
+            let (older, first, rev): (RedisValue, RedisValue, Option<u64>) = redis::pipe()
+                .atomic()
+                .cmd("XREVRANGE")
+                .arg(&key)
+                .arg(ms(at_ms))
+                .arg("-")
+                .arg("COUNT")
+                .arg(FULL_EVERY + 1)
+                .cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .hget(&self.keys.rev, topic)
+                .query(connection)
+                .map_err(|e| e.to_string())?;
+            let mut older = raws(older)?;
+            older.reverse();
+            let Some(in_effect) = older.last() else {
+                // Before the first change kept: before the topic existed, unless older
+                // ones were dropped or never recorded.
+                let gone = match raws(first)?.first() {
+                    Some(first) => first.rev > 1,
+                    None => rev.is_some(),
+                };
+                return Ok(if gone { At::Gone } else { At::Absent });
+            };
+            let (rev, time_ms) = (in_effect.rev, in_effect.time_ms);
+            let walk = Walk::from(&older)?;
+            if walk.state.is_none() || walk.rev != rev {
+                return Err("a damaged history: no full state in reach".into());
+            }
+            Ok(match walk.serialized()? {
+                Some(state) => At::Found(Change {
+                    rev,
+                    time_ms,
+                    state: Some(state),
+                }),
+                None => At::Absent,
+            })
+        })
+    }
+
+    pub(crate) fn history_field_points(
+        &self,
+        topic: &str,
+        pointer: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<Point>, EngineError> {
+        let key = self.history_key(topic);
+        self.reading(|connection| {
+            // Two chains back: the newest base's own value is then known to change or not.
+            let (older, first): (RedisValue, RedisValue) = redis::pipe()
+                .atomic()
+                .cmd("XREVRANGE")
+                .arg(&key)
+                .arg(ms(from_ms))
+                .arg("-")
+                .arg("COUNT")
+                .arg(2 * FULL_EVERY + 1)
+                .cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("{}-0", from_ms.saturating_add(1)))
+                .arg(ms(to_ms))
+                .arg("COUNT")
+                .arg(CHUNK)
+                .query(connection)
+                .map_err(|e| e.to_string())?;
+            let mut older = raws(older)?;
+            older.reverse();
+            let newest_base = older.iter().rposition(Raw::is_base);
+            let start = newest_base
+                .and_then(|b| older[..b].iter().rposition(Raw::is_base))
+                .or(newest_base);
+            let mut out = Vec::new();
+            let mut walk = Walk::default();
+            // The value held and since when (the last change of it before `from_ms`).
+            let mut held: Option<(u64, Option<f64>)> = None;
+            for raw in start.map_or(&[][..], |s| &older[s..]) {
+                walk.apply(raw)?;
+                let value = walk.state().and_then(|s| number_at(s, pointer));
+                if held.is_none_or(|(_, v)| !same(v, value)) {
+                    held = Some((raw.time_ms, value));
+                }
+            }
+            // A field that holds no number counts only as a change at `from_ms` itself.
+            if let Some((time_ms, value)) = held.filter(|(t, v)| v.is_some() || *t >= from_ms) {
+                out.push(Point { time_ms, value });
+            }
+            let mut value = held.and_then(|(_, v)| v);
+            let mut chunk = raws(first)?;
+            loop {
+                for raw in &chunk {
+                    walk.apply(raw)?;
+                    let now = walk.state().and_then(|s| number_at(s, pointer));
+                    if !same(value, now) {
+                        out.push(Point {
+                            time_ms: raw.time_ms,
+                            value: now,
+                        });
+                        value = now;
+                    }
+                }
+                let Some(last) = chunk.last().filter(|_| chunk.len() == CHUNK) else {
+                    return Ok(out);
+                };
+                chunk = Self::range_after(connection, &key, last, to_ms, CHUNK)?;
+            }
+        })
+    }
+
+    /// Trims idle topics and holds the bound ([`SWEEP_SCRIPT`]); returns the bytes counted.
+    pub(crate) fn history_sweep(&self, connection: &mut Connection) -> Result<u64, EngineError> {
+        let mut invocation = self.sweep.prepare_invoke();
+        self.history_keys(&mut invocation);
+        invocation
+            .arg(crate::unix_ms())
+            .arg("")
+            .arg(&self.keys.history)
+            .arg(self.config.history_max_bytes);
+        invocation
+            .invoke(connection)
+            .map_err(|e| self.error("the history sweep failed", e))
+    }
+
+    /// The eleven keys both scripts take (see [`HISTORY_LUA`]).
+    pub(crate) fn history_keys(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        let k = &self.keys;
+        for key in [
+            &k.rev, &k.state, &k.seq, &k.counter, &k.log, &k.epoch, &k.time, &k.hfirst, &k.hexp,
+            &k.hsize, &k.htotal,
+        ] {
+            invocation.key(key);
+        }
+    }
+}
+
+/// Whether two values a field held are the same (bit for bit, as the embedded store
+/// compares them).
+fn same(a: Option<f64>, b: Option<f64>) -> bool {
+    a.map(f64::to_bits) == b.map(f64::to_bits)
+}
+
+/// Whether stream id `a` comes after `b` (both `ms-seq`).
+fn later(a: &str, b: &str) -> bool {
+    let parse = |id: &str| {
+        id.split_once('-')
+            .and_then(|(m, s)| Some((m.parse::<u64>().ok()?, s.parse::<u64>().ok()?)))
+    };
+    parse(a) > parse(b)
+}
