@@ -11,41 +11,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-/// A `statecast.toml` in a new directory; returns both.
-fn config(toml: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("statecast.toml");
-    std::fs::write(&path, toml).unwrap();
-    let path = path.to_string_lossy().into_owned();
-    (dir, path)
-}
-
-async fn history(server: &Server, query: &str) -> Value {
-    let r = server.get(&format!("/api/history/{query}")).await;
-    assert_eq!(r.status, 200, "{query}: {}", r.text);
-    r.json()
-}
-
-/// Every change of a topic, following `next` with pages of `limit`.
-async fn all_changes(server: &Server, topic: &str, limit: usize) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut from = String::new();
-    loop {
-        let page = history(server, &format!("{topic}?limit={limit}{from}")).await;
-        out.extend(page["changes"].as_array().unwrap().iter().cloned());
-        match page["next"].as_str() {
-            Some(next) => from = format!("&from={next}"),
-            None => return out,
-        }
-    }
-}
-
-/// Parses an answer's RFC 3339 time into Unix ms.
-fn unix_ms(time: &Value) -> u64 {
-    let t = humantime::parse_rfc3339(time.as_str().expect("a time")).expect("RFC 3339");
-    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_recorded_with_rev_and_time_in_order_across_a_restart_and_kill_9() {
     let mut server = Server::start(&[]);
@@ -186,50 +151,6 @@ async fn fields_reduce_each_state_to_the_pointers_asked_for() {
     );
 }
 
-/// What a series must be, computed millisecond by millisecond from the recorded changes
-/// (`(time, value)`, `None` where the field held no number): independent of the hub's
-/// interval arithmetic.
-fn brute_force_series(changes: &[(u64, Option<f64>)], from: u64, to: u64, step: u64) -> Vec<Value> {
-    let value_at = |t: u64| -> Option<f64> {
-        changes
-            .iter()
-            .rev()
-            .find(|(time, _)| *time <= t)
-            .and_then(|(_, v)| *v)
-    };
-    let mut out = Vec::new();
-    let mut start = from;
-    while start < to {
-        let end = (start + step).min(to);
-        let held: Vec<f64> = (start..end).filter_map(value_at).collect();
-        let set: Vec<f64> = changes
-            .iter()
-            .filter(|(t, _)| (start..end).contains(t))
-            .filter_map(|(_, v)| *v)
-            .collect();
-        let all: Vec<f64> = held.iter().chain(&set).copied().collect();
-        if !all.is_empty() {
-            let min = all.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let avg = if held.is_empty() {
-                set.iter().sum::<f64>() / set.len() as f64
-            } else {
-                held.iter().sum::<f64>() / held.len() as f64
-            };
-            let last = value_at(end - 1)
-                .or(set.last().copied())
-                .or(held.last().copied());
-            let changes_in = changes
-                .iter()
-                .filter(|(t, _)| (start..end).contains(t))
-                .count();
-            out.push(json!({"t": start, "min": min, "max": max, "avg": avg, "last": last, "changes": changes_in}));
-        }
-        start = end;
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_series_is_the_level_held_step_by_step() {
     let server = Server::start(&[]);
@@ -304,7 +225,7 @@ async fn a_series_is_the_level_held_step_by_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_at_a_past_moment() {
-    let (_dir, config) = config(
+    let (_dir, config) = config_file(
         r#"
         [[topics]]
         match = "short/+"
@@ -354,7 +275,7 @@ async fn the_state_at_a_past_moment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_changes_older_than_the_policy_keeps() {
-    let (_dir, config) = config(
+    let (_dir, config) = config_file(
         r#"
         [[topics]]
         match = "short/+"
@@ -430,7 +351,7 @@ async fn over_history_max_bytes_the_oldest_changes_go_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_may_not_read_a_topic_may_not_read_its_history() {
-    let (_dir, config) = config(
+    let (_dir, config) = config_file(
         r##"
         [[auth.keys]]
         name = "admin"

@@ -21,8 +21,9 @@
 //! Retention is trimmed by `XTRIM MINID`, exactly, to a base: each time a topic writes a
 //! base the script keeps its newest change at or before `time - keep` (what the topic was
 //! at the cut-off) with the base it builds on, and drops what is older; a topic no longer
-//! written is trimmed the same way by [`SWEEP_SCRIPT`] once its newest change is past
-//! retention (every hub runs it from its follow thread, at most every [`SWEEP_EVERY`]).
+//! written is cut to its newest change alone, rewritten as a full state from the state
+//! the topic holds, by [`SWEEP_SCRIPT`] once that change is past retention (every hub
+//! runs it from its follow thread, at most every [`SWEEP_EVERY`]).
 //! So up to [`FULL_EVERY`] changes past retention may stay a while; the queries never
 //! answer them (the hub asks from `now - keep` on).
 //!
@@ -95,6 +96,22 @@ local function forget(topic, key)
   redis.call('DEL', key)
   redis.call('ZREM', KEYS[8], topic)
 end
+-- Keeps of the topic's history only its newest change, as a full state (from the state it
+-- holds, when that is still the newest change's); nothing if that is not known.
+local function compact(topic, key)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  if not last then return forget(topic, key) end
+  local t, rev = split_id(last[1])
+  local state = redis.call('HGET', KEYS[2], topic)
+  local current = tonumber(redis.call('HGET', KEYS[1], topic) or '0')
+  forget(topic, key)
+  if current == rev then
+    local body = state or ''
+    redis.call('XADD', key, last[1], 'k', state and 'f' or 'd', 'b', body)
+    redis.call('ZADD', KEYS[8], t, topic)
+    account(topic, #body + OVERHEAD)
+  end
+end
 -- Over the bound: the oldest topic's oldest chain goes; one with a single chain keeps its
 -- newest change only, as a full state.
 local function bound()
@@ -116,17 +133,7 @@ local function bound()
     elseif #head == 1 then
       skip = skip + 1
     else
-      local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
-      local t, rev = split_id(last[1])
-      local state = redis.call('HGET', KEYS[2], topic)
-      local current = tonumber(redis.call('HGET', KEYS[1], topic) or '0')
-      forget(topic, key)
-      if current == rev then
-        local body = state or ''
-        redis.call('XADD', key, last[1], 'k', state and 'f' or 'd', 'b', body)
-        redis.call('ZADD', KEYS[8], t, topic)
-        account(topic, #body + OVERHEAD)
-      end
+      compact(topic, key)
     end
   end
 end
@@ -161,14 +168,15 @@ pub(crate) fn with_history_lua(script: &str) -> String {
     format!("local FULL_EVERY, OVERHEAD = {FULL_EVERY}, {ENTRY_OVERHEAD}\n{HISTORY_LUA}{script}")
 }
 
-/// Trims the topics whose newest change is past retention to that change's chain, then
-/// holds the bound. ARGV[1] now (Unix ms); keys and ARGV[3..4] as [`HISTORY_LUA`].
+/// Compacts the topics whose newest change is past retention to that change alone (a full
+/// state), then holds the bound. ARGV[1] now (Unix ms); keys and ARGV[3..4] as [`HISTORY_LUA`].
 /// Returns the bytes counted.
 pub(crate) const SWEEP_SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', n(now), 'LIMIT', 0, 64)
 for _, topic in ipairs(due) do
-  trim_age(topic, HPREFIX .. topic, now)
+  local key = HPREFIX .. topic
+  if redis.call('XLEN', key) > 1 then compact(topic, key) end
   redis.call('ZREM', KEYS[9], topic)
 end
 bound()

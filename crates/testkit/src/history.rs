@@ -1,0 +1,90 @@
+//! The history's REST answers, read the same way by the single-hub and the cluster tests:
+//! a config file with `[[topics]]` policies, every change of a topic page by page, times
+//! as Unix ms, and what a `series` must be, computed independently of the hub.
+
+use crate::hub::Server;
+use serde_json::{Value, json};
+
+/// A `statecast.toml` in a new directory; returns both.
+pub fn config_file(toml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("statecast.toml");
+    std::fs::write(&path, toml).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    (dir, path)
+}
+
+pub async fn history(server: &Server, query: &str) -> Value {
+    let r = server.get(&format!("/api/history/{query}")).await;
+    assert_eq!(r.status, 200, "{query}: {}", r.text);
+    r.json()
+}
+
+/// Every change of a topic, following `next` with pages of `limit`.
+pub async fn all_changes(server: &Server, topic: &str, limit: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut from = String::new();
+    loop {
+        let page = history(server, &format!("{topic}?limit={limit}{from}")).await;
+        out.extend(page["changes"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => from = format!("&from={next}"),
+            None => return out,
+        }
+    }
+}
+
+/// Parses an answer's RFC 3339 time into Unix ms.
+pub fn unix_ms(time: &Value) -> u64 {
+    let t = humantime::parse_rfc3339(time.as_str().expect("a time")).expect("RFC 3339");
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// What a series must be, computed millisecond by millisecond from the recorded changes
+/// (`(time, value)`, `None` where the field held no number): independent of the hub's
+/// interval arithmetic.
+pub fn brute_force_series(
+    changes: &[(u64, Option<f64>)],
+    from: u64,
+    to: u64,
+    step: u64,
+) -> Vec<Value> {
+    let value_at = |t: u64| -> Option<f64> {
+        changes
+            .iter()
+            .rev()
+            .find(|(time, _)| *time <= t)
+            .and_then(|(_, v)| *v)
+    };
+    let mut out = Vec::new();
+    let mut start = from;
+    while start < to {
+        let end = (start + step).min(to);
+        let held: Vec<f64> = (start..end).filter_map(value_at).collect();
+        let set: Vec<f64> = changes
+            .iter()
+            .filter(|(t, _)| (start..end).contains(t))
+            .filter_map(|(_, v)| *v)
+            .collect();
+        let all: Vec<f64> = held.iter().chain(&set).copied().collect();
+        if !all.is_empty() {
+            let min = all.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let avg = if held.is_empty() {
+                set.iter().sum::<f64>() / set.len() as f64
+            } else {
+                held.iter().sum::<f64>() / held.len() as f64
+            };
+            let last = value_at(end - 1)
+                .or(set.last().copied())
+                .or(held.last().copied());
+            let changes_in = changes
+                .iter()
+                .filter(|(t, _)| (start..end).contains(t))
+                .count();
+            out.push(json!({"t": start, "min": min, "max": max, "avg": avg, "last": last, "changes": changes_in}));
+        }
+        start = end;
+    }
+    out
+}
