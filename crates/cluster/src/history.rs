@@ -374,23 +374,26 @@ impl RedisEngine {
                 }
             }
             let want = query.limit.saturating_add(1);
-            let (older, first): (RedisValue, RedisValue) = redis::pipe()
-                .atomic()
-                .cmd("XREVRANGE")
-                .arg(&key)
-                .arg(format!("({start}"))
-                .arg("-")
-                .arg("COUNT")
-                .arg(FULL_EVERY)
-                .cmd("XRANGE")
+            // The entries before the start (none before `0-0`), for the state there.
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            if start != "0-0" {
+                pipe.cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg(format!("({start}"))
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(FULL_EVERY);
+            }
+            pipe.cmd("XRANGE")
                 .arg(&key)
                 .arg(&start)
                 .arg(ms(query.to_ms))
                 .arg("COUNT")
-                .arg(want.min(CHUNK))
-                .query(connection)
-                .map_err(|e| e.to_string())?;
-            let mut older = raws(older)?;
+                .arg(want.min(CHUNK));
+            let mut answers: Vec<RedisValue> = pipe.query(connection).map_err(|e| e.to_string())?;
+            let first = answers.pop().unwrap_or(RedisValue::Nil);
+            let mut older = raws(answers.pop().unwrap_or(RedisValue::Nil))?;
             older.reverse();
             let mut walk = Walk::from(&older)?;
             let mut page = Page::default();
