@@ -49,7 +49,7 @@ use crate::{RedisEngine, stream_items};
 pub(crate) const FULL_EVERY: u64 = 64;
 /// What one stream entry costs beyond its body, for `history_max_bytes`: measured with
 /// `MEMORY USAGE` on streams of 100,000 patches (docs/history.md).
-pub(crate) const ENTRY_OVERHEAD: u64 = 12;
+pub(crate) const ENTRY_OVERHEAD: u64 = 21;
 /// How often a hub sweeps topics no longer written.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Entries one read takes at most.
@@ -305,6 +305,86 @@ impl Walk {
     }
 }
 
+/// One field's value entry by entry (oldest first), from a base on, without rebuilding
+/// the states: a patch sets the field, removes it or leaves it (most patches do not name
+/// it, and are not even parsed), and only full states are read whole.
+struct FieldWalk<'p> {
+    pointer: &'p str,
+    /// The pointer's keys, unescaped (RFC 6901).
+    keys: Vec<String>,
+    /// The first key as the hub writes it in JSON: a patch without these bytes leaves the
+    /// field as it was.
+    first: Option<Vec<u8>>,
+    /// `None` until a base is applied.
+    value: Option<Option<f64>>,
+    rev: u64,
+}
+
+impl<'p> FieldWalk<'p> {
+    fn new(pointer: &'p str) -> FieldWalk<'p> {
+        let keys: Vec<String> = pointer
+            .split('/')
+            .skip(1)
+            .map(|k| k.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        let first = keys.first().and_then(|k| serde_json::to_vec(k).ok());
+        FieldWalk {
+            pointer,
+            keys,
+            first,
+            value: None,
+            rev: 0,
+        }
+    }
+
+    /// The field's number after `raw`.
+    fn apply(&mut self, raw: &Raw) -> Result<Option<f64>, String> {
+        let parse = |b: &[u8]| {
+            serde_json::from_slice::<Value>(b).map_err(|e| format!("a damaged entry: {e}"))
+        };
+        let value = match raw.kind {
+            b'f' => number_at(&parse(&raw.body)?, self.pointer),
+            b'd' => None,
+            b'p' => {
+                let Some(current) = self.value.filter(|_| raw.rev == self.rev + 1) else {
+                    return Err("the history changed while it was read; ask again".into());
+                };
+                let named = self
+                    .first
+                    .as_ref()
+                    .is_none_or(|k| raw.body.windows(k.len()).any(|w| w == k.as_slice()));
+                if named {
+                    patched(current, &parse(&raw.body)?, &self.keys)
+                } else {
+                    current
+                }
+            }
+            other => return Err(format!("an entry of unknown kind {other}")),
+        };
+        self.value = Some(value);
+        self.rev = raw.rev;
+        Ok(value)
+    }
+}
+
+/// The number at `keys` after merging `patch` (RFC 7396) into a state where it was
+/// `current`: as [`number_at`] reads the merged state.
+fn patched(current: Option<f64>, patch: &Value, keys: &[String]) -> Option<f64> {
+    let mut at = patch;
+    for key in keys {
+        match at {
+            Value::Object(map) => match map.get(key) {
+                Some(v) => at = v,
+                None => return current,
+            },
+            // Anything but an object replaces what was there, the field with it.
+            _ => return None,
+        }
+    }
+    // What the field is set to (an object merged there is no number either).
+    at.as_f64().filter(|v| v.is_finite())
+}
+
 /// A time as a stream id's start (`ms-0`) or end (`ms`: up to `ms-max`).
 fn ms(t: u64) -> String {
     t.to_string()
@@ -502,12 +582,11 @@ impl RedisEngine {
                 .and_then(|b| older[..b].iter().rposition(Raw::is_base))
                 .or(newest_base);
             let mut out = Vec::new();
-            let mut walk = Walk::default();
+            let mut walk = FieldWalk::new(pointer);
             // The value held and since when (the last change of it before `from_ms`).
             let mut held: Option<(u64, Option<f64>)> = None;
             for raw in start.map_or(&[][..], |s| &older[s..]) {
-                walk.apply(raw)?;
-                let value = walk.state().and_then(|s| number_at(s, pointer));
+                let value = walk.apply(raw)?;
                 if held.is_none_or(|(_, v)| !same(v, value)) {
                     held = Some((raw.time_ms, value));
                 }
@@ -520,8 +599,7 @@ impl RedisEngine {
             let mut chunk = raws(first)?;
             loop {
                 for raw in &chunk {
-                    walk.apply(raw)?;
-                    let now = walk.state().and_then(|s| number_at(s, pointer));
+                    let now = walk.apply(raw)?;
                     if !same(value, now) {
                         out.push(Point {
                             time_ms: raw.time_ms,
@@ -577,4 +655,46 @@ fn later(a: &str, b: &str) -> bool {
             .and_then(|(m, s)| Some((m.parse::<u64>().ok()?, s.parse::<u64>().ok()?)))
     };
     parse(a) > parse(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `patched` reads what merging and then reading the state would.
+    #[test]
+    fn a_patch_read_at_a_pointer_is_the_merged_state_read_there() {
+        let states = [
+            json!({"rf": {"level": -40, "q": 1}, "battery": 80}),
+            json!({"rf": 5, "battery": "low"}),
+            json!({"a/b": {"c~": 1}}),
+            json!(7),
+        ];
+        let patches = [
+            json!({"battery": 79}),
+            json!({"rf": {"level": -41}}),
+            json!({"rf": {"q": 2}}),
+            json!({"rf": null}),
+            json!({"rf": 3}),
+            json!({"rf": {"level": {"x": 1}}}),
+            json!({"a/b": {"c~": 2.5}}),
+            json!(12),
+            serde_json::from_str(r#"{"battery": 1e400}"#).expect("JSON"),
+        ];
+        for state in &states {
+            for patch in &patches {
+                for pointer in ["/rf/level", "/battery", "/a~1b/c~0", "", "/rf"] {
+                    let mut merged = state.clone();
+                    merge::apply(&mut merged, patch);
+                    let keys = FieldWalk::new(pointer).keys;
+                    assert_eq!(
+                        patched(number_at(state, pointer), patch, &keys),
+                        number_at(&merged, pointer),
+                        "{state} + {patch} at {pointer:?}"
+                    );
+                }
+            }
+        }
+    }
 }

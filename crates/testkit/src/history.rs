@@ -88,3 +88,27 @@ pub fn brute_force_series(
     }
     out
 }
+
+/// Checks a `series` answer's points against what [`brute_force_series`] computed: the
+/// same steps, changes and figures (to 1e-9).
+pub fn assert_same_series(got: &[Value], expected: &[Value]) {
+    assert_eq!(got.len(), expected.len(), "{got:?}\n{expected:?}");
+    for (g, e) in got.iter().zip(expected) {
+        assert_eq!(g["t"], e["t"]);
+        assert_eq!(g["changes"], e["changes"], "{g} {e}");
+        for k in ["min", "max", "avg", "last"] {
+            let (g, e) = (g[k].as_f64().unwrap(), e[k].as_f64().unwrap());
+            assert!((g - e).abs() < 1e-9, "{k}: {g} != {e}");
+        }
+    }
+}
+
+/// The `state` of each change of a history answer.
+pub fn states(answer: &Value) -> Vec<Value> {
+    answer["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| c["state"].clone())
+        .collect()
+}

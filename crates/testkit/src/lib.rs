@@ -45,7 +45,9 @@ mod ws;
 
 pub use disk::{Tmpfs, fill_disk, is_root};
 pub use follow::Follower;
-pub use history::{all_changes, brute_force_series, config_file, history, unix_ms};
+pub use history::{
+    all_changes, assert_same_series, brute_force_series, config_file, history, states, unix_ms,
+};
 pub use homeassistant::HomeAssistant;
 pub use http::{Resp, http_client, untimed};
 pub use hub::{Server, metric_value};
