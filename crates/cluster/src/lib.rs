@@ -631,8 +631,11 @@ fn parse_xread(value: RedisValue) -> Result<Vec<(String, Entry)>, String> {
     Ok(out)
 }
 
+/// A stream entry's id and its fields and values, in turn.
+pub(crate) type Item = (String, Vec<Vec<u8>>);
+
 /// A stream range's entries (`[[id, [field, value, ...]], ...]`) as ids and fields.
-pub(crate) fn stream_items(items: Vec<RedisValue>) -> Result<Vec<(String, Vec<Vec<u8>>)>, String> {
+pub(crate) fn stream_items(items: Vec<RedisValue>) -> Result<Vec<Item>, String> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let RedisValue::Array(mut parts) = item else {
