@@ -2,7 +2,8 @@
 //! answered identically by every other, a hub started after the writes included (changes
 //! with paging, `fields`, `series`, `?at=`); retention drops old changes (from Redis too);
 //! `history_max_bytes` drops the oldest first; 404 before creation and after removal, 410
-//! older than retention; a reader that may not read a topic gets 403 from any hub.
+//! older than retention, 400 for bad parameters; a reader that may not read a topic gets
+//! 403 from any hub.
 //!
 //! Each test has a key prefix of its own on the shared Redis (127.0.0.1:6379), deleted at
 //! the end; times are the hubs' own, read back from the history.
@@ -181,6 +182,10 @@ async fn retention_drops_old_changes_and_old_moments_are_gone() {
     a.put("/api/state/none/a", &json!({"v": 1})).await;
     let none = b.get("/api/history/none/a").await;
     assert_eq!(none.status, 404, "{}", none.text);
+    for query in ["short/a?limit=0", "short/a?field=/v&step=1ms&from=0"] {
+        let bad = b.get(&format!("/api/history/{query}")).await;
+        assert_eq!(bad.status, 400, "{query}: {}", bad.text);
+    }
 
     // Past retention, the changes go from the answers, and from Redis: the sweep keeps
     // only the newest change of a topic no longer written (what it is now).

@@ -349,10 +349,12 @@ impl<'p> FieldWalk<'p> {
                 let Some(current) = self.value.filter(|_| raw.rev == self.rev + 1) else {
                     return Err("the history changed while it was read; ask again".into());
                 };
-                let named = self
-                    .first
-                    .as_ref()
-                    .is_none_or(|k| raw.body.windows(k.len()).any(|w| w == k.as_slice()));
+                // A patch that is not an object replaces the whole state.
+                let named = raw.body.first() != Some(&b'{')
+                    || self
+                        .first
+                        .as_ref()
+                        .is_none_or(|k| raw.body.windows(k.len()).any(|w| w == k.as_slice()));
                 if named {
                     patched(current, &parse(&raw.body)?, &self.keys)
                 } else {

@@ -16,7 +16,7 @@
 //! from the stored state.
 //!
 //! The same script records each change of a topic that keeps history in the topic's own
-//! stream, which every hub answers history queries from ([`history`]).
+//! stream, which every hub answers history queries from (`history.rs`).
 //!
 //! # Keys
 //! All keys share the hash tag `{<prefix>}` (one Redis Cluster slot, so the script may
@@ -25,10 +25,10 @@
 //! the stream; `:epoch` names this data's history; `:nodes` holds each hub's presence and
 //! `:routes` the command targets each hub owns (see [`relay`]); `:writable` is written (and
 //! expires) when a hub whose append failed checks that Redis takes writes again; `:h:<topic>`,
-//! `:hfirst`, `:hexp`, `:hsize` and `:htotal` are the recorded history (see [`history`]; the
+//! `:hfirst`, `:hexp`, `:hsize` and `:htotal` are the recorded history (see `history.rs`; the
 //! per-topic streams are named by the scripts, not passed as keys, and share the hash tag).
 
-pub mod history;
+mod history;
 pub mod relay;
 
 use std::collections::HashMap;
@@ -55,7 +55,7 @@ pub struct ClusterConfig {
     /// Entries the stream keeps (about): how far behind a hub may fall and still catch up
     /// without a resync, and how much history a starting hub finds.
     pub stream_len: u64,
-    /// Bytes the recorded history of all topics may hold, about (see [`history`]).
+    /// Bytes the recorded history of all topics may hold, about (see `history.rs`).
     pub history_max_bytes: u64,
 }
 
