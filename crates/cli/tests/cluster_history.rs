@@ -182,7 +182,7 @@ async fn retention_drops_old_changes_and_old_moments_are_gone() {
     a.put("/api/state/none/a", &json!({"v": 1})).await;
     let none = b.get("/api/history/none/a").await;
     assert_eq!(none.status, 404, "{}", none.text);
-    for query in ["short/a?limit=0", "short/a?field=/v&step=1ms&from=0"] {
+    for query in ["short/a?limit=0", "mics/a?field=/v&step=1ms&from=0"] {
         let bad = b.get(&format!("/api/history/{query}")).await;
         assert_eq!(bad.status, 400, "{query}: {}", bad.text);
     }
