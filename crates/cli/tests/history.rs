@@ -295,86 +295,17 @@ async fn retention_drops_changes_older_than_the_policy_keeps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_history_max_bytes_the_oldest_changes_go_first() {
     let server = Server::start(&["--history-max-bytes", "60000"]);
-    let filler = "x".repeat(200);
-    for i in 0..150 {
-        server
-            .put(
-                "/api/state/old/a",
-                &json!({"i": i, "filler": format!("{filler}{i}")}),
-            )
-            .await;
-    }
-    for i in 0..150 {
-        server
-            .put(
-                "/api/state/new/b",
-                &json!({"i": i, "filler": format!("{filler}{i}")}),
-            )
-            .await;
-    }
-    let old = all_changes(&server, "old/a", 1000).await;
-    let new = all_changes(&server, "new/b", 1000).await;
-    assert!(
-        old.len() < 150,
-        "the older topic lost its oldest changes: {}",
-        old.len()
-    );
-    assert_eq!(old.last().unwrap()["rev"], 150, "its newest stays");
-    assert_eq!(new.len(), 150, "the newer topic kept all");
+    write_old_then_new(&server, &server).await;
     // What the history holds stays at the bound: dropping runs in the same commit as the
     // additions (a block of field points may stay over it until its next block starts).
-    let held = server.metric("statecast_history_bytes").await;
-    assert!(
-        held > 0.0 && held <= 60_000.0 + 4096.0,
-        "statecast_history_bytes {held}"
-    );
-    let first_kept = unix_ms(&old[0]["time"]);
-    let gone = server
-        .get(&format!("/api/state/old/a?at={}", first_kept - 1))
-        .await;
-    assert_eq!(gone.status, 410, "{}", gone.text);
+    assert_oldest_went_first(&server, 60_000.0 + 4096.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_may_not_read_a_topic_may_not_read_its_history() {
-    let (_dir, config) = config_file(
-        r##"
-        [[auth.keys]]
-        name = "admin"
-        key = "admin-key-0123456789"
-        read = ["#"]
-        write = ["#"]
-        [[auth.keys]]
-        name = "dash"
-        key = "dash-key-0123456789"
-        read = ["public/#"]
-        "##,
-    );
+    let (_dir, config) = config_file(TWO_KEYS);
     let server = Server::start(&["--config", &config]);
-    let put = server
-        .send(
-            http_client()
-                .put(server.url("/api/state/secret/x"))
-                .bearer_auth("admin-key-0123456789")
-                .json(&json!({"v": 1})),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.text);
-    for path in [
-        "/api/history/secret/x",
-        "/api/history/secret/x?field=/v&step=1s",
-        "/api/state/secret/x?at=-1s",
-    ] {
-        let r = server
-            .send(
-                http_client()
-                    .get(server.url(path))
-                    .bearer_auth("dash-key-0123456789"),
-            )
-            .await;
-        assert_eq!(r.status, 403, "{path}: {}", r.text);
-        assert_eq!(r.json()["error"]["code"], "forbidden");
-    }
+    assert_history_forbidden(&server, &server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! a config file with `[[topics]]` policies, every change of a topic page by page, times
 //! as Unix ms, and what a `series` must be, computed independently of the hub.
 
+use crate::http::http_client;
 use crate::hub::Server;
 use serde_json::{Value, json};
 
@@ -111,4 +112,89 @@ pub fn states(answer: &Value) -> Vec<Value> {
         .iter()
         .map(|c| c["state"].clone())
         .collect()
+}
+
+/// Two API keys: `admin` ([`ADMIN_KEY`]) reads and writes everything, `dash`
+/// ([`DASH_KEY`]) reads only `public/#`. A config file's text.
+pub const TWO_KEYS: &str = r##"
+[[auth.keys]]
+name = "admin"
+key = "admin-key-0123456789"
+read = ["#"]
+write = ["#"]
+[[auth.keys]]
+name = "dash"
+key = "dash-key-0123456789"
+read = ["public/#"]
+"##;
+pub const ADMIN_KEY: &str = "admin-key-0123456789";
+pub const DASH_KEY: &str = "dash-key-0123456789";
+
+/// Writes `secret/x` through `writer` as `admin`, then checks that `dash` gets 403
+/// `forbidden` from `reader` for the topic's changes, series and `?at=` (both hubs run
+/// with [`TWO_KEYS`]; they may be the same).
+pub async fn assert_history_forbidden(writer: &Server, reader: &Server) {
+    let put = writer
+        .send(
+            http_client()
+                .put(writer.url("/api/state/secret/x"))
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({"v": 1})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    for path in [
+        "/api/history/secret/x",
+        "/api/history/secret/x?field=/v&step=1s",
+        "/api/state/secret/x?at=-1s",
+    ] {
+        let r = reader
+            .send(http_client().get(reader.url(path)).bearer_auth(DASH_KEY))
+            .await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text);
+        assert_eq!(r.json()["error"]["code"], "forbidden");
+    }
+}
+
+/// Writes 150 changes of about 230 bytes each to `old/a` through `first`, then as many to
+/// `new/b` through `second` (the same hub or two of a cluster).
+pub async fn write_old_then_new(first: &Server, second: &Server) {
+    let filler = "x".repeat(200);
+    for (topic, hub) in [("old/a", first), ("new/b", second)] {
+        for i in 0..150 {
+            let r = hub
+                .put(
+                    &format!("/api/state/{topic}"),
+                    &json!({"i": i, "filler": format!("{filler}{i}")}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    }
+}
+
+/// After [`write_old_then_new`] over a bound too small for both: `old/a` lost its oldest
+/// changes, never its newest, `new/b` kept all, `statecast_history_bytes` is within
+/// `held_at_most`, and a moment before what `old/a` kept is 410. Returns `old/a`'s changes.
+pub async fn assert_oldest_went_first(server: &Server, held_at_most: f64) -> Vec<Value> {
+    let old = all_changes(server, "old/a", 1000).await;
+    let new = all_changes(server, "new/b", 1000).await;
+    assert!(
+        old.len() < 150,
+        "the older topic lost its oldest changes: {}",
+        old.len()
+    );
+    assert_eq!(old.last().unwrap()["rev"], 150, "its newest stays");
+    assert_eq!(new.len(), 150, "the newer topic kept all");
+    let held = server.metric("statecast_history_bytes").await;
+    assert!(
+        held > 0.0 && held <= held_at_most,
+        "statecast_history_bytes {held}"
+    );
+    let first_kept = unix_ms(&old[0]["time"]);
+    let gone = server
+        .get(&format!("/api/state/old/a?at={}", first_kept - 1))
+        .await;
+    assert_eq!(gone.status, 410, "{}", gone.text);
+    old
 }
