@@ -198,3 +198,21 @@ pub async fn assert_oldest_went_first(server: &Server, held_at_most: f64) -> Vec
     assert_eq!(gone.status, 410, "{}", gone.text);
     old
 }
+
+/// Checks that `changes` are revs 1, 2, ... in time order, each with the state in
+/// `expected` (the `removed_at`-th a removal instead).
+pub fn assert_recorded(changes: &[Value], expected: &[Value], removed_at: Option<usize>) {
+    let mut last_time = 0;
+    for (i, change) in changes.iter().enumerate() {
+        assert_eq!(change["rev"], json!(i + 1), "{change}");
+        let time = unix_ms(&change["time"]);
+        assert!(time >= last_time, "times in order: {change}");
+        last_time = time;
+        if Some(i) == removed_at {
+            assert_eq!(change["removed"], true, "{change}");
+            assert!(change.get("state").is_none(), "{change}");
+        } else {
+            assert_eq!(change["state"], expected[i], "rev {}", i + 1);
+        }
+    }
+}

@@ -47,7 +47,7 @@ pub use disk::{Tmpfs, fill_disk, is_root};
 pub use follow::Follower;
 pub use history::{
     ADMIN_KEY, DASH_KEY, TWO_KEYS, all_changes, assert_history_forbidden, assert_oldest_went_first,
-    assert_same_series, brute_force_series, config_file, history, states, unix_ms,
+    assert_recorded, assert_same_series, brute_force_series, config_file, history, states, unix_ms,
     write_old_then_new,
 };
 pub use homeassistant::HomeAssistant;
