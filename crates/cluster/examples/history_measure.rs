@@ -122,7 +122,7 @@ fn main() {
     let bodies: u64 = redis::cmd("EVAL")
         .arg(
             "local n = 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do \
-             n = n + #e[2][4] end return n",
+             n = n + #e[2][2] - 1 end return n",
         )
         .arg(1)
         .arg(&key)
@@ -143,10 +143,8 @@ fn main() {
             pipe.cmd("XADD")
                 .arg(&full)
                 .arg(format!("{}-{}", c.time_ms, c.rev))
-                .arg("k")
-                .arg("f")
-                .arg("b")
-                .arg(&c.state)
+                .arg("e")
+                .arg(format!("f{}", c.state))
                 .ignore();
         }
         let _: () = pipe.query(&mut redis).expect("XADD");
