@@ -1,6 +1,13 @@
 //! statecast's cluster engine: several hubs share one Redis. Each keeps a local cache and
-//! fans out to its own clients; Redis holds the state, revs, tombstones and recent history,
-//! and orders every change.
+//! fans out to its own clients; Redis holds the state, revs, tombstones, the recent log
+//! that resumes clients and the recorded history that answers queries about the past, and
+//! orders every change.
+//!
+//! # Layout
+//! - `lib.rs`: [`RedisEngine`], the [`SharedLog`]: loading, the append script, following.
+//! - `history.rs`: the recorded history: its Lua (recording, retention, the byte bound)
+//!   and the three queries.
+//! - `relay.rs`: commands across hubs.
 //!
 //! # How a change travels
 //! A hub appends a batch of changes with one Lua script ([`RedisEngine`]'s
