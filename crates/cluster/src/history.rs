@@ -67,12 +67,22 @@ local function split_id(id)
   return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
 end
 local function is_base(e) local k = string.sub(e[2][2], 1, 1) return k == 'f' or k == 'd' end
+-- Counts and expiries are gathered in the script and written once per topic (`flush`),
+-- and each topic's newest entry is remembered: fewer commands per change.
+local sizes, expiries, total, newest = {}, {}, 0, {}
 local function account(topic, delta)
-  redis.call('HINCRBY', KEYS[10], topic, delta)
-  redis.call('INCRBY', KEYS[11], delta)
+  sizes[topic] = (sizes[topic] or 0) + delta
+  total = total + delta
+end
+local function flush()
+  for topic, delta in pairs(sizes) do redis.call('HINCRBY', KEYS[10], topic, delta) end
+  if total ~= 0 then redis.call('INCRBY', KEYS[11], total) end
+  for topic, at in pairs(expiries) do redis.call('ZADD', KEYS[9], at, topic) end
+  sizes, expiries, total = {}, {}, 0
 end
 -- Drops the entries before `id` (an entry); they count the topic's average each.
 local function drop_before(topic, key, id)
+  flush()
   local len = redis.call('XLEN', key)
   local gone = redis.call('XTRIM', key, 'MINID', id)
   if gone > 0 then
@@ -91,6 +101,8 @@ local function trim_age(topic, key, cutoff)
   end
 end
 local function forget(topic, key)
+  flush()
+  newest[topic] = nil
   local size = tonumber(redis.call('HGET', KEYS[10], topic) or '0')
   redis.call('INCRBY', KEYS[11], -size)
   redis.call('HDEL', KEYS[10], topic)
@@ -118,6 +130,7 @@ end
 local function bound()
   local skip = 0
   for _ = 1, 64 do
+    flush()
     if tonumber(redis.call('GET', KEYS[11]) or '0') <= HMAX then return end
     local topic = redis.call('ZRANGE', KEYS[8], skip, skip)[1]
     if not topic then return end
@@ -142,10 +155,14 @@ end
 local function record(topic, kind, rev, body, patch, time, keep)
   local key = HPREFIX .. topic
   rev, time, keep = tonumber(rev), tonumber(time), tonumber(keep)
-  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  local last = newest[topic]
+  if not last then
+    local e = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+    if e then last = {split_id(e[1])} end
+  end
   local gap = true
   if last then
-    local lt, lr = split_id(last[1])
+    local lt, lr = last[1], last[2]
     if time < lt then time = lt end
     if time == lt and rev <= lr then time = lt + 1 end
     gap = lr ~= rev - 1
@@ -157,9 +174,10 @@ local function record(topic, kind, rev, body, patch, time, keep)
     k, b = 'f', body
   end
   redis.call('XADD', key, n(time) .. '-' .. n(rev), 'e', k .. b)
+  newest[topic] = {time, rev}
   if not last then redis.call('ZADD', KEYS[8], time, topic) end
   account(topic, #b + OVERHEAD)
-  redis.call('ZADD', KEYS[9], time + keep, topic)
+  expiries[topic] = time + keep
   if k ~= 'p' then trim_age(topic, key, time - keep) end
 end
 ";
@@ -181,6 +199,7 @@ for _, topic in ipairs(due) do
   redis.call('ZREM', KEYS[9], topic)
 end
 bound()
+flush()
 return tonumber(redis.call('GET', KEYS[11]) or '0')
 ";
 

@@ -213,6 +213,7 @@ for i = 5, #ARGV, 8 do
   end
 end
 if recorded then bound() end
+flush()
 out[#out + 1] = tonumber(redis.call('GET', KEYS[11]) or '0')
 return out
 ";
