@@ -176,6 +176,7 @@ impl Settings {
             prefix: self.cluster_prefix.clone(),
             node: self.node_id.clone(),
             stream_len: self.cluster_stream_len,
+            history_max_bytes: self.history_max_bytes,
         })
     }
 

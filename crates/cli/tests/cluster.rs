@@ -24,14 +24,7 @@ fn nodes(url: &str, prefix: &RedisPrefix, n: usize, extra: &[&str]) -> Vec<Serve
 }
 
 fn node(url: &str, prefix: &RedisPrefix, id: &str, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--cluster",
-        url,
-        "--cluster-prefix",
-        prefix.as_str(),
-        "--node-id",
-        id,
-    ];
+    let mut args = common::cluster_args(url, prefix, id);
     args.extend_from_slice(extra);
     Server::start(&args)
 }

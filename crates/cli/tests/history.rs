@@ -11,41 +11,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-/// A `statecast.toml` in a new directory; returns both.
-fn config(toml: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("statecast.toml");
-    std::fs::write(&path, toml).unwrap();
-    let path = path.to_string_lossy().into_owned();
-    (dir, path)
-}
-
-async fn history(server: &Server, query: &str) -> Value {
-    let r = server.get(&format!("/api/history/{query}")).await;
-    assert_eq!(r.status, 200, "{query}: {}", r.text);
-    r.json()
-}
-
-/// Every change of a topic, following `next` with pages of `limit`.
-async fn all_changes(server: &Server, topic: &str, limit: usize) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut from = String::new();
-    loop {
-        let page = history(server, &format!("{topic}?limit={limit}{from}")).await;
-        out.extend(page["changes"].as_array().unwrap().iter().cloned());
-        match page["next"].as_str() {
-            Some(next) => from = format!("&from={next}"),
-            None => return out,
-        }
-    }
-}
-
-/// Parses an answer's RFC 3339 time into Unix ms.
-fn unix_ms(time: &Value) -> u64 {
-    let t = humantime::parse_rfc3339(time.as_str().expect("a time")).expect("RFC 3339");
-    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_recorded_with_rev_and_time_in_order_across_a_restart_and_kill_9() {
     let mut server = Server::start(&[]);
@@ -69,24 +34,9 @@ async fn changes_are_recorded_with_rev_and_time_in_order_across_a_restart_and_ki
         server.delete(&format!("/api/state/{topic}")).await.status,
         200
     );
-    let check = |changes: &[Value], expected: &[Value], removed_at: Option<usize>| {
-        let mut last_time = 0;
-        for (i, change) in changes.iter().enumerate() {
-            assert_eq!(change["rev"], json!(i + 1), "{change}");
-            let time = unix_ms(&change["time"]);
-            assert!(time >= last_time, "times in order: {change}");
-            last_time = time;
-            if Some(i) == removed_at {
-                assert_eq!(change["removed"], true, "{change}");
-                assert!(change.get("state").is_none(), "{change}");
-            } else {
-                assert_eq!(change["state"], expected[i], "rev {}", i + 1);
-            }
-        }
-    };
     let changes = all_changes(&server, topic, 1000).await;
     assert_eq!(changes.len(), 152);
-    check(&changes, &expected, Some(151));
+    assert_recorded(&changes, &expected, Some(151));
 
     server.sigterm();
     server.wait_exit().await;
@@ -171,63 +121,13 @@ async fn fields_reduce_each_state_to_the_pointers_asked_for() {
         &format!("{topic}?fields=/battery,/rf/level,/rf/a~1b"),
     )
     .await;
-    let states: Vec<&Value> = answer["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| &c["state"])
-        .collect();
     assert_eq!(
-        states,
+        states(&answer),
         [
-            &json!({"/battery": 80, "/rf/level": -60, "/rf/a~1b": 1}),
-            &json!({"/battery": 79}),
+            json!({"/battery": 80, "/rf/level": -60, "/rf/a~1b": 1}),
+            json!({"/battery": 79}),
         ]
     );
-}
-
-/// What a series must be, computed millisecond by millisecond from the recorded changes
-/// (`(time, value)`, `None` where the field held no number): independent of the hub's
-/// interval arithmetic.
-fn brute_force_series(changes: &[(u64, Option<f64>)], from: u64, to: u64, step: u64) -> Vec<Value> {
-    let value_at = |t: u64| -> Option<f64> {
-        changes
-            .iter()
-            .rev()
-            .find(|(time, _)| *time <= t)
-            .and_then(|(_, v)| *v)
-    };
-    let mut out = Vec::new();
-    let mut start = from;
-    while start < to {
-        let end = (start + step).min(to);
-        let held: Vec<f64> = (start..end).filter_map(value_at).collect();
-        let set: Vec<f64> = changes
-            .iter()
-            .filter(|(t, _)| (start..end).contains(t))
-            .filter_map(|(_, v)| *v)
-            .collect();
-        let all: Vec<f64> = held.iter().chain(&set).copied().collect();
-        if !all.is_empty() {
-            let min = all.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let avg = if held.is_empty() {
-                set.iter().sum::<f64>() / set.len() as f64
-            } else {
-                held.iter().sum::<f64>() / held.len() as f64
-            };
-            let last = value_at(end - 1)
-                .or(set.last().copied())
-                .or(held.last().copied());
-            let changes_in = changes
-                .iter()
-                .filter(|(t, _)| (start..end).contains(t))
-                .count();
-            out.push(json!({"t": start, "min": min, "max": max, "avg": avg, "last": last, "changes": changes_in}));
-        }
-        start = end;
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,19 +181,11 @@ async fn a_series_is_the_level_held_step_by_step() {
     );
     let got = answer["points"].as_array().unwrap();
     let expected = brute_force_series(&recorded, from, to, step);
-    assert_eq!(got.len(), expected.len(), "{got:?}\n{expected:?}");
+    assert_same_series(got, &expected);
     assert!(
         got[0]["t"].as_u64().unwrap() + step > first,
         "no step before creation"
     );
-    for (g, e) in got.iter().zip(&expected) {
-        assert_eq!(g["t"], e["t"]);
-        assert_eq!(g["changes"], e["changes"], "{g} {e}");
-        for k in ["min", "max", "avg", "last"] {
-            let (g, e) = (g[k].as_f64().unwrap(), e[k].as_f64().unwrap());
-            assert!((g - e).abs() < 1e-9, "{k}: {g} != {e}");
-        }
-    }
     assert!(
         expected.iter().any(|p| p["changes"] == 0),
         "the pauses leave steps with no change, carried forward"
@@ -304,7 +196,7 @@ async fn a_series_is_the_level_held_step_by_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_at_a_past_moment() {
-    let (_dir, config) = config(
+    let (_dir, config) = config_file(
         r#"
         [[topics]]
         match = "short/+"
@@ -354,7 +246,7 @@ async fn the_state_at_a_past_moment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_changes_older_than_the_policy_keeps() {
-    let (_dir, config) = config(
+    let (_dir, config) = config_file(
         r#"
         [[topics]]
         match = "short/+"
@@ -388,86 +280,17 @@ async fn retention_drops_changes_older_than_the_policy_keeps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_history_max_bytes_the_oldest_changes_go_first() {
     let server = Server::start(&["--history-max-bytes", "60000"]);
-    let filler = "x".repeat(200);
-    for i in 0..150 {
-        server
-            .put(
-                "/api/state/old/a",
-                &json!({"i": i, "filler": format!("{filler}{i}")}),
-            )
-            .await;
-    }
-    for i in 0..150 {
-        server
-            .put(
-                "/api/state/new/b",
-                &json!({"i": i, "filler": format!("{filler}{i}")}),
-            )
-            .await;
-    }
-    let old = all_changes(&server, "old/a", 1000).await;
-    let new = all_changes(&server, "new/b", 1000).await;
-    assert!(
-        old.len() < 150,
-        "the older topic lost its oldest changes: {}",
-        old.len()
-    );
-    assert_eq!(old.last().unwrap()["rev"], 150, "its newest stays");
-    assert_eq!(new.len(), 150, "the newer topic kept all");
+    write_old_then_new(&server, &server).await;
     // What the history holds stays at the bound: dropping runs in the same commit as the
     // additions (a block of field points may stay over it until its next block starts).
-    let held = server.metric("statecast_history_bytes").await;
-    assert!(
-        held > 0.0 && held <= 60_000.0 + 4096.0,
-        "statecast_history_bytes {held}"
-    );
-    let first_kept = unix_ms(&old[0]["time"]);
-    let gone = server
-        .get(&format!("/api/state/old/a?at={}", first_kept - 1))
-        .await;
-    assert_eq!(gone.status, 410, "{}", gone.text);
+    assert_oldest_went_first(&server, 60_000.0 + 4096.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_may_not_read_a_topic_may_not_read_its_history() {
-    let (_dir, config) = config(
-        r##"
-        [[auth.keys]]
-        name = "admin"
-        key = "admin-key-0123456789"
-        read = ["#"]
-        write = ["#"]
-        [[auth.keys]]
-        name = "dash"
-        key = "dash-key-0123456789"
-        read = ["public/#"]
-        "##,
-    );
+    let (_dir, config) = config_file(TWO_KEYS);
     let server = Server::start(&["--config", &config]);
-    let put = server
-        .send(
-            http_client()
-                .put(server.url("/api/state/secret/x"))
-                .bearer_auth("admin-key-0123456789")
-                .json(&json!({"v": 1})),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.text);
-    for path in [
-        "/api/history/secret/x",
-        "/api/history/secret/x?field=/v&step=1s",
-        "/api/state/secret/x?at=-1s",
-    ] {
-        let r = server
-            .send(
-                http_client()
-                    .get(server.url(path))
-                    .bearer_auth("dash-key-0123456789"),
-            )
-            .await;
-        assert_eq!(r.status, 403, "{path}: {}", r.text);
-        assert_eq!(r.json()["error"]["code"], "forbidden");
-    }
+    assert_history_forbidden(&server, &server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

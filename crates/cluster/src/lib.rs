@@ -1,6 +1,13 @@
 //! statecast's cluster engine: several hubs share one Redis. Each keeps a local cache and
-//! fans out to its own clients; Redis holds the state, revs, tombstones and recent history,
-//! and orders every change.
+//! fans out to its own clients; Redis holds the state, revs, tombstones, the recent log
+//! that resumes clients and the recorded history that answers queries about the past, and
+//! orders every change.
+//!
+//! # Layout
+//! - `lib.rs`: [`RedisEngine`], the [`SharedLog`]: loading, the append script, following.
+//! - `history.rs`: the recorded history: its Lua (recording, retention, the byte bound)
+//!   and the three queries.
+//! - `relay.rs`: commands across hubs.
 //!
 //! # How a change travels
 //! A hub appends a batch of changes with one Lua script ([`RedisEngine`]'s
@@ -15,24 +22,33 @@
 //! they cannot (the stream was trimmed past a hub, or Redis restarted), the hub starts over
 //! from the stored state.
 //!
+//! The same script records each change of a topic that keeps history in the topic's own
+//! stream, which every hub answers history queries from (`history.rs`).
+//!
 //! # Keys
 //! All keys share the hash tag `{<prefix>}` (one Redis Cluster slot, so the script may
 //! touch them all): `:rev`, `:state` and `:seq` are hashes by topic (rev, JSON state,
 //! sequence number of the last change); `:counter` is the last sequence number; `:log` is
 //! the stream; `:epoch` names this data's history; `:nodes` holds each hub's presence and
 //! `:routes` the command targets each hub owns (see [`relay`]); `:writable` is written (and
-//! expires) when a hub whose append failed checks that Redis takes writes again.
+//! expires) when a hub whose append failed checks that Redis takes writes again; `:h:<topic>`,
+//! `:hfirst`, `:hexp`, `:hsize` and `:htotal` are the recorded history (see `history.rs`; the
+//! per-topic streams are named by the scripts, not passed as keys, and share the hash tag).
 
+mod history;
 pub mod relay;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Client, Connection, Value as RedisValue};
 use statecast_core::engine::{
     Append, Appended, EngineError, Entry, EntryKind, Followed, Loaded, Node, SharedLog, StoredTopic,
 };
+use statecast_core::history::{At, ChangesQuery, Page, Point};
+use statecast_core::message;
 
 /// Settings of the cluster engine.
 #[derive(Debug, Clone)]
@@ -46,7 +62,12 @@ pub struct ClusterConfig {
     /// Entries the stream keeps (about): how far behind a hub may fall and still catch up
     /// without a resync, and how much history a starting hub finds.
     pub stream_len: u64,
+    /// Bytes the recorded history of all topics may hold, about (see `history.rs`).
+    pub history_max_bytes: u64,
 }
+
+/// The default of [`ClusterConfig::history_max_bytes`], as the embedded store's.
+pub const DEFAULT_HISTORY_MAX_BYTES: u64 = 1 << 30;
 
 impl ClusterConfig {
     pub fn new(url: impl Into<String>) -> ClusterConfig {
@@ -55,6 +76,7 @@ impl ClusterConfig {
             prefix: "statecast".into(),
             node: format!("node-{:08x}", rand::random::<u32>()),
             stream_len: 10_000,
+            history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
         }
     }
 }
@@ -65,6 +87,12 @@ pub struct RedisEngine {
     config: ClusterConfig,
     keys: Keys,
     script: redis::Script,
+    sweep: redis::Script,
+    find_rev: redis::Script,
+    /// Connections for history queries, which run on many threads at once.
+    readers: Mutex<Vec<Connection>>,
+    /// What the history holds, as counted for the bound: from the last append or sweep.
+    history_bytes: AtomicU64,
     /// The connection the commit thread appends on.
     appender: Mutex<Option<Connection>>,
     follower: Mutex<Follower>,
@@ -83,6 +111,7 @@ struct Follower {
     /// the stream again.
     broken: bool,
     presence_at: Option<Instant>,
+    swept_at: Option<Instant>,
 }
 
 struct Keys {
@@ -97,6 +126,12 @@ struct Keys {
     nodes: String,
     routes: String,
     writable: String,
+    /// The prefix of the topic streams of the history (`{prefix}:h:`).
+    history: String,
+    hfirst: String,
+    hexp: String,
+    hsize: String,
+    htotal: String,
 }
 
 impl Keys {
@@ -113,6 +148,11 @@ impl Keys {
             nodes: key("nodes"),
             routes: key("routes"),
             writable: key("writable"),
+            history: key("h:"),
+            hfirst: key("hfirst"),
+            hexp: key("hexp"),
+            hsize: key("hsize"),
+            htotal: key("htotal"),
         }
     }
 }
@@ -127,10 +167,12 @@ const PRESENCE_TTL: Duration = Duration::from_secs(10);
 /// Entries one follow call reads at most.
 const FOLLOW_COUNT: usize = 1024;
 
-/// Appends a batch; see the crate docs. ARGV: epoch, stream length, then six per append:
-/// kind (`s` set, `d` delete, `e` event), topic, rev, state or event message, patch, time
-/// (Unix ms).
-/// Returns per append `{1, seq}` or `{0, current rev, current state or nil}`.
+/// Appends a batch; see the crate docs. Runs after the history's Lua (`history.rs`). ARGV: epoch,
+/// stream length, the history's stream prefix and bound, then eight per append: kind (`s`
+/// set, `d` delete, `e` event), topic, rev, state or event message, patch message, time
+/// (Unix ms), how long the history keeps it (ms; 0: not recorded), the merge patch itself.
+/// Returns per append `{1, seq}` or `{0, current rev, current state or nil}`, then the
+/// bytes the history holds.
 const APPEND_SCRIPT: &str = r"
 if redis.call('GET', KEYS[6]) ~= ARGV[1] then
   return redis.error_reply('EPOCH this Redis no longer holds the cluster data the hub loaded')
@@ -138,8 +180,10 @@ end
 local maxlen = ARGV[2]
 local out = {}
 local blocked = {}
-for i = 3, #ARGV, 6 do
+local recorded = false
+for i = 5, #ARGV, 8 do
   local kind, topic, rev, body, patch, time = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
+  local keep, hpatch = ARGV[i+6], ARGV[i+7]
   if kind == 'e' then
     local seq = redis.call('INCR', KEYS[4])
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'q', seq, 't', topic, 'k', 'e', 'm', body)
@@ -160,10 +204,17 @@ for i = 3, #ARGV, 6 do
         redis.call('HDEL', KEYS[2], topic)
       end
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'q', seq, 't', topic, 'k', kind, 'r', rev, 's', body, 'p', patch, 'w', time)
+      if keep ~= '0' then
+        record(topic, kind, rev, body, hpatch, time, keep)
+        recorded = true
+      end
       out[#out + 1] = {1, seq}
     end
   end
 end
+if recorded then bound() end
+flush()
+out[#out + 1] = tonumber(redis.call('GET', KEYS[11]) or '0')
 return out
 ";
 
@@ -180,7 +231,11 @@ impl RedisEngine {
             .map_err(|e| EngineError(format!("the cluster URL {:?}: {e}", config.url)))?;
         let engine = RedisEngine {
             keys: Keys::new(&config.prefix),
-            script: redis::Script::new(APPEND_SCRIPT),
+            script: redis::Script::new(&history::with_history_lua(APPEND_SCRIPT)),
+            sweep: redis::Script::new(&history::with_history_lua(history::SWEEP_SCRIPT)),
+            find_rev: redis::Script::new(history::FIND_REV_SCRIPT),
+            readers: Mutex::new(Vec::new()),
+            history_bytes: AtomicU64::new(0),
             client,
             config,
             appender: Mutex::new(None),
@@ -190,6 +245,7 @@ impl RedisEngine {
                 last_seq: 0,
                 broken: false,
                 presence_at: None,
+                swept_at: None,
             }),
             epoch: Mutex::new(String::new()),
             nodes: Mutex::new(Vec::new()),
@@ -353,16 +409,12 @@ impl SharedLog for RedisEngine {
     fn append(&self, appends: &[Append<'_>]) -> Result<Vec<Appended>, EngineError> {
         let epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut invocation = self.script.prepare_invoke();
+        self.history_keys(&mut invocation);
         invocation
-            .key(&self.keys.rev)
-            .key(&self.keys.state)
-            .key(&self.keys.seq)
-            .key(&self.keys.counter)
-            .key(&self.keys.log)
-            .key(&self.keys.epoch)
-            .key(&self.keys.time)
             .arg(epoch)
-            .arg(self.config.stream_len);
+            .arg(self.config.stream_len)
+            .arg(&self.keys.history)
+            .arg(self.config.history_max_bytes);
         for append in appends {
             match *append {
                 Append::Change {
@@ -371,20 +423,30 @@ impl SharedLog for RedisEngine {
                     state,
                     patch,
                     time_ms,
+                    keep_ms,
                 } => invocation
                     .arg(if state.is_some() { "s" } else { "d" })
                     .arg(topic)
                     .arg(rev)
                     .arg(state.unwrap_or_default())
                     .arg(patch.unwrap_or_default())
-                    .arg(time_ms),
+                    .arg(time_ms)
+                    .arg(keep_ms)
+                    .arg(
+                        patch
+                            .filter(|_| keep_ms > 0)
+                            .and_then(message::patch_body)
+                            .unwrap_or_default(),
+                    ),
                 Append::Event { topic, message } => invocation
                     .arg("e")
                     .arg(topic)
                     .arg(0)
                     .arg(message)
                     .arg("")
-                    .arg(0),
+                    .arg(0)
+                    .arg(0)
+                    .arg(""),
             };
         }
         let mut slot = self.appender.lock().unwrap_or_else(|e| e.into_inner());
@@ -392,11 +454,15 @@ impl SharedLog for RedisEngine {
             Some(c) => c,
             None => self.connect()?,
         };
-        let reply: Vec<RedisValue> = invocation
+        let mut reply: Vec<RedisValue> = invocation
             .invoke(&mut connection)
             .map_err(|e| self.error("the append failed", e))?;
         *slot = Some(connection);
         drop(slot);
+        if let Some(RedisValue::Int(bytes)) = reply.pop() {
+            self.history_bytes
+                .store(u64::try_from(bytes).unwrap_or(0), Ordering::Relaxed);
+        }
         reply
             .into_iter()
             .map(|v| parse_appended(v).map_err(|e| self.error("bad append answer", e)))
@@ -433,6 +499,16 @@ impl SharedLog for RedisEngine {
             follower.broken = false;
         }
         self.presence(follower, &mut connection, clients);
+        if follower
+            .swept_at
+            .is_none_or(|at| at.elapsed() >= history::SWEEP_EVERY)
+        {
+            follower.swept_at = Some(Instant::now());
+            match self.history_sweep(&mut connection) {
+                Ok(bytes) => self.history_bytes.store(bytes, Ordering::Relaxed),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
         let reply: RedisValue = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(FOLLOW_COUNT)
@@ -480,9 +556,36 @@ impl SharedLog for RedisEngine {
             .map_err(|e| self.error("a write was refused", e))?;
         Ok(())
     }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn history_bytes(&self) -> u64 {
+        self.history_bytes.load(Ordering::Relaxed)
+    }
+
+    fn changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        self.history_changes(query)
+    }
+
+    fn state_at(&self, topic: &str, _kept_since_ms: u64, at_ms: u64) -> Result<At, EngineError> {
+        self.history_state_at(topic, at_ms)
+    }
+
+    fn field_points(
+        &self,
+        topic: &str,
+        pointer: &str,
+        _kept_since_ms: u64,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<Point>, EngineError> {
+        self.history_field_points(topic, pointer, from_ms, to_ms)
+    }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -529,31 +632,41 @@ fn parse_xread(value: RedisValue) -> Result<Vec<(String, Entry)>, String> {
         let Some(RedisValue::Array(items)) = pair.pop() else {
             return Err("a stream has no entries".into());
         };
-        for item in items {
-            let RedisValue::Array(mut parts) = item else {
-                return Err("an entry is not a pair".into());
-            };
-            let fields = match parts.pop() {
-                Some(RedisValue::Array(f)) => f,
-                _ => return Err("an entry has no fields".into()),
-            };
-            let id = match parts.pop() {
-                Some(RedisValue::BulkString(b)) => {
-                    String::from_utf8(b).map_err(|e| e.to_string())?
-                }
-                Some(RedisValue::SimpleString(s)) => s,
-                _ => return Err("an entry has no id".into()),
-            };
-            let fields: Vec<Vec<u8>> = fields
-                .into_iter()
-                .map(|f| match f {
-                    RedisValue::BulkString(b) => Ok(b),
-                    RedisValue::SimpleString(s) => Ok(s.into_bytes()),
-                    other => Err(format!("a field is {other:?}")),
-                })
-                .collect::<Result<_, _>>()?;
+        for (id, fields) in stream_items(items)? {
             out.push((id, parse_entry(&fields)?));
         }
+    }
+    Ok(out)
+}
+
+/// A stream entry's id and its fields and values, in turn.
+pub(crate) type Item = (String, Vec<Vec<u8>>);
+
+/// A stream range's entries (`[[id, [field, value, ...]], ...]`) as ids and fields.
+pub(crate) fn stream_items(items: Vec<RedisValue>) -> Result<Vec<Item>, String> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let RedisValue::Array(mut parts) = item else {
+            return Err("an entry is not a pair".into());
+        };
+        let fields = match parts.pop() {
+            Some(RedisValue::Array(f)) => f,
+            _ => return Err("an entry has no fields".into()),
+        };
+        let id = match parts.pop() {
+            Some(RedisValue::BulkString(b)) => String::from_utf8(b).map_err(|e| e.to_string())?,
+            Some(RedisValue::SimpleString(s)) => s,
+            _ => return Err("an entry has no id".into()),
+        };
+        let fields: Vec<Vec<u8>> = fields
+            .into_iter()
+            .map(|f| match f {
+                RedisValue::BulkString(b) => Ok(b),
+                RedisValue::SimpleString(s) => Ok(s.into_bytes()),
+                other => Err(format!("a field is {other:?}")),
+            })
+            .collect::<Result<_, _>>()?;
+        out.push((id, fields));
     }
     Ok(out)
 }

@@ -1,11 +1,13 @@
 //! The Redis engine on its own, against the machine's Redis (127.0.0.1:6379) with a key
-//! prefix per test: conditional appends, the order every follower sees, trimming, and the
-//! epoch check.
+//! prefix per test: conditional appends, the order every follower sees, trimming, the
+//! epoch check, and the history the append records.
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use statecast_cluster::{ClusterConfig, RedisEngine};
 use statecast_core::engine::{Append, Appended, EntryKind, Followed, SharedLog};
+use statecast_core::history::{At, Change, ChangesQuery, Point, Start};
 use statecast_testkit::{RedisPrefix, SHARED_REDIS};
 
 /// A cluster config with a key prefix of its own, deleted when dropped.
@@ -47,6 +49,7 @@ fn set<'a>(topic: &'a str, rev: u64, state: &'a str) -> Append<'a> {
         state: Some(state.as_bytes()),
         patch: None,
         time_ms: 1_000,
+        keep_ms: 0,
     }
 }
 
@@ -143,6 +146,7 @@ fn a_removal_keeps_the_rev_and_a_follower_past_a_trim_is_told_to_resync() {
             state: None,
             patch: None,
             time_ms: 2_000,
+            keep_ms: 0,
         }])
         .expect("append");
     assert_eq!(
@@ -184,4 +188,172 @@ fn appends_to_a_redis_that_lost_the_data_are_refused() {
         .expect("DEL");
     let error = engine.append(&[set("e", 2, "2")]).expect_err("refused");
     assert!(error.0.contains("no longer holds"), "{error}");
+}
+
+/// A change kept an hour, with the patch message a hub would append (`patch`: the merge
+/// patch, when one expresses the change).
+struct Kept {
+    topic: &'static str,
+    rev: u64,
+    state: Option<String>,
+    message: Option<String>,
+    time_ms: u64,
+    keep_ms: u64,
+}
+
+fn kept(rev: u64, state: Value, patch: Option<Value>, time_ms: u64) -> Kept {
+    Kept {
+        topic: "h/1",
+        rev,
+        state: Some(state.to_string()),
+        message: patch
+            .map(|p| format!(r#"{{"type":"patch","topic":"h/1","rev":{rev},"patch":{p}}}"#)),
+        time_ms,
+        keep_ms: 3_600_000,
+    }
+}
+
+fn append_kept(engine: &RedisEngine, changes: &[Kept]) -> Vec<Appended> {
+    let appends: Vec<Append<'_>> = changes
+        .iter()
+        .map(|c| Append::Change {
+            topic: c.topic,
+            rev: c.rev,
+            state: c.state.as_deref().map(str::as_bytes),
+            patch: c.message.as_deref().map(str::as_bytes),
+            time_ms: c.time_ms,
+            keep_ms: c.keep_ms,
+        })
+        .collect();
+    engine.append(&appends).expect("append")
+}
+
+fn query(start: Start, limit: usize) -> ChangesQuery<'static> {
+    ChangesQuery {
+        topic: "h/1",
+        kept_since_ms: 0,
+        start,
+        to_ms: u64::MAX,
+        limit,
+    }
+}
+
+fn revs_and_times(changes: &[Change]) -> Vec<(u64, u64)> {
+    changes.iter().map(|c| (c.rev, c.time_ms)).collect()
+}
+
+#[test]
+fn the_append_records_history_that_any_engine_reads_back() {
+    let scratch = Scratch::new("history");
+    let writer = scratch.engine("w");
+    let reader = scratch.engine("r");
+    append_kept(
+        &writer,
+        &[
+            kept(1, json!({"a": 1, "s": "x"}), None, 1_000),
+            // Another hub's clock behind: recorded as no time passing.
+            kept(2, json!({"a": 2, "s": "x"}), Some(json!({"a": 2})), 900),
+            kept(3, json!({"a": 3, "s": "x"}), Some(json!({"a": 3})), 2_000),
+        ],
+    );
+    // Refused (the topic is at rev 3): not recorded.
+    let refused = append_kept(&writer, &[kept(3, json!({"a": 9}), None, 2_500)]);
+    assert!(matches!(refused[0], Appended::Conflict { rev: 3, .. }));
+    // A change not recorded (its policy keeps none) leaves a gap: the next is a full state.
+    let mut off = kept(4, json!({"a": 4}), None, 3_000);
+    off.keep_ms = 0;
+    append_kept(
+        &writer,
+        &[off, kept(5, json!({"a": 5}), Some(json!({"a": 5})), 4_000)],
+    );
+
+    let page = reader.changes(&query(Start::Time(0), 2)).expect("changes");
+    assert_eq!(revs_and_times(&page.changes), [(1, 1_000), (2, 1_000)]);
+    assert_eq!(page.next_rev, Some(3));
+    let rest = reader.changes(&query(Start::Rev(3), 10)).expect("changes");
+    assert_eq!(revs_and_times(&rest.changes), [(3, 2_000), (5, 4_000)]);
+    assert_eq!(rest.next_rev, None);
+    let states: Vec<Value> = rest
+        .changes
+        .iter()
+        .map(|c| serde_json::from_slice(c.state.as_deref().expect("a state")).expect("JSON"))
+        .collect();
+    assert_eq!(states, [json!({"a": 3, "s": "x"}), json!({"a": 5})]);
+
+    assert_eq!(reader.state_at("h/1", 0, 999).expect("at"), At::Absent);
+    let At::Found(at) = reader.state_at("h/1", 0, 1_500).expect("at") else {
+        panic!("a state at 1.5 s");
+    };
+    assert_eq!(
+        (at.rev, at.state.as_deref()),
+        (2, Some(&br#"{"a":2,"s":"x"}"#[..]))
+    );
+    assert_eq!(
+        reader
+            .field_points("h/1", "/a", 0, 0, u64::MAX)
+            .expect("points"),
+        [(1_000, 1.0), (1_000, 2.0), (2_000, 3.0), (4_000, 5.0)].map(|(time_ms, v)| Point {
+            time_ms,
+            value: Some(v)
+        })
+    );
+    // The value held at `from_ms` comes first, at the time it was set.
+    assert_eq!(
+        reader
+            .field_points("h/1", "/a", 0, 2_500, 3_000)
+            .expect("points"),
+        [Point {
+            time_ms: 2_000,
+            value: Some(3.0)
+        }]
+    );
+}
+
+#[test]
+fn patches_rebuild_every_state_across_the_periodic_full_states() {
+    let scratch = Scratch::new("history-full");
+    let engine = scratch.engine("w");
+    let mut state = json!({"n": 0, "name": "mic"});
+    let mut changes = vec![kept(1, state.clone(), None, 10)];
+    for rev in 2..=200 {
+        state["n"] = json!(rev);
+        changes.push(kept(
+            rev,
+            state.clone(),
+            Some(json!({"n": rev})),
+            10 + rev / 3,
+        ));
+    }
+    append_kept(&engine, &changes);
+    let mut all = Vec::new();
+    let mut start = Start::Time(0);
+    loop {
+        let page = engine.changes(&query(start, 37)).expect("changes");
+        all.extend(page.changes);
+        match page.next_rev {
+            Some(rev) => start = Start::Rev(rev),
+            None => break,
+        }
+    }
+    let got: Vec<(u64, Option<String>)> = all
+        .into_iter()
+        .map(|c| (c.rev, c.state.map(|s| String::from_utf8(s).expect("UTF-8"))))
+        .collect();
+    let want: Vec<(u64, Option<String>)> =
+        changes.iter().map(|c| (c.rev, c.state.clone())).collect();
+    assert_eq!(got, want);
+    // Full states at the first change and every 64th rev, patches between.
+    let mut redis = scratch.redis();
+    let kinds: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(format!("{{{}}}:h:h/1", scratch.config.prefix))
+        .arg("-")
+        .arg("+")
+        .query(&mut redis)
+        .expect("XRANGE");
+    let full: Vec<&str> = kinds
+        .iter()
+        .filter(|(_, fields)| fields[1].starts_with('f'))
+        .map(|(id, _)| id.split('-').nth(1).expect("a rev"))
+        .collect();
+    assert_eq!(full, ["1", "64", "128", "192"]);
 }

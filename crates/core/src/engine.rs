@@ -10,7 +10,8 @@
 //!   change to the log only if the topic is still at the rev the change was computed from,
 //!   and publishes nothing until the change comes back from [`SharedLog::follow`], in the
 //!   log's order, like every other hub's changes. So every hub sees one rev sequence per
-//!   topic.
+//!   topic. A log that keeps history records each change in the same append and answers
+//!   the same three history queries as an engine, so every hub answers them alike.
 //!
 //! Either is loaded once, before the hub serves, and then called from the hub's own
 //! threads (the commit thread, and for a log the follow thread), so it may block (fsync,
@@ -214,6 +215,40 @@ pub trait SharedLog: Send + Sync + 'static {
     fn writable(&self) -> Result<(), EngineError> {
         Ok(())
     }
+
+    /// Whether the log records history ([`Append::Change`]'s `keep_ms`, in the append
+    /// itself) and answers the queries below, as [`Engine::keeps_history`].
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Bytes the recorded history holds, as counted against its bound, as last seen
+    /// (answered without I/O: metrics ask it on async threads).
+    fn history_bytes(&self) -> u64 {
+        0
+    }
+
+    /// As [`Engine::changes`], from what any hub appended.
+    fn changes(&self, _query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        Err(no_history())
+    }
+
+    /// As [`Engine::state_at`].
+    fn state_at(&self, _topic: &str, _kept_since_ms: u64, _at_ms: u64) -> Result<At, EngineError> {
+        Err(no_history())
+    }
+
+    /// As [`Engine::field_points`].
+    fn field_points(
+        &self,
+        _topic: &str,
+        _pointer: &str,
+        _kept_since_ms: u64,
+        _from_ms: u64,
+        _to_ms: u64,
+    ) -> Result<Vec<Point>, EngineError> {
+        Err(no_history())
+    }
 }
 
 /// A log shared with its owner (who may, say, also take it out of the cluster on exit).
@@ -237,6 +272,33 @@ impl<L: SharedLog> SharedLog for Arc<L> {
     fn writable(&self) -> Result<(), EngineError> {
         (**self).writable()
     }
+
+    fn keeps_history(&self) -> bool {
+        (**self).keeps_history()
+    }
+
+    fn history_bytes(&self) -> u64 {
+        (**self).history_bytes()
+    }
+
+    fn changes(&self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        (**self).changes(query)
+    }
+
+    fn state_at(&self, topic: &str, kept_since_ms: u64, at_ms: u64) -> Result<At, EngineError> {
+        (**self).state_at(topic, kept_since_ms, at_ms)
+    }
+
+    fn field_points(
+        &self,
+        topic: &str,
+        pointer: &str,
+        kept_since_ms: u64,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<Point>, EngineError> {
+        (**self).field_points(topic, pointer, kept_since_ms, from_ms, to_ms)
+    }
 }
 
 /// One append to a [`SharedLog`].
@@ -251,6 +313,9 @@ pub enum Append<'a> {
         patch: Option<&'a [u8]>,
         /// When it was made (Unix ms), so every hub shows the same time.
         time_ms: u64,
+        /// How long the change stays in the topic's history (ms; 0: not recorded), as
+        /// [`Record::keep_ms`].
+        keep_ms: u64,
     },
     /// An event message for the topic's subscribers on every hub.
     Event { topic: &'a str, message: &'a [u8] },

@@ -238,6 +238,20 @@ pub fn numeric_leaves(state: &Value) -> Vec<(String, f64)> {
     out
 }
 
+/// The number at `pointer` in `state` when it is one of [`numeric_leaves`] (reached through
+/// objects only, finite): what a series reads of a state, for a storage that rebuilds
+/// states instead of keeping points.
+pub fn number_at(state: &Value, pointer: &str) -> Option<f64> {
+    let mut at = state;
+    if !pointer.is_empty() {
+        for segment in pointer.strip_prefix('/')?.split('/') {
+            let key = segment.replace("~1", "/").replace("~0", "~");
+            at = at.as_object()?.get(&key)?;
+        }
+    }
+    at.as_f64().filter(|v| v.is_finite())
+}
+
 fn leaves(value: &Value, path: &mut String, out: &mut Vec<(String, f64)>) {
     match value {
         Value::Number(n) => {
@@ -367,6 +381,17 @@ mod tests {
             project(&state, &fields),
             json!({"/battery": 80, "/rf/level": -60})
         );
+    }
+
+    #[test]
+    fn number_at_reads_what_numeric_leaves_finds() {
+        let state = json!({"a": 1, "b": {"c/d": 2.5, "e~": 3, "s": "x"}, "l": [1, 2]});
+        for (pointer, value) in numeric_leaves(&state) {
+            assert_eq!(number_at(&state, &pointer), Some(value), "{pointer}");
+        }
+        for pointer in ["/b/s", "/l/0", "/l", "/gone", "b", "/b"] {
+            assert_eq!(number_at(&state, pointer), None, "{pointer}");
+        }
     }
 
     #[test]

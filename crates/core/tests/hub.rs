@@ -1955,6 +1955,7 @@ impl SharedLog for MemoryLog {
                     state,
                     patch,
                     time_ms,
+                    keep_ms: _,
                 } => {
                     let (current, held) = entries
                         .iter()

@@ -19,6 +19,8 @@
 //! - `sse.rs`: [`Sse`], a Server-Sent Events client of `/api/stream`.
 //! - `merge_patch.rs`: the RFC 7396 oracle, from the RFC's pseudo-code, with its
 //!   appendix A as tests.
+//! - `history.rs`: the history's answers as tests read them ([`all_changes`], [`unix_ms`],
+//!   [`brute_force_series`]) and a config file ([`config_file`]).
 //! - `follow.rs`: [`Follower`], a client's copy of a topic that checks the delivery rules.
 //! - `homeassistant.rs`: [`HomeAssistant`], a real Home Assistant process per test.
 //! - `redis.rs`: [`RedisPrefix`], a test's own keys on the shared Redis, deleted after it;
@@ -28,6 +30,7 @@
 
 mod disk;
 mod follow;
+mod history;
 mod homeassistant;
 mod http;
 mod hub;
@@ -42,6 +45,11 @@ mod ws;
 
 pub use disk::{Tmpfs, fill_disk, is_root};
 pub use follow::Follower;
+pub use history::{
+    ADMIN_KEY, DASH_KEY, TWO_KEYS, all_changes, assert_history_forbidden, assert_oldest_went_first,
+    assert_recorded, assert_same_series, brute_force_series, config_file, history, states, unix_ms,
+    write_old_then_new,
+};
 pub use homeassistant::HomeAssistant;
 pub use http::{Resp, http_client, untimed};
 pub use hub::{Server, metric_value};
@@ -49,7 +57,7 @@ pub use local::{free_port, repo_root, signal};
 pub use merge_patch::{merge_apply, merge_patch};
 pub use netns::Netns;
 pub use raw_ws::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RawWs};
-pub use redis::{OwnRedis, RedisPrefix, RedisSetup, SHARED_REDIS};
+pub use redis::{OwnRedis, RedisPrefix, RedisSetup, SHARED_REDIS, cluster_args};
 pub use sse::{Sse, SseEvent};
 pub use wait::{TIMEOUT, within};
 pub use ws::{Ws, close_code, tcp_small_buffer};

@@ -46,6 +46,18 @@ impl Drop for RedisPrefix {
     }
 }
 
+/// The arguments that make a hub node `id` of the cluster on `url` under `prefix`.
+pub fn cluster_args<'a>(url: &'a str, prefix: &'a RedisPrefix, id: &'a str) -> Vec<&'a str> {
+    vec![
+        "--cluster",
+        url,
+        "--cluster-prefix",
+        prefix.as_str(),
+        "--node-id",
+        id,
+    ]
+}
+
 /// How an [`OwnRedis`] is run.
 #[derive(Debug, Clone)]
 pub struct RedisSetup {

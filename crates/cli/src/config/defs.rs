@@ -54,8 +54,9 @@ pub static SETTINGS: &[Setting] = &[
     Setting::new(
         "history_max_bytes",
         "N",
-        "Bytes all topics' history may hold in the embedded store; over it the oldest \
-         changes go first (how long each topic keeps them: `history` in `[[topics]]`)",
+        "Bytes all topics' history may hold in the embedded store, or in Redis with \
+         `--cluster` (about: see docs/history.md); over it the oldest changes go first (how \
+         long each topic keeps them: `history` in `[[topics]]`)",
         Field::Value(|s| &mut s.history_max_bytes),
     ),
     Setting::new(

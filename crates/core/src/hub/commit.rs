@@ -110,7 +110,7 @@ pub(super) fn take_batch(shared: &Shared) -> Option<(Vec<Pending>, bool)> {
 }
 
 /// How long `topic`'s changes are kept in the history (ms; 0: none).
-fn keep_ms(shared: &Shared, topic: &str, keeps_history: bool) -> u64 {
+pub(super) fn keep_ms(shared: &Shared, topic: &str, keeps_history: bool) -> u64 {
     if !keeps_history {
         return 0;
     }

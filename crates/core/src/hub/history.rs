@@ -1,15 +1,53 @@
 //! History queries through the hub: the topic's policy says how far back its history
-//! reaches (`history`, see `policy.rs`), the engine answers from what it recorded
-//! (`crate::history` says what the answers mean).
+//! reaches (`history`, see `policy.rs`), the storage answers from what it recorded
+//! (`crate::history` says what the answers mean). The storage is the hub's own engine or
+//! the log it shares with other hubs ([`Reader`]): the rules here (retention, 404, 410,
+//! 400, the series maths) are the same for both, so every hub of a cluster answers alike.
 //!
 //! These block on the store: call them off the async threads (the REST handlers use
 //! `spawn_blocking`). They take no hub lock, so writers never wait for a query.
 
 use super::{Hub, Storage, stale};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError, SharedLog};
 use crate::error::{ErrorCode, HubError};
-use crate::history::{self, At, ChangesQuery, Page, Start, Step};
+use crate::history::{self, At, ChangesQuery, Page, Point, Start, Step};
 use crate::topic::Topic;
+
+/// What answers a hub's history queries: its own engine or the shared log.
+#[derive(Clone, Copy)]
+enum Reader<'a> {
+    Local(&'a dyn Engine),
+    Shared(&'a dyn SharedLog),
+}
+
+impl Reader<'_> {
+    fn changes(self, query: &ChangesQuery<'_>) -> Result<Page, EngineError> {
+        match self {
+            Reader::Local(e) => e.changes(query),
+            Reader::Shared(l) => l.changes(query),
+        }
+    }
+
+    fn state_at(self, topic: &str, kept_since_ms: u64, at_ms: u64) -> Result<At, EngineError> {
+        match self {
+            Reader::Local(e) => e.state_at(topic, kept_since_ms, at_ms),
+            Reader::Shared(l) => l.state_at(topic, kept_since_ms, at_ms),
+        }
+    }
+
+    fn field_points(
+        self,
+        topic: &str,
+        pointer: &str,
+        kept_since_ms: u64,
+        (from_ms, to_ms): (u64, u64),
+    ) -> Result<Vec<Point>, EngineError> {
+        match self {
+            Reader::Local(e) => e.field_points(topic, pointer, kept_since_ms, from_ms, to_ms),
+            Reader::Shared(l) => l.field_points(topic, pointer, kept_since_ms, from_ms, to_ms),
+        }
+    }
+}
 
 impl Hub {
     /// The topic's recorded changes from `start` up to `to_ms`, at most `limit` of them.
@@ -72,7 +110,7 @@ impl Hub {
             ));
         }
         let points = engine
-            .field_points(topic.as_str(), pointer, kept_since_ms, from_ms, to_ms)
+            .field_points(topic.as_str(), pointer, kept_since_ms, (from_ms, to_ms))
             .map_err(store_error)?;
         Ok(history::series(
             &points,
@@ -84,24 +122,25 @@ impl Hub {
     }
 
     /// Bytes the durable history holds, as counted against `history_max_bytes` (0 when
-    /// none is kept, and over a shared log).
+    /// none is kept; over a shared log, as last seen).
     pub fn history_bytes(&self) -> u64 {
         match &self.shared.storage {
             Storage::Local(side) => side.engine.history_bytes(),
-            Storage::Shared(_) => 0,
+            Storage::Shared(side) => side.log().history_bytes(),
         }
     }
 
-    /// The engine that answers for `topic`'s history, and the oldest time it may answer
-    /// about (Unix ms); `not_found` when none is kept.
-    fn history_of(&self, topic: &Topic) -> Result<(&dyn Engine, u64), HubError> {
+    /// What answers for `topic`'s history, and the oldest time it may answer about (Unix
+    /// ms); `not_found` when none is kept.
+    fn history_of(&self, topic: &Topic) -> Result<(Reader<'_>, u64), HubError> {
         let keep = self.shared.config.policies.history(topic.as_str());
-        let engine: &dyn Engine = match &self.shared.storage {
-            Storage::Local(side) if side.engine.keeps_history() => side.engine.as_ref(),
-            Storage::Local(_) => return Err(not_kept("this hub's store keeps no history")),
-            Storage::Shared(_) => {
-                return Err(not_kept("history is not kept yet when hubs share Redis"));
+        let engine = match &self.shared.storage {
+            Storage::Local(side) if side.engine.keeps_history() => {
+                Reader::Local(side.engine.as_ref())
             }
+            Storage::Local(_) => return Err(not_kept("this hub's store keeps no history")),
+            Storage::Shared(side) if side.log().keeps_history() => Reader::Shared(side.log()),
+            Storage::Shared(_) => return Err(not_kept("the shared log keeps no history")),
         };
         if keep.is_zero() {
             return Err(not_kept(&format!(
@@ -117,7 +156,7 @@ fn not_kept(message: &str) -> HubError {
     HubError::new(ErrorCode::NotFound, message)
 }
 
-fn store_error(e: crate::engine::EngineError) -> HubError {
+fn store_error(e: EngineError) -> HubError {
     HubError::new(
         ErrorCode::Unavailable,
         format!("the store could not answer: {e}"),

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::commit::take_batch;
+use super::commit::{keep_ms, take_batch};
 use super::fanout::{publish, write_direct};
 use super::write::{Done, Latest, Pending, PendingWhat, Prepared, UNCHANGED, prepare};
 use super::{Outcome, Shared, stale};
@@ -90,6 +90,11 @@ impl LogSide {
 
     pub(super) fn nodes(&self) -> Vec<Node> {
         self.log.nodes()
+    }
+
+    /// The log, for the history queries (`hub/history.rs`).
+    pub(super) fn log(&self) -> &dyn SharedLog {
+        self.log.as_ref()
     }
 }
 
@@ -172,6 +177,7 @@ fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
         }
     }
     let now_ms = stale::now_ms();
+    let keeps_history = side.log.keeps_history();
     let appends: Vec<Append<'_>> = appending
         .iter()
         .map(|(i, change)| {
@@ -183,6 +189,7 @@ fn run_batch(shared: &Shared, side: &LogSide, batch: Vec<Pending>) {
                     state: c.json.as_deref(),
                     patch: c.patch.as_deref(),
                     time_ms: now_ms,
+                    keep_ms: keep_ms(shared, &pending.topic, keeps_history),
                 },
                 (None, PendingWhat::Event { message }) => Append::Event {
                     topic: &pending.topic,
