@@ -85,7 +85,11 @@ async function checkDrawn(browser, plot, drawn, name) {
   const image = await decodePng(browser, png);
   // A point on the plot's left or right edge is not checked: a steep segment ending there
   // is clipped to a faint sliver (seen: the newest point of a sparkline, at x = width - 1).
-  const inside = drawn.filter(([x, y]) => x >= 1.5 && x <= image.width - 1.5 && y >= 0 && y <= image.height);
+  // The middle of each segment is checked too (uPlot draws straight segments): a sparkline
+  // of two points has both on the edges.
+  const middles = drawn.slice(1).map(([x, y], i) => [(x + drawn[i][0]) / 2, (y + drawn[i][1]) / 2]);
+  const inside = [...drawn, ...middles]
+    .filter(([x, y]) => x >= 1.5 && x <= image.width - 1.5 && y >= 0 && y <= image.height);
   assert.ok(inside.length > 0, `${name}: points drawn inside the plot (${JSON.stringify(drawn)})`);
   for (const [x, y] of inside) {
     let hit = false;
