@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { OUTPUT, freePort, ownedForFile, startHub, until } from "./support.mjs";
+import { OUTPUT, freePort, ownedForFile, startHub, stop, until } from "./support.mjs";
 
 const owned = ownedForFile();
 
@@ -60,4 +60,27 @@ test("cards say when they changed, removed topics go, the filter says when nothi
   await until("the removed card gone", async () => (await card("demo/hello").count()) === 0);
   assert.equal(await page.locator("#topics").textContent(), "1");
   await page.screenshot({ path: join(OUTPUT, "dashboard-list.png"), fullPage: true });
+});
+
+test("a banner says when the hub cannot be reached, and goes when it is back", async () => {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "statecast-dashboard-banner-"));
+  const base = `http://127.0.0.1:${port}`;
+  let hub = await startHub(port, join(dir, "data"));
+  owned.children.push(hub);
+  const browser = await owned.browser();
+  const page = await browser.newPage({ viewport: { width: 900, height: 500 } });
+  await page.goto(base + "/");
+  await until("status open", async () => (await page.locator("#status").textContent()) === "open");
+  assert.ok(!(await page.locator("#offline").isVisible()), "no banner while connected");
+
+  await stop(hub);
+  await until("the banner", () => page.locator("#offline").isVisible());
+  assert.match(await page.locator("#offline").textContent(), /cannot be reached/);
+  await page.screenshot({ path: join(OUTPUT, "dashboard-offline.png") });
+
+  hub = await startHub(port, join(dir, "data"));
+  owned.children.push(hub);
+  await until("status open again", async () => (await page.locator("#status").textContent()) === "open");
+  assert.ok(!(await page.locator("#offline").isVisible()), "the banner goes");
 });
