@@ -8,7 +8,8 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync } from "node:fs";
+import http from "node:http";
+import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { OUTPUT, freePort, ownedForFile, startHub, stop, until } from "./support.mjs";
@@ -83,4 +84,42 @@ test("a banner says when the hub cannot be reached, and goes when it is back", a
   owned.children.push(hub);
   await until("status open again", async () => (await page.locator("#status").textContent()) === "open");
   assert.ok(!(await page.locator("#offline").isVisible()), "the banner goes");
+});
+
+test("each source's health shows as an online or offline badge", async () => {
+  // A device that answers, and a port where nothing listens.
+  const device = http.createServer((req, res) => {
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ uptime: 1 }));
+  });
+  await new Promise((resolve) => device.listen(0, "127.0.0.1", resolve));
+  owned.servers.push(device);
+  const nothing = await freePort();
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "statecast-dashboard-sources-"));
+  const config = join(dir, "statecast.toml");
+  writeFileSync(config, `
+[[source]]
+name = "board"
+type = "http_poll"
+url = "http://127.0.0.1:${device.address().port}/status"
+topic = "rail/board"
+
+[[source]]
+name = "gone"
+type = "http_poll"
+url = "http://127.0.0.1:${nothing}/status"
+topic = "rail/gone"
+`);
+  owned.children.push(await startHub(port, join(dir, "data"), ["--config", config]));
+  const browser = await owned.browser();
+  const page = await browser.newPage({ viewport: { width: 900, height: 600 } });
+  await page.goto(`http://127.0.0.1:${port}/`);
+  const badge = (name) => page.locator(`section.topic[data-topic="_sources/${name}"] .health`);
+  await until("the online badge", async () => (await badge("board").getAttribute("data-status")) === "online");
+  assert.match(await badge("board").textContent(), /^online · \d+ ms$/);
+  await until("the offline badge", async () => (await badge("gone").getAttribute("data-status")) === "offline");
+  assert.match(await badge("gone").textContent(), /^offline · .+/);
+  assert.ok(await badge("gone").isVisible());
+  await page.screenshot({ path: join(OUTPUT, "dashboard-sources.png"), fullPage: true });
 });
