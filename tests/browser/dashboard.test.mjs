@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { OUTPUT, freePort, launch, startHub, stop as stopHub, until } from "./support.mjs";
+import { OUTPUT, freePort, launch, putter, startHub, stop as stopHub, until } from "./support.mjs";
 
 const children = [];
 let browser;
@@ -26,12 +26,7 @@ test("the dashboard shows writes in place and the connection's state", async () 
   let hub = await startHub(port, dataDir);
   children.push(hub);
 
-  const put = (topic, state) =>
-    fetch(`${base}/api/state/${topic}`, {
-      method: "PUT",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(state),
-    });
+  const put = putter(base);
   assert.equal((await put("demo/railhub/esp32-01", { uptime: 1, outputs: [0, 1] })).status, 200);
 
   browser = await launch();

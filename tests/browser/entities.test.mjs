@@ -12,7 +12,7 @@ import http from "node:http";
 import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { OUTPUT, freePort, ownedForFile, startHub, until } from "./support.mjs";
+import { OUTPUT, freePort, ownedForFile, putter, startHub, until } from "./support.mjs";
 
 const owned = ownedForFile();
 
@@ -89,12 +89,7 @@ unit = "dBm"
 `);
   const base = `http://127.0.0.1:${port}`;
   owned.children.push(await startHub(port, join(dir, "data"), ["--config", config]));
-  const put = (topic, state) =>
-    fetch(`${base}/api/state/${topic}`, {
-      method: "PUT",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(state),
-    });
+  const put = putter(base);
   assert.equal((await put("rail/board", { outputs: [false, true], interval: 250, mode: "auto", wifi: { rssi: -61 } })).status, 200);
 
   const browser = await owned.browser();

@@ -12,7 +12,7 @@ import http from "node:http";
 import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { OUTPUT, freePort, ownedForFile, startHub, stop, until } from "./support.mjs";
+import { OUTPUT, freePort, ownedForFile, putter, startHub, stop, until } from "./support.mjs";
 
 const owned = ownedForFile();
 
@@ -22,12 +22,7 @@ test("cards say when they changed, removed topics go, the filter says when nothi
   const dir = mkdtempSync(join(tmpdir(), "statecast-dashboard-list-"));
   const base = `http://127.0.0.1:${port}`;
   owned.children.push(await startHub(port, join(dir, "data")));
-  const put = (topic, state) =>
-    fetch(`${base}/api/state/${topic}`, {
-      method: "PUT",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(state),
-    });
+  const put = putter(base);
   assert.equal((await put("micboard/SHURE001", { battery: 80 })).status, 200);
 
   const browser = await owned.browser();

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { OUTPUT, freePort, ownedForFile, startHub, until } from "./support.mjs";
+import { OUTPUT, freePort, ownedForFile, putter, startHub, until } from "./support.mjs";
 
 const owned = ownedForFile();
 
@@ -23,12 +23,7 @@ test("the dashboard dims a stale topic and says since when", async () => {
   writeFileSync(config, '[[topics]]\nmatch = "railhub/+"\nstale_after = "1s"\n');
   const base = `http://127.0.0.1:${port}`;
   owned.children.push(await startHub(port, join(dir, "data"), ["--config", config]));
-  const put = (topic, state) =>
-    fetch(`${base}/api/state/${topic}`, {
-      method: "PUT",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(state),
-    });
+  const put = putter(base);
 
   const browser = await owned.browser();
   // The badge shows the time in the browser's time zone: UTC here, as the hub's times.

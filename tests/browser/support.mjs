@@ -56,6 +56,16 @@ export async function startHub(port, dataDir, args = []) {
   return child;
 }
 
+/** `put(topic, state)`: a REST `PUT /api/state/{topic}` to the hub at `base`. */
+export function putter(base) {
+  return (topic, state) =>
+    fetch(`${base}/api/state/${topic}`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(state),
+    });
+}
+
 /** SIGTERM to a child this test started; resolves once it has exited. */
 export function stop(child) {
   return new Promise((resolve) => {
